@@ -1,0 +1,149 @@
+"""SAM's ViT image encoder: patch embedding, windowed/global blocks with decomposed relative
+positions, and a neck down to a 256-channel 64x64 embedding."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samkit.models.common import LayerNorm2d, MLPBlock
+
+
+def relative_positions(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Gather (q_size, k_size, C) embeddings from a (L, C) table of relative offsets.
+
+    The table is linearly resized when it was trained for another resolution.
+    """
+    max_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_dist:
+        rel_pos = F.interpolate(rel_pos.T[None], size=max_dist, mode="linear")[0].T
+    q = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
+    k = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
+    idx = (q - k) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[idx.long()]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B,H,W,C) grid with decomposed relative positions.
+
+    The relative-position term is passed to ``scaled_dot_product_attention`` as an additive mask.
+    """
+
+    def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int], qkv_bias: bool = True,
+                 use_rel_pos: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,H,W,C) -> (B,H,W,C)."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
+        bias = None
+        if self.use_rel_pos:
+            rh = relative_positions(h, h, self.rel_pos_h).to(q.dtype)  # (h, h, d)
+            rw = relative_positions(w, w, self.rel_pos_w).to(q.dtype)  # (w, w, d)
+            rq = q.reshape(b, self.num_heads, h, w, -1)
+            rel_h = torch.einsum("bnhwd,hkd->bnhwk", rq, rh)
+            rel_w = torch.einsum("bnhwd,wkd->bnhwk", rq, rw)
+            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.transpose(1, 2).reshape(b, h, w, c)
+        return self.proj(out)
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B,H,W,C) -> (B*nW, window, window, C), zero-padding H and W up to multiples of ``window``."""
+    b, h, w, c = x.shape
+    ph, pw = (window - h % window) % window, (window - w % window) % window
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    hp, wp = h + ph, w + pw
+    x = x.view(b, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(windows: torch.Tensor, window: int, padded: tuple[int, int],
+                       size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B*nW, window, window, C) -> (B,H,W,C)."""
+    hp, wp = padded
+    h, w = size
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.view(b, hp // window, wp // window, window, window, -1).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :].contiguous() if (hp, wp) != (h, w) else x
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; windowed attention when ``window_size > 0``. (B,H,W,C) -> same."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int,
+                 grid_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        size = (window_size, window_size) if window_size > 0 else grid_size
+        self.attn = Attention(dim, num_heads, input_size=size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act=nn.GELU)
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            h, w = x.shape[1:3]
+            x, padded = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(x), self.window_size, padded, (h, w))
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """(B,3,H,W) -> (B,H/p,W/p,D) with a strided convolution."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ImageEncoderViT(nn.Module):
+    """SAM's ViT backbone. (B,3,img_size,img_size) normalised -> (B,out_chans,img_size/16,img_size/16)."""
+
+    def __init__(self, img_size: int = 1024, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_chans: int = 256,
+                 window_size: int = 14, global_attn_indexes: Sequence[int] = (2, 5, 8, 11)) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, 0 if i in global_attn_indexes else window_size, (grid, grid))
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))

@@ -1,0 +1,95 @@
+"""Model registry: names -> builders and the released checkpoints' metadata."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from samkit.models.image_encoder import ImageEncoderViT
+from samkit.models.mask_decoder import MaskDecoder
+from samkit.models.prompt_encoder import PromptEncoder
+from samkit.models.sam import Sam
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry. ``md5_prefix``: the md5 digest, or its leading hex digits (SAM puts 6 in its file names)."""
+
+    name: str
+    builder: Callable[[], nn.Module]
+    description: str
+    url: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    md5_prefix: str | None = None
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _sam(image_encoder: nn.Module, arch: str) -> Sam:
+    return Sam(image_encoder, PromptEncoder(), MaskDecoder(), arch=arch)
+
+
+def build_sam_vit_b() -> Sam:
+    """SAM ViT-B (91M image encoder)."""
+    return _sam(ImageEncoderViT(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+                "sam_vit_b")
+
+
+def build_sam_vit_l() -> Sam:
+    """SAM ViT-L (308M image encoder)."""
+    return _sam(ImageEncoderViT(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+                "sam_vit_l")
+
+
+def build_sam_vit_h() -> Sam:
+    """SAM ViT-H (637M image encoder)."""
+    return _sam(ImageEncoderViT(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+                "sam_vit_h")
+
+
+def build_mobile_sam() -> Sam:
+    """MobileSAM: TinyViT-5M image encoder with SAM's prompt encoder and mask decoder."""
+    from samkit.models.tiny_vit import TinyViT
+
+    return _sam(TinyViT(), "mobile_sam")
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+# Checksums: the releases publish none besides the md5 fragment in SAM's file names. The full md5
+# digests and sizes below are from public md5sum listings of the same files (their first hex digits
+# match the file names); sha256 is left unset because no official value exists.
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("sam_vit_b", build_sam_vit_b, "SAM ViT-B (Kirillov et al. 2023)", _SAM_URL + "sam_vit_b_01ec64.pth",
+                  "sam_vit_b_01ec64.pth", size=375042383, md5_prefix="01ec64d29a2fca3f0661936605ae66f8",
+                  aliases=("vit_b",)),
+        ModelSpec("sam_vit_l", build_sam_vit_l, "SAM ViT-L (Kirillov et al. 2023)", _SAM_URL + "sam_vit_l_0b3195.pth",
+                  "sam_vit_l_0b3195.pth", size=1249524607, md5_prefix="0b3195507c641ddb6910d2bb5adee89c",
+                  aliases=("vit_l",)),
+        ModelSpec("sam_vit_h", build_sam_vit_h, "SAM ViT-H (Kirillov et al. 2023)", _SAM_URL + "sam_vit_h_4b8939.pth",
+                  "sam_vit_h_4b8939.pth", size=2564550879, md5_prefix="4b8939a88964f0f4ff5f5b2642c598a6",
+                  aliases=("vit_h", "default")),
+        ModelSpec("mobile_sam", build_mobile_sam, "MobileSAM: TinyViT-5M encoder + SAM decoder (Zhang et al. 2023)",
+                  "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt", "mobile_sam.pt",
+                  size=40728226, md5_prefix="f3c0d8cda613564d499310dab6c812cd", aliases=("mobile_sam_vit_t", "vit_t")),
+    ]
+}
+
+
+def resolve_name(name: str) -> ModelSpec:
+    """Registry entry for a name or alias; unknown names raise ``KeyError`` listing the known ones."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    for spec in REGISTRY.values():
+        if name in spec.aliases:
+            return spec
+    raise KeyError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}")
+
+
+def list_models() -> list[str]:
+    """Names of every registered model."""
+    return list(REGISTRY)

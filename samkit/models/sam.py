@@ -1,0 +1,59 @@
+"""The SAM model: an image encoder plus the shared prompt encoder and mask decoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from samkit.models.mask_decoder import MaskDecoder
+from samkit.models.prompt_encoder import PromptEncoder
+
+
+class Sam(nn.Module):
+    """Image encoder + prompt encoder + mask decoder, state-dict layout of the released checkpoints.
+
+    ``image_encoder`` maps (B,3,1024,1024) normalised, padded images to (B,256,64,64) embeddings.
+    ``arch`` is the registry name of the architecture (set by the builders).
+    """
+
+    mask_threshold: float = 0.0
+
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
+                 img_size: int = 1024, arch: str = "sam") -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.img_size = img_size
+        self.arch = arch
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_encoder.no_mask_embed.weight.device
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,1024,1024) normalised images -> (B,256,64,64) embeddings."""
+        return self.image_encoder(x)
+
+    def decode(self, image_embeddings: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None = None,
+               boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+               multimask_output: bool = True,
+               extra_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts in the 1024 input frame -> low-res logits (B,M,256,256) and IoU predictions (B,M).
+
+        points: ((B,N,2) x,y, (B,N) labels); boxes (B,4); mask_input (B,1,256,256) logits;
+        extra_tokens (B,T,256) appended to the sparse prompt (text prompts).
+        """
+        sparse, dense = self.prompt_encoder(points, boxes, mask_input)
+        if extra_tokens is not None:
+            sparse = torch.cat([sparse.expand(extra_tokens.shape[0], -1, -1), extra_tokens], dim=1)
+            dense = dense.expand(extra_tokens.shape[0], -1, -1, -1)
+        return self.mask_decoder(image_embeddings, self.dense_pe(), sparse, dense, multimask_output)
+
+    def dense_pe(self) -> torch.Tensor:
+        """(1,256,64,64) positional encoding of the embedding grid, cached until the (buffer) matrix changes."""
+        gauss = self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+        key = (gauss.data_ptr(), gauss._version, gauss.device, gauss.dtype)
+        if getattr(self, "_pe_key", None) != key:
+            self._pe_cache = self.prompt_encoder.get_dense_pe()
+            self._pe_key = key
+        return self._pe_cache

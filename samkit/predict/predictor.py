@@ -1,0 +1,241 @@
+"""Interactive predictor: embed an image once, then answer each prompt in milliseconds."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from samkit.data.image_io import load_image
+from samkit.errors import PromptError, SamkitError
+from samkit.models.sam import Sam
+from samkit.predict.transforms import postprocess_logits, preprocess, resized_shape, scale_boxes, scale_coords
+
+EMBEDDING_FORMAT = "samkit-embedding/1"
+
+
+@dataclass
+class Prediction:
+    """Masks for one prompt set. C = number of masks (3 with multimask, else 1).
+
+    masks (C,H,W) bool; logits (C,H,W) float32; scores (C,) predicted IoU;
+    low_res_logits (C,256,256) float32 (feed one back as ``mask_input``).
+    :meth:`Predictor.predict_batch` returns the same fields with a leading batch axis B.
+    """
+
+    masks: np.ndarray
+    logits: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+
+    @property
+    def best(self) -> int:
+        """Index of the mask with the highest predicted IoU (single prediction)."""
+        return int(np.argmax(self.scores))
+
+
+class Predictor:
+    """Prompted segmentation of one image at a time with a SAM-family model.
+
+    >>> pred = Predictor(model); pred.set_image(rgb)
+    >>> out = pred.predict(points=[[x, y]], labels=[1])
+    """
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model.eval()
+        self.reset_image()
+
+    # -- image / embedding ------------------------------------------------------------------
+    def reset_image(self) -> None:
+        """Forget the current image embedding."""
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.features is not None
+
+    def set_image(self, image: np.ndarray | Image.Image | str | os.PathLike) -> None:
+        """Run the image encoder once. ``image``: HxWx3 uint8 RGB array, PIL image or path
+        (EXIF orientation applied; grayscale/RGBA/16-bit/palette converted to RGB)."""
+        rgb = load_image(image)
+        x, input_size = preprocess(rgb, self.model.img_size)
+        with torch.inference_mode():
+            self.features = self.model.encode_image(x.to(self.model.device))
+        self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        self.input_size = input_size
+
+    def save_embedding(self, path: str | os.PathLike) -> None:
+        """Write the image embedding (+ sizes and architecture) to a safetensors file."""
+        from safetensors.torch import save_file
+
+        self._require_image()
+        meta = {"format": EMBEDDING_FORMAT, "arch": self.model.arch,
+                "original_size": json.dumps(self.original_size), "input_size": json.dumps(self.input_size)}
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"features": self.features.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+
+    def load_embedding(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> None:
+        """Load an embedding written by :meth:`save_embedding`; no image encoder is run.
+
+        ``image_size`` (H, W) of the original image is checked against the file when given.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise SamkitError(f"embedding file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                features = f.get_tensor("features")
+        except (SafetensorError, OSError, KeyError, ValueError) as e:
+            raise SamkitError(f"{path} is not a samkit embedding file: {e}") from None
+        if meta.get("format") != EMBEDDING_FORMAT:
+            raise SamkitError(f"{path} is not a samkit embedding file (format {meta.get('format')!r})")
+        if meta.get("arch") != self.model.arch:
+            raise SamkitError(
+                f"{path} was computed with {meta.get('arch')!r}, but the model is {self.model.arch!r}: "
+                "use the same model for embedding and prompting")
+        original = tuple(json.loads(meta["original_size"]))
+        if image_size is not None and tuple(int(v) for v in image_size) != original:
+            raise SamkitError(f"{path} is for an image of size {original} (H, W), not {tuple(image_size)}")
+        self.features = features.to(self.model.device)
+        self.original_size = (int(original[0]), int(original[1]))
+        self.input_size = resized_shape(*self.original_size, self.model.img_size)
+
+    # -- prompting --------------------------------------------------------------------------
+    def predict(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
+                multimask: bool = True) -> Prediction:
+        """Masks for one prompt set, coordinates in original-image pixels (x, y).
+
+        points (N,2); labels (N,) 1 = foreground, 0 = background; box (4,) x0,y0,x1,y1;
+        mask_input (1,256,256) or (256,256) low-res logits from an earlier prediction.
+        """
+        self._require_image()
+        pts = self._check_points(points, labels)
+        boxes = None if box is None else self._check_boxes(box, single=True)
+        masks = None if mask_input is None else self._check_mask_input(mask_input, batch=1)
+        if pts is None and boxes is None and masks is None:
+            raise PromptError("no prompt given: pass points (with labels), a box, or mask_input")
+        out = self._run(None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask)
+        return Prediction(*(a[0] for a in out))
+
+    def predict_batch(self, points: Any = None, labels: Any = None, boxes: Any = None, mask_input: Any = None,
+                      multimask: bool = False) -> Prediction:
+        """B prompt sets in one decoder pass; every output field gets a leading B axis.
+
+        points (B,N,2) with labels (B,N); boxes (B,4); mask_input (B,1,256,256) or (B,256,256).
+        """
+        self._require_image()
+        pts = None
+        if points is not None or labels is not None:
+            p = self._as_array(points, "points")
+            lab = self._as_array(labels, "labels")
+            if p.ndim != 3 or lab.ndim != 2:
+                raise PromptError(f"batched points must be (B,N,2) with labels (B,N), got {p.shape} and {lab.shape}")
+            checked = [self._check_points(p[i], lab[i]) for i in range(p.shape[0])]
+            pts = (torch.stack([c[0] for c in checked]), torch.stack([c[1] for c in checked]))
+        bx = None if boxes is None else self._check_boxes(boxes, single=False)
+        sizes = {t.shape[0] for t in (pts[0] if pts else None, bx) if t is not None}
+        b = sizes.pop() if len(sizes) == 1 else None
+        if sizes:
+            raise PromptError("points and boxes must have the same batch size")
+        masks = None if mask_input is None else self._check_mask_input(mask_input, batch=b)
+        if pts is None and bx is None and masks is None:
+            raise PromptError("no prompt given: pass points (with labels), boxes, or mask_input")
+        return Prediction(*self._run(pts, bx, masks, multimask))
+
+    def _run(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+             masks: torch.Tensor | None, multimask: bool) -> tuple[np.ndarray, ...]:
+        dev = self.model.device
+        with torch.inference_mode():
+            low, iou = self.model.decode(
+                self.features,
+                points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),
+                boxes=None if boxes is None else boxes.to(dev),
+                mask_input=None if masks is None else masks.to(dev),
+                multimask_output=multimask,
+            )
+            low = low.float().cpu()
+            logits = postprocess_logits(low, self.original_size, self.input_size)
+        masks_out = (logits > self.model.mask_threshold).numpy()
+        return masks_out, logits.numpy(), iou.float().cpu().numpy(), low.numpy()
+
+    # -- validation -------------------------------------------------------------------------
+    def _require_image(self) -> None:
+        if self.features is None:
+            raise SamkitError("no image set: call set_image() or load_embedding() first")
+
+    @staticmethod
+    def _as_array(value: Any, name: str) -> np.ndarray:
+        try:
+            return np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PromptError(f"{name} must be numeric, got {value!r}") from None
+
+    def _check_points(self, points: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if points is None and labels is None:
+            return None
+        if points is None or labels is None:
+            raise PromptError("points and labels go together: pass both (labels 1 = foreground, 0 = background)")
+        p = self._as_array(points, "points")
+        lab = self._as_array(labels, "labels")
+        if p.ndim == 1 and p.shape[0] == 2:
+            p = p[None]
+        if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:
+            raise PromptError(f"points must have shape (N, 2) as x, y pairs, got {p.shape}")
+        lab = lab.reshape(-1)
+        if lab.shape[0] != p.shape[0]:
+            raise PromptError(f"{p.shape[0]} points but {lab.shape[0]} labels")
+        if not np.isfinite(p).all():
+            raise PromptError(f"points contain NaN or infinite values: {p.tolist()}")
+        bad = ~np.isin(lab, (0, 1))
+        if bad.any():
+            raise PromptError(f"labels must be 1 (foreground) or 0 (background), got {lab[bad].tolist()}")
+        h, w = self.original_size
+        outside = (p[:, 0] < 0) | (p[:, 0] > w) | (p[:, 1] < 0) | (p[:, 1] > h)
+        if outside.any():
+            x, y = p[outside][0]
+            raise PromptError(f"point ({x:g}, {y:g}) is outside the image ({w} x {h} pixels)")
+        scaled = scale_coords(p, self.original_size, self.model.img_size)
+        return torch.from_numpy(scaled).float(), torch.from_numpy(lab).long()
+
+    def _check_boxes(self, box: Any, single: bool) -> torch.Tensor:
+        b = self._as_array(box, "box")
+        if single and b.shape != (4,) and b.shape != (1, 4):
+            raise PromptError(f"box must be 4 numbers x0, y0, x1, y1, got shape {b.shape}")
+        b = b.reshape(-1, 4) if single else b
+        if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
+            raise PromptError(f"boxes must have shape (B, 4) as x0, y0, x1, y1, got {b.shape}")
+        if not np.isfinite(b).all():
+            raise PromptError("box contains NaN or infinite values")
+        flipped = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        if flipped.any():
+            raise PromptError(f"box {b[flipped][0].tolist()} has x1 < x0 or y1 < y0 (expected x0, y0, x1, y1)")
+        return torch.from_numpy(scale_boxes(b, self.original_size, self.model.img_size)).float()
+
+    def _check_mask_input(self, mask_input: Any, batch: int | None) -> torch.Tensor:
+        """Single prompt (batch=1): (256,256), (1,256,256) or (1,1,256,256). Batched: (B,256,256) or (B,1,256,256)."""
+        m = np.asarray(mask_input, dtype=np.float32)
+        low = self.model.prompt_encoder.mask_input_size
+        if batch == 1 and m.ndim == 2:
+            m = m[None]
+        if m.ndim == 3:
+            m = m[:, None]
+        n = batch if batch is not None else (m.shape[0] if m.ndim == 4 else 1)
+        if m.shape != (n, 1, *low):
+            raise PromptError(
+                f"mask_input must be low-res logits of shape (1, {low[0]}, {low[1]}) per prompt "
+                f"(e.g. prev.low_res_logits[i][None]), got {tuple(np.shape(mask_input))}")
+        if not np.isfinite(m).all():
+            raise PromptError("mask_input contains NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(m))

@@ -1,0 +1,99 @@
+"""Geometry shared by every SAM-family model: resize-longest-side, normalisation, padding,
+prompt coordinate mapping and logit upsampling back to the original image.
+
+All coordinates are (x, y) pixels. ``original_size`` and ``input_size`` are (H, W).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+# SAM's ImageNet statistics in 0..255 RGB.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(H, W) after scaling so that the longer side is ``long_side`` (SAM's rounding)."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_image(image: np.ndarray, long_side: int) -> np.ndarray:
+    """HxWx3 uint8 -> hxwx3 uint8 with the longer side ``long_side`` (PIL bilinear)."""
+    h, w = resized_shape(image.shape[0], image.shape[1], long_side)
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def preprocess(image: np.ndarray, img_size: int = 1024) -> tuple[torch.Tensor, tuple[int, int]]:
+    """HxWx3 uint8 RGB -> (1,3,img_size,img_size) float32 normalised, zero-padded; plus input (h, w)."""
+    resized = resize_image(image, img_size)
+    x = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float()
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    x = (x - mean) / std
+    h, w = x.shape[-2:]
+    x = torch.nn.functional.pad(x, (0, img_size - w, 0, img_size - h))
+    return x.unsqueeze(0), (int(h), int(w))
+
+
+def scale_coords(coords: np.ndarray, original_size: tuple[int, int], img_size: int = 1024) -> np.ndarray:
+    """(..., 2) x,y in original pixels -> model input pixels (float64 copy)."""
+    h, w = original_size
+    new_h, new_w = resized_shape(h, w, img_size)
+    out = np.array(coords, dtype=np.float64, copy=True)
+    out[..., 0] *= new_w / w
+    out[..., 1] *= new_h / h
+    return out
+
+
+def scale_boxes(boxes: np.ndarray, original_size: tuple[int, int], img_size: int = 1024) -> np.ndarray:
+    """(..., 4) x0,y0,x1,y1 in original pixels -> model input pixels."""
+    b = np.asarray(boxes, dtype=np.float64)
+    return scale_coords(b.reshape(*b.shape[:-1], 2, 2), original_size, img_size).reshape(b.shape)
+
+
+def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """(out_size, in_size) matrix equal to 1-D bilinear resize with align_corners=False."""
+    scale = in_size / out_size
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+    src = np.clip(src, 0.0, None)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    frac = src - i0
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, i0), 1.0 - frac)
+    np.add.at(m, (rows, i1), frac)
+    return m
+
+
+@lru_cache(maxsize=16)
+def upsample_operators(
+    original_size: tuple[int, int], input_size: tuple[int, int], low_res: int = 256, img_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable linear maps (H x low_res, W x low_res) that reproduce SAM's post-processing.
+
+    SAM upsamples low-res logits bilinearly to ``img_size``, crops the un-padded ``input_size``
+    region and upsamples bilinearly again to ``original_size``. Each step is linear and separable,
+    so the whole chain is ``rows @ logits @ cols.T``: two small matmuls instead of a 1024x1024
+    intermediate. Same arithmetic as the reference up to float rounding.
+    """
+    mats = []
+    for orig, inp in zip(original_size, input_size):
+        up = _bilinear_matrix(img_size, low_res)[:inp]  # low_res -> padded input, cropped
+        down = _bilinear_matrix(orig, inp)  # cropped input -> original
+        mats.append(torch.from_numpy((down @ up).astype(np.float32)))
+    return mats[0], mats[1]
+
+
+def postprocess_logits(
+    low_res_logits: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
+) -> torch.Tensor:
+    """(..., 256, 256) low-res logits -> (..., H, W) float32 logits at original resolution."""
+    rows, cols = upsample_operators(tuple(original_size), tuple(input_size), low_res_logits.shape[-1])
+    x = low_res_logits.float()
+    return rows @ x @ cols.T

@@ -1,0 +1,127 @@
+"""Predictor behaviour on a real image: prompt combinations, batching, embeddings, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samkit.errors import PromptError, SamkitError
+from samkit.models.registry import resolve_name
+from samkit.predict.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def model(fill_state_dict):
+    m = resolve_name("mobile_sam").builder().eval()
+    m.load_state_dict(fill_state_dict(m.state_dict()), strict=True)
+    return m
+
+
+@pytest.fixture(scope="module")
+def image(data_dir):
+    return np.asarray(Image.open(data_dir / "GrabCut" / "data_GT" / "124080.jpg").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def pred(model, image):
+    p = Predictor(model)
+    p.set_image(image)
+    return p
+
+
+def test_prompt_combinations_shapes(pred, image):
+    h, w = image.shape[:2]
+    cases = [
+        dict(points=[[w / 2, h / 2]], labels=[1], multimask=True),
+        dict(box=[w / 4, h / 4, 3 * w / 4, 3 * h / 4], multimask=False),
+        dict(points=[[w / 2, h / 2], [5, 5]], labels=[1, 0], box=[0, 0, w - 1, h - 1], multimask=False),
+    ]
+    for kwargs in cases:
+        out = pred.predict(**kwargs)
+        c = 3 if kwargs["multimask"] else 1
+        assert out.masks.shape == (c, h, w) and out.masks.dtype == bool
+        assert out.logits.shape == (c, h, w) and out.logits.dtype == np.float32
+        assert out.scores.shape == (c,) and out.low_res_logits.shape == (c, 256, 256)
+        np.testing.assert_array_equal(out.masks, out.logits > 0)
+    first = pred.predict(points=[[w / 2, h / 2]], labels=[1])
+    fed = pred.predict(points=[[w / 2, h / 2]], labels=[1], mask_input=first.low_res_logits[first.best][None],
+                       multimask=False)
+    only_mask = pred.predict(mask_input=first.low_res_logits[first.best], multimask=False)
+    assert fed.masks.shape == only_mask.masks.shape == (1, h, w)
+    assert not np.allclose(fed.low_res_logits, pred.predict(points=[[w / 2, h / 2]], labels=[1],
+                                                             multimask=False).low_res_logits)
+
+
+def test_batch_equals_single(pred, image):
+    h, w = image.shape[:2]
+    pts = np.array([[[w * 0.3, h * 0.4]], [[w * 0.6, h * 0.5]]])
+    labels = np.ones((2, 1))
+    boxes = np.array([[10, 10, w / 2, h / 2], [w / 3, h / 3, w - 5, h - 5]])
+    batch = pred.predict_batch(points=pts, labels=labels, boxes=boxes, multimask=True)
+    assert batch.masks.shape == (2, 3, h, w) and batch.scores.shape == (2, 3)
+    for i in range(2):
+        one = pred.predict(points=pts[i], labels=labels[i], box=boxes[i], multimask=True)
+        np.testing.assert_allclose(batch.low_res_logits[i], one.low_res_logits, atol=1e-4)
+        np.testing.assert_allclose(batch.scores[i], one.scores, atol=1e-5)
+
+
+def test_embedding_round_trip(pred, model, image, tmp_path):
+    h, w = image.shape[:2]
+    path = tmp_path / "emb.safetensors"
+    pred.save_embedding(path)
+    fresh = Predictor(model)
+    fresh.load_embedding(path, image_size=(h, w))
+    assert fresh.original_size == pred.original_size and fresh.input_size == pred.input_size
+    a = pred.predict(points=[[w / 2, h / 2]], labels=[1])
+    b = fresh.predict(points=[[w / 2, h / 2]], labels=[1])
+    np.testing.assert_array_equal(a.logits, b.logits)
+    with pytest.raises(SamkitError, match="is for an image of size"):
+        fresh.load_embedding(path, image_size=(h + 1, w))
+
+
+def test_embedding_errors(model, pred, tmp_path):
+    p = Predictor(model)
+    with pytest.raises(SamkitError, match="no image set"):
+        p.predict(points=[[1, 1]], labels=[1])
+    with pytest.raises(SamkitError, match="not found"):
+        p.load_embedding(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(SamkitError, match="not a samkit embedding"):
+        p.load_embedding(bad)
+    path = tmp_path / "emb.safetensors"
+    pred.save_embedding(path)
+    other = resolve_name("sam_vit_b")
+    with torch.device("meta"):
+        vit_b = other.builder()
+    with pytest.raises(SamkitError, match="computed with 'mobile_sam'"):
+        Predictor(vit_b).load_embedding(path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(), "no prompt given"),
+    (dict(points=[[10, 10]]), "points and labels go together"),
+    (dict(points=[[np.nan, 10]], labels=[1]), "NaN"),
+    (dict(points=[[10, 10]], labels=[3]), "labels must be 1"),
+    (dict(points=[[10, 10], [20, 20]], labels=[1]), "2 points but 1 labels"),
+    (dict(points=[[1e5, 10]], labels=[1]), "outside the image"),
+    (dict(points=[[-1, 10]], labels=[1]), "outside the image"),
+    (dict(points=[[1, 2, 3]], labels=[1]), "shape"),
+    (dict(box=[50, 10, 20, 40]), "x1 < x0"),
+    (dict(box=[1, 2, 3]), "4 numbers"),
+    (dict(box=[0, 0, np.inf, 5]), "NaN or infinite"),
+    (dict(mask_input=np.zeros((1, 128, 128))), "mask_input must be low-res logits"),
+    (dict(mask_input=np.zeros((3, 256, 256))), "mask_input must be low-res logits"),
+    (dict(points="abc", labels=[1]), "numeric"),
+])
+def test_bad_prompts(pred, kwargs, message):
+    with pytest.raises(PromptError, match=message):
+        pred.predict(**kwargs)
+
+
+def test_bad_batches(pred):
+    with pytest.raises(PromptError, match="same batch size"):
+        pred.predict_batch(points=np.zeros((2, 1, 2)), labels=np.ones((2, 1)), boxes=np.array([[0, 0, 5, 5]] * 3))
+    with pytest.raises(PromptError, match=r"\(B,N,2\)"):
+        pred.predict_batch(points=np.zeros((1, 2)), labels=np.ones(1))
