@@ -28,8 +28,11 @@ def relative_positions(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch
 class Attention(nn.Module):
     """Multi-head self-attention over a (B,H,W,C) grid with decomposed relative positions.
 
-    The relative-position term is passed to ``scaled_dot_product_attention`` as an additive mask.
+    The relative-position term is passed to ``scaled_dot_product_attention`` as an additive mask,
+    built for ``query_chunk`` queries at a time (bounded memory for global attention).
     """
+
+    query_chunk: int = 1024
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int], qkv_bias: bool = True,
                  use_rel_pos: bool = True) -> None:
@@ -48,17 +51,24 @@ class Attention(nn.Module):
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
-        bias = None
-        if self.use_rel_pos:
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
             rh = relative_positions(h, h, self.rel_pos_h).to(q.dtype)  # (h, h, d)
             rw = relative_positions(w, w, self.rel_pos_w).to(q.dtype)  # (w, w, d)
             rq = q.reshape(b, self.num_heads, h, w, -1)
-            rel_h = torch.einsum("bnhwd,hkd->bnhwk", rq, rh)
-            rel_w = torch.einsum("bnhwd,wkd->bnhwk", rq, rw)
-            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(b, h, w, c)
-        return self.proj(out)
+            rel_h = torch.einsum("bnhwd,hkd->bnhwk", rq, rh)  # (B, heads, h, w, h)
+            rel_w = torch.einsum("bnhwd,wkd->bnhwk", rq, rw)  # (B, heads, h, w, w)
+            # Queries in bands of rows, so the (rows*w, h*w) bias never exists for the whole grid at once.
+            rows = max(1, self.query_chunk // w)
+            out = torch.cat([
+                F.scaled_dot_product_attention(
+                    q[:, :, r * w:(r + rows) * w], k, v,
+                    attn_mask=(rel_h[:, :, r:r + rows, :, :, None] + rel_w[:, :, r:r + rows, :, None, :]).flatten(-2)
+                    .flatten(2, 3))
+                for r in range(0, h, rows)
+            ], dim=2)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -27,10 +27,49 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        nq, nk = q.shape[1], k.shape[1]
+        if nk > nq and self.num_heads * nq < self.internal_dim:
+            return self._few_queries(q, k, v)
+        if nq > nk and self.num_heads * nk < self.internal_dim:
+            return self._few_keys(q, k, v)
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         out = F.scaled_dot_product_attention(q, k, v)
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+    # The decoder's cross-attentions pair ~7 prompt tokens with 4096 image tokens. Projecting all
+    # image tokens costs N*C*internal_dim; multiplying the few tokens through the projection
+    # matrices first costs N*C*heads*n_tokens (56 < 128 columns). Same function, reassociated.
+
+    def _few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Few queries (B,Nq,C) attend to many keys (B,Nk,C) without projecting the keys."""
+        b, nq, c = q.shape
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        qh = self._heads(self.q_proj(q)) * d**-0.5  # (B,h,Nq,d)
+        wk = self.k_proj.weight.view(h, d, c)
+        # k_proj's bias adds the same value to every key's score: softmax ignores it.
+        scores = (qh @ wk).reshape(b, h * nq, c) @ k.transpose(1, 2)  # (B,h*Nq,Nk)
+        mixed = torch.softmax(scores, dim=-1) @ v  # (B,h*Nq,C); weights sum to 1, so v's bias passes through
+        wv = self.v_proj.weight.view(h, d, c)
+        out = mixed.view(b, h, nq, c) @ wv.transpose(1, 2) + self.v_proj.bias.view(h, 1, d)  # (B,h,Nq,d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, self.internal_dim))
+
+    def _few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Many queries (B,Nq,C) attend to few keys (B,Nk,C) without projecting the queries."""
+        b, nq, c = q.shape
+        nk = k.shape[1]
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        kh = self._heads(self.k_proj(k)) * d**-0.5  # (B,h,Nk,d)
+        vh = self._heads(self.v_proj(v))  # (B,h,Nk,d)
+        wq = self.q_proj.weight.view(h, d, c)
+        score_w = (kh @ wq).reshape(b, h * nk, c)  # (B,h*Nk,C): keys pulled back through q_proj
+        score_b = (kh @ self.q_proj.bias.view(h, d, 1)).reshape(b, h * nk, 1)
+        # Scores laid out (B, h*Nk, Nq): softmax over the small key axis is fast when it is not the last one.
+        scores = torch.baddbmm(score_b, score_w, q.transpose(1, 2))
+        attn = torch.softmax(scores.view(b, h, nk, nq), dim=2).view(b, h * nk, nq)
+        wo = self.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (h,d,C)
+        values = (vh @ wo).reshape(b, h * nk, c)  # (B,h*Nk,C): values pushed through out_proj
+        return torch.baddbmm(self.out_proj.bias.view(1, 1, c), attn.transpose(1, 2), values)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -59,12 +98,11 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        keys_pe = keys + key_pe  # used by both cross-attentions: keys do not change in between
+        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries))
         return queries, keys
 
 
@@ -84,8 +122,9 @@ class TwoWayTransformer(nn.Module):
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                 point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding, image_pe (B,C,h,w); point_embedding (B,N,C) -> tokens (B,N,C), image (B,h*w,C)."""
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # Token-major and contiguous: the element-wise ops and norms over 4096 tokens are memory-bound.
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)

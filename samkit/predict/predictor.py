@@ -39,6 +39,29 @@ class Prediction:
         return int(np.argmax(self.scores))
 
 
+def read_embedding(path: str | os.PathLike, with_features: bool = False) -> tuple[dict, torch.Tensor | None]:
+    """Metadata of a :meth:`Predictor.save_embedding` file ({"arch", "original_size" (H, W)}), and
+    its (1,256,64,64) features when ``with_features``. Raises SamkitError for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise SamkitError(f"embedding file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            features = f.get_tensor("features") if with_features else None
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise SamkitError(f"{path} is not a samkit embedding file: {e}") from None
+    if meta.get("format") != EMBEDDING_FORMAT or not meta.get("arch"):
+        raise SamkitError(f"{path} is not a samkit embedding file (format {meta.get('format')!r})")
+    try:
+        h, w = (int(v) for v in json.loads(meta["original_size"]))
+    except (KeyError, ValueError, TypeError):
+        raise SamkitError(f"{path} is not a samkit embedding file (no original_size)") from None
+    return {"arch": meta["arch"], "original_size": (h, w)}, features
+
+
 class Predictor:
     """Prompted segmentation of one image at a time with a SAM-family model.
 
@@ -80,36 +103,27 @@ class Predictor:
                 "original_size": json.dumps(self.original_size), "input_size": json.dumps(self.input_size)}
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"features": self.features.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        try:
+            save_file({"features": self.features.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def load_embedding(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> None:
         """Load an embedding written by :meth:`save_embedding`; no image encoder is run.
 
         ``image_size`` (H, W) of the original image is checked against the file when given.
         """
-        from safetensors import SafetensorError, safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise SamkitError(f"embedding file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                features = f.get_tensor("features")
-        except (SafetensorError, OSError, KeyError, ValueError) as e:
-            raise SamkitError(f"{path} is not a samkit embedding file: {e}") from None
-        if meta.get("format") != EMBEDDING_FORMAT:
-            raise SamkitError(f"{path} is not a samkit embedding file (format {meta.get('format')!r})")
-        if meta.get("arch") != self.model.arch:
+        meta, features = read_embedding(path, with_features=True)
+        if meta["arch"] != self.model.arch:
             raise SamkitError(
-                f"{path} was computed with {meta.get('arch')!r}, but the model is {self.model.arch!r}: "
+                f"{path} was computed with {meta['arch']!r}, but the model is {self.model.arch!r}: "
                 "use the same model for embedding and prompting")
-        original = tuple(json.loads(meta["original_size"]))
+        original = meta["original_size"]
         if image_size is not None and tuple(int(v) for v in image_size) != original:
             raise SamkitError(f"{path} is for an image of size {original} (H, W), not {tuple(image_size)}")
         self.features = features.to(self.model.device)
-        self.original_size = (int(original[0]), int(original[1]))
+        self.original_size = original
         self.input_size = resized_shape(*self.original_size, self.model.img_size)
 
     # -- prompting --------------------------------------------------------------------------

@@ -97,3 +97,24 @@ def postprocess_logits(
     rows, cols = upsample_operators(tuple(original_size), tuple(input_size), low_res_logits.shape[-1])
     x = low_res_logits.float()
     return rows @ x @ cols.T
+
+
+def mask_to_low_res_logits(
+    mask: np.ndarray, img_size: int = 1024, low_res: int = 256, magnitude: float = 20.0
+) -> np.ndarray:
+    """(H, W) binary mask at original resolution -> (1, low_res, low_res) float32 mask-input logits.
+
+    The mask goes through the image's geometry: resized (bilinear) so its longer side is
+    ``img_size``, zero-padded to ``img_size`` x ``img_size`` (padding is background) and
+    area-downsampled to ``low_res``. A low-res cell whose foreground fraction is f gets the logit
+    ``magnitude * (2f - 1)``: +magnitude inside, -magnitude outside, about 0 on the boundary.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {m.shape}")
+    h, w = resized_shape(m.shape[0], m.shape[1], img_size)
+    fg = Image.fromarray(m.astype(bool).astype(np.float32)).resize((w, h), Image.BILINEAR)
+    padded = np.zeros((img_size, img_size), dtype=np.float32)
+    padded[:h, :w] = np.clip(np.asarray(fg), 0.0, 1.0)
+    low = np.asarray(Image.fromarray(padded).resize((low_res, low_res), Image.BOX))
+    return (magnitude * (2.0 * low - 1.0)).astype(np.float32)[None]

@@ -1,0 +1,435 @@
+"""The ``samkit`` command line: ``segment``, ``embed``, ``models`` and ``demo``.
+
+``samkit segment IMAGE --point X,Y --out DIR`` writes into DIR (all files or none):
+
+* ``mask_0.png`` .. ``mask_{C-1}.png``: 8-bit masks (0 background, 255 foreground), ordered by
+  predicted IoU, best first (C = 3 with ``--multimask``, else 1);
+* ``overlay.png``: the image with every mask tinted (mask_0 in the first colour, painted on top),
+  foreground points green, background points red, the box yellow (only when IMAGE is given);
+* ``masks.json``::
+
+    {"image": {"file_name": "photo.jpg" | null, "height": H, "width": W},
+     "model": "mobile_sam",                      # architecture (registry name)
+     "embedding": "photo.safetensors" | null,    # --embedding file used instead of the encoder
+     "prompts": {"points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1] | null,
+                 "mask_input": "prev.png" | null, "multimask": false},
+     "annotations": [                            # sorted by predicted IoU, descending
+       {"id": 0, "segmentation": {"size": [H, W], "counts": "<COCO compressed RLE>"},
+        "bbox": [x, y, w, h], "area": 1234, "predicted_iou": 0.93, "mask_file": "mask_0.png"}]}
+
+Coordinates are original-image pixels. Errors print ``samkit: error: <one line>`` on stderr and
+exit with code 2, leaving no partial output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from samkit import __version__
+from samkit.data.image_io import load_image
+from samkit.data.masks import mask_area, mask_bbox_xywh, mask_colors, mask_to_rle, overlay_masks, save_mask_png
+from samkit.data.staging import staged_outputs
+from samkit.errors import CheckpointError, ImageError, PromptError, SamkitError
+from samkit.models.hub import cache_dir
+from samkit.models.load import cached_path, load_model
+from samkit.models.registry import REGISTRY, ModelSpec
+from samkit.predict.predictor import Prediction, Predictor, read_embedding
+from samkit.predict.transforms import mask_to_low_res_logits
+
+DEFAULT_MODEL = "sam_vit_b"  # `segment` / `embed` without --model or --checkpoint
+DEMO_MODELS = ("mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h")  # `demo` uses the first one cached
+DEMO_OUT = "demo_out"
+SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "sample.png"
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+_SEGMENT_DESCRIPTION = ("Segment IMAGE from prompts (pixel coordinates, x to the right, y down) and write "
+                        "mask_0.png.., overlay.png and masks.json into --out (best mask first).")
+_FG, _BG, _BOX = (40, 220, 60), (230, 40, 40), (250, 210, 0)  # overlay colours of the prompts
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Prompts of one ``segment`` run, in original-image pixels."""
+
+    points: list[tuple[float, float]]
+    labels: list[int]
+    box: tuple[float, float, float, float] | None = None
+    mask_input: str | None = None
+    multimask: bool = False
+
+    def record(self) -> dict:
+        """The ``prompts`` entry of masks.json."""
+        return {"points": [list(p) for p in self.points], "labels": self.labels,
+                "box": None if self.box is None else list(self.box), "mask_input": self.mask_input,
+                "multimask": self.multimask}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """--model / --checkpoint as given (None = not given)."""
+
+    name: str | None = None
+    checkpoint: str | None = None
+
+
+# ----------------------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input or usage, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        return args.func(args)
+    except SamkitError as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:  # stdout closed early (`samkit models | head`): not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if exc.filename is None:  # not about a user path: a bug or system failure, keep the traceback
+            raise
+        return _fail(f"{exc.strerror or exc}: {exc.filename}")
+    except KeyboardInterrupt:
+        print("samkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str) -> int:
+    """Print ``samkit: error: <message>`` on one line to stderr; return the error exit status."""
+    print(f"samkit: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one ``samkit: error:`` line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"samkit: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = _Parser(prog="samkit", description="Promptable image segmentation with Segment Anything models.")
+    parser.add_argument("--version", action="version", version=f"samkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_segment(commands.add_parser("segment", help="segment an image from point / box / mask prompts",
+                                     description=_SEGMENT_DESCRIPTION))
+    _add_embed(commands.add_parser("embed", help="compute an image embedding once, to prompt it later"))
+    commands.add_parser("models", help="list the known models and which checkpoints are cached").set_defaults(
+        func=_cmd_models)
+    _add_demo(commands.add_parser("demo", help="segment a sample image with a locally available model"))
+    return parser
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="NAME",
+                   help=f"registry model (see 'samkit models'; default {DEFAULT_MODEL}); with --checkpoint, "
+                        "the architecture to load PATH into")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="checkpoint file; alone, its architecture is recognised from its contents")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="refuse images larger than N pixels (default: $SAMKIT_MAX_IMAGE_PIXELS or 200 million)")
+
+
+def _add_segment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="image file (optional with --embedding: no overlay)")
+    p.add_argument("--point", action="append", type=parse_point, default=[], metavar="X,Y[,LABEL]",
+                   help="point prompt; LABEL 1 = foreground (default), 0 = background; repeatable")
+    p.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="box prompt (corners)")
+    p.add_argument("--mask-input", metavar="PNG",
+                   help="binary mask of the image's size (e.g. an earlier mask_0.png) to refine")
+    p.add_argument("--multimask", action="store_true", help="return 3 candidate masks instead of 1")
+    p.add_argument("--embedding", metavar="FILE",
+                   help="embedding from 'samkit embed': skips the image encoder; its model is the default")
+    _add_model_options(p)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.set_defaults(func=_cmd_segment)
+
+
+def _add_embed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", metavar="IMAGE", help="image file")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="embedding file (.safetensors)")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_embed)
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", type=Path, metavar="PATH", help="image to segment (default: a bundled sample)")
+    p.add_argument("--out", type=Path, default=Path(DEMO_OUT), metavar="DIR",
+                   help=f"output folder (default: {DEMO_OUT})")
+    p.set_defaults(func=_cmd_demo)
+
+
+# ---------------------------------------------------------------------------------------- prompt parsing
+
+
+def _numbers(text: str, counts: tuple[int, ...], form: str) -> list[float]:
+    """Comma-separated finite numbers; an argparse type error naming ``text`` otherwise."""
+    parts = [s.strip() for s in text.split(",")]
+    try:
+        values = [float(s) for s in parts]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"bad value {text!r}: expected {form}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"bad value {text!r}: coordinates must be finite numbers")
+    return values
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """``"X,Y"`` or ``"X,Y,LABEL"`` -> (x, y, label); LABEL is 1 (foreground, default) or 0 (background)."""
+    values = _numbers(text, (2, 3), "X,Y or X,Y,LABEL (numbers; LABEL 1 = foreground, 0 = background)")
+    label = values[2] if len(values) == 3 else 1.0
+    if label not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(
+            f"bad value {text!r}: label must be 1 (foreground) or 0 (background), got {label:g}")
+    return values[0], values[1], int(label)
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"X0,Y0,X1,Y1"`` -> (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1."""
+    x0, y0, x1, y1 = _numbers(text, (4,), "X0,Y0,X1,Y1 (four numbers: top-left and bottom-right corners)")
+    if x1 < x0 or y1 < y0:
+        axis = "x1 < x0" if x1 < x0 else "y1 < y0"
+        raise argparse.ArgumentTypeError(
+            f"bad value {text!r}: {axis}; expected X0,Y0,X1,Y1 (top-left, bottom-right)")
+    return x0, y0, x1, y1
+
+
+def _read_mask_input(path: str, size: tuple[int, int], max_pixels: int | None) -> np.ndarray:
+    """--mask-input PNG of (H, W) = ``size`` -> (1,256,256) logits. Foreground: >= 128 (or 1 in a 0/1 mask)."""
+    try:
+        grey = load_image(path, max_pixels=max_pixels).max(axis=2)
+    except ImageError as exc:
+        raise PromptError(f"--mask-input: {exc}") from None
+    if grey.shape != tuple(size):
+        raise PromptError(f"--mask-input {path} is {grey.shape[1]} x {grey.shape[0]} pixels but the image is "
+                          f"{size[1]} x {size[0]}: the mask must have the image's size")
+    mask = grey >= 128 if grey.max() > 1 else grey > 0
+    return mask_to_low_res_logits(mask)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def _load(choice: ModelChoice, default: str) -> Predictor:
+    """A predictor for --model / --checkpoint (``default`` when neither is given)."""
+    if choice.checkpoint is None:
+        return Predictor(load_model(choice.name or default))
+    if not Path(choice.checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {choice.checkpoint}")
+    if choice.name is None:
+        return Predictor(load_model(choice.checkpoint))
+    return Predictor(load_model(choice.name, checkpoint=choice.checkpoint))
+
+
+def _embedding_arch(path: str) -> str:
+    """Architecture recorded in an embedding file written by ``samkit embed``."""
+    return read_embedding(path)[0]["arch"]
+
+
+def _human_size(n: int | None) -> str:
+    return "?" if n is None else tqdm.format_sizeof(n, "B", 1000)
+
+
+# ------------------------------------------------------------------------------------------ segment
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    if args.image is None and args.embedding is None:
+        raise SamkitError("give an IMAGE to segment, or --embedding FILE written by 'samkit embed'")
+    if not args.point and args.box is None and args.mask_input is None:
+        raise PromptError("no prompt given: add --point X,Y[,LABEL], --box X0,Y0,X1,Y1 or --mask-input PNG")
+    prompts = Prompts(points=[(x, y) for x, y, _ in args.point], labels=[lab for _, _, lab in args.point],
+                      box=args.box, mask_input=args.mask_input, multimask=args.multimask)
+    image = None if args.image is None else load_image(args.image, max_pixels=args.max_pixels)
+    segment(image, args.image, prompts, ModelChoice(args.model, args.checkpoint), args.out,
+            embedding=args.embedding, max_pixels=args.max_pixels)
+    return 0
+
+
+def segment(image: np.ndarray | None, image_path: str | os.PathLike | None, prompts: Prompts, choice: ModelChoice,
+            out: Path, embedding: str | None = None, max_pixels: int | None = None) -> Prediction:
+    """Run one prompt set and write masks, overlay and masks.json into ``out`` (all or nothing); print a summary.
+
+    Without ``embedding`` the image encoder runs on ``image``; with it, ``image`` may be None (no overlay).
+    """
+    size = None if image is None else (int(image.shape[0]), int(image.shape[1]))
+    with staged_outputs(out) as stage:
+        mask_input = None
+        if prompts.mask_input is not None and size is not None:  # fail before the slow model work
+            mask_input = _read_mask_input(prompts.mask_input, size, max_pixels)
+        default = _embedding_arch(embedding) if embedding is not None else DEFAULT_MODEL
+        predictor = _load(choice, default)
+        if embedding is None:
+            predictor.set_image(image)
+        else:
+            predictor.load_embedding(embedding, image_size=size)
+        size = predictor.original_size
+        if prompts.mask_input is not None and mask_input is None:
+            mask_input = _read_mask_input(prompts.mask_input, size, max_pixels)
+        pred = predictor.predict(points=prompts.points or None, labels=prompts.labels or None, box=prompts.box,
+                                 mask_input=mask_input, multimask=prompts.multimask)
+        header = {"image": {"file_name": None if image_path is None else Path(image_path).name,
+                            "height": size[0], "width": size[1]},
+                  "model": predictor.model.arch,
+                  "embedding": None if embedding is None else Path(embedding).name,
+                  "prompts": prompts.record()}
+        annotations = _write_masks(stage, pred, header)
+        if image is not None:
+            _save_png(stage / "overlay.png", _overlay(image, pred, prompts))
+    _print_summary(header, annotations, out, overlay=image is not None)
+    return pred
+
+
+def _write_masks(stage: Path, pred: Prediction, header: dict) -> list[dict]:
+    """Write mask_i.png (best predicted IoU first) and masks.json; return the annotations."""
+    annotations = []
+    for rank, i in enumerate(_ranking(pred)):
+        mask = pred.masks[i]
+        name = f"mask_{rank}.png"
+        save_mask_png(stage / name, mask)
+        annotations.append({"id": rank, "segmentation": mask_to_rle(mask), "bbox": mask_bbox_xywh(mask),
+                            "area": mask_area(mask), "predicted_iou": float(pred.scores[i]), "mask_file": name})
+    (stage / "masks.json").write_text(json.dumps({**header, "annotations": annotations}, indent=2) + "\n")
+    return annotations
+
+
+def _ranking(pred: Prediction) -> list[int]:
+    """Mask indices by predicted IoU, best first (ties keep the model's order)."""
+    return [int(i) for i in np.argsort(-pred.scores, kind="stable")]
+
+
+def _overlay(image: np.ndarray, pred: Prediction, prompts: Prompts) -> np.ndarray:
+    """All masks tinted (colour by rank, best painted last so it is on top), then the prompts drawn."""
+    order = _ranking(pred)
+    colors = mask_colors(len(order))
+    out = overlay_masks(image, pred.masks[order[::-1]], colors=colors[::-1])
+    radius = max(3, round(min(image.shape[:2]) / 100))
+    for (x, y), label in zip(prompts.points, prompts.labels):
+        centre = (round(x), round(y))
+        cv2.circle(out, centre, radius + 1, (255, 255, 255), thickness=-1, lineType=cv2.LINE_AA)
+        cv2.circle(out, centre, radius, _FG if label == 1 else _BG, thickness=-1, lineType=cv2.LINE_AA)
+    if prompts.box is not None:
+        x0, y0, x1, y1 = (round(v) for v in prompts.box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), _BOX, thickness=max(1, radius // 2))
+    return out
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    Image.fromarray(rgb).save(path, format="PNG")
+
+
+def _print_summary(header: dict, annotations: list[dict], out: Path, overlay: bool) -> None:
+    image = header["image"]
+    source = image["file_name"] or header["embedding"]
+    print(f"{header['model']}: {len(annotations)} mask(s) for {source} ({image['width']} x {image['height']}) "
+          f"-> {out}")
+    for a in annotations:
+        print(f"  {a['mask_file']}  area {a['area']}  predicted IoU {a['predicted_iou']:.3f}")
+    print(f"  masks.json{', overlay.png' if overlay else ''}")
+
+
+# -------------------------------------------------------------------------------------------- embed
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from safetensors import SafetensorError
+
+    out: Path = args.out
+    if out.is_dir():
+        raise SamkitError(f"--out {out} is a directory; give the embedding file's name, "
+                          f"e.g. {out / 'image.safetensors'}")
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    predictor = _load(ModelChoice(args.model, args.checkpoint), DEFAULT_MODEL)
+    predictor.set_image(image)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        predictor.save_embedding(out)
+    except SafetensorError as exc:
+        raise SamkitError(f"cannot write {out}: {exc}") from None
+    h, w = predictor.original_size
+    print(f"{predictor.model.arch}: embedding of {args.image} ({w} x {h}) -> {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    root = cache_dir()
+    print(f"cache dir: {root}  (set $SAMKIT_HOME to use another)")
+    rows = [("NAME", "SIZE", "CACHED", "FILE", "DESCRIPTION")]
+    details: list[list[str]] = [[]]
+    for spec in REGISTRY.values():
+        path = cached_path(spec)
+        cached = path is not None and path.is_file()
+        size = path.stat().st_size if cached else spec.size
+        rows.append((spec.name, _human_size(size), "yes" if cached else "no", spec.filename or "-", spec.description))
+        details.append(([f"path: {path}"] if cached else []) + [f"url:  {spec.url or '-'}"])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    for row, lines in zip(rows, details):
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+        for line in lines:
+            print(f"    {line}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    spec = _first_cached(DEMO_MODELS)
+    if spec is None:
+        print(_download_instructions())
+        return 0
+    path = args.image or SAMPLE_IMAGE
+    image = load_image(path)
+    h, w = image.shape[:2]
+    prompts = Prompts(points=[(w / 2, h / 2)], labels=[1], multimask=True)
+    print(f"demo: {spec.name} ({cached_path(spec)}), one foreground point at the centre of {path}")
+    segment(image, path, prompts, ModelChoice(name=spec.name), args.out)
+    return 0
+
+
+def _first_cached(names: Sequence[str]) -> ModelSpec | None:
+    """The first of ``names`` whose released checkpoint is in the cache dir."""
+    for name in names:
+        path = cached_path(REGISTRY[name])
+        if path is not None and path.is_file():
+            return REGISTRY[name]
+    return None
+
+
+def _download_instructions() -> str:
+    root = cache_dir()
+    lines = [f"samkit demo needs a model checkpoint, and there is none in {root}",
+             "(the cache dir: $SAMKIT_HOME, default ~/.cache/samkit). Download one of these files "
+             "(mobile_sam is the smallest and fastest) and put it there under the same file name:"]
+    for name in DEMO_MODELS:
+        spec = REGISTRY[name]
+        lines.append(f"  {name:<11} {_human_size(spec.size):>7}  {spec.url}\n  {'':<20} -> {cached_path(spec)}")
+    lines.append("Then run 'samkit demo' again. ('samkit segment IMAGE --point X,Y --model mobile_sam --out DIR' "
+                 "downloads the checkpoint itself.)")
+    return "\n".join(lines)
+
+if __name__ == "__main__":
+    sys.exit(main())

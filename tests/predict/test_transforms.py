@@ -1,0 +1,37 @@
+"""samkit.predict.transforms: mapping a full-resolution mask into SAM's low-res mask-input frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samkit.predict.transforms import mask_to_low_res_logits, postprocess_logits, resized_shape
+
+
+def _blob(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - 0.6 * w) ** 2 / (0.25 * w) ** 2 + (yy - 0.4 * h) ** 2 / (0.3 * h) ** 2 <= 1.0
+
+
+@pytest.mark.parametrize("size", [(480, 640), (640, 480), (300, 300), (37, 1000)])
+def test_mask_to_low_res_logits_round_trips_through_postprocessing(size):
+    mask = _blob(*size)
+    low = mask_to_low_res_logits(mask)
+    assert low.shape == (1, 256, 256) and low.dtype == np.float32
+    assert low.min() >= -20.0 and low.max() <= 20.0
+    back = postprocess_logits(torch.from_numpy(low), size, resized_shape(*size, 1024))[0].numpy() > 0
+    iou = (back & mask).sum() / (back | mask).sum()
+    assert iou > 0.97
+
+
+def test_mask_to_low_res_logits_padding_is_background_and_magnitude_applies():
+    full = np.ones((480, 640), dtype=bool)  # input frame 768 x 1024: rows 768.. are padding
+    low = mask_to_low_res_logits(full, magnitude=5.0)[0]
+    assert np.all(low[:191] == 5.0)
+    assert np.all(low[192:] == -5.0)
+    assert np.all(mask_to_low_res_logits(np.zeros((10, 10), dtype=np.uint8))[0] == -20.0)
+
+
+def test_mask_to_low_res_logits_rejects_non_2d():
+    with pytest.raises(ValueError, match="2-D"):
+        mask_to_low_res_logits(np.ones((2, 3, 4), dtype=bool))

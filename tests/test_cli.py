@@ -1,0 +1,410 @@
+"""The ``samkit`` CLI: segment / embed / models / demo outputs, and one-line errors (exit 2) for bad input.
+
+The checkpoint used here holds deterministic *test* weights (shared/parity/fill.py, keyed by parameter
+name and shape), not the released MobileSAM weights: masks are meaningless but reproducible, which is
+all these tests need. MobileSAM is used because its encoder is fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from samkit.cli import SAMPLE_IMAGE, main
+from samkit.models.registry import REGISTRY, resolve_name
+
+POINT = "320,240"  # centre of the 640 x 480 sample image
+
+
+@dataclasses.dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*argv: object) -> Result:
+    """Run ``samkit ARGV`` in-process, capturing stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def assert_error(result: Result, out_dir: Path, *needles: str) -> str:
+    """Exit 2, one ``samkit: error:`` line on stderr naming ``needles``, nothing written."""
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("samkit: error: "), result.err
+    for needle in needles:
+        assert needle in lines[0]
+    assert "Traceback" not in result.err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+    assert not list(out_dir.parent.glob(f".{out_dir.name}.staging-*"))
+    return lines[0]
+
+
+def read_masks(out_dir: Path) -> tuple[dict, list[np.ndarray]]:
+    """masks.json and its mask PNGs, checking that they agree (RLE, bbox, area, order, files)."""
+    doc = json.loads((out_dir / "masks.json").read_text())
+    anns = doc["annotations"]
+    assert [a["id"] for a in anns] == list(range(len(anns)))
+    assert [a["mask_file"] for a in anns] == [f"mask_{i}.png" for i in range(len(anns))]
+    ious = [a["predicted_iou"] for a in anns]
+    assert ious == sorted(ious, reverse=True)
+    masks = []
+    for a in anns:
+        png = np.asarray(Image.open(out_dir / a["mask_file"]))
+        assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
+        mask = png > 0
+        assert mask.shape == (doc["image"]["height"], doc["image"]["width"])
+        rle = dict(a["segmentation"])
+        assert isinstance(rle["counts"], str)
+        rle["counts"] = rle["counts"].encode()
+        np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), mask)
+        assert a["area"] == int(mask.sum()) == int(mask_utils.area(rle))
+        assert a["bbox"] == pytest.approx(mask_utils.toBbox(rle).tolist())
+        masks.append(mask)
+    assert sorted(p.name for p in out_dir.glob("mask_*.png")) == sorted(a["mask_file"] for a in anns)
+    return doc, masks
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, fill_state_dict) -> Path:
+    """A mobile_sam checkpoint with deterministic test weights (not the released ones)."""
+    model = resolve_name("mobile_sam").builder()
+    model.load_state_dict(fill_state_dict(model.state_dict()), strict=True)
+    path = tmp_path_factory.mktemp("weights") / "mobile_sam.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def point_run(tmp_path_factory, ckpt) -> tuple[Path, Result]:
+    """``segment SAMPLE --point 320,240`` (one mask), shared by several tests."""
+    out = tmp_path_factory.mktemp("point") / "out"
+    return out, run_cli("segment", SAMPLE_IMAGE, "--point", POINT, "--checkpoint", ckpt, "--out", out)
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory, ckpt) -> Path:
+    """``samkit embed SAMPLE`` with the test checkpoint."""
+    path = tmp_path_factory.mktemp("emb") / "sample.safetensors"
+    result = run_cli("embed", SAMPLE_IMAGE, "--checkpoint", ckpt, "--out", path)
+    assert result.code == 0, result
+    assert "mobile_sam" in result.out and path.is_file()
+    return path
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """$SAMKIT_HOME pointing at an empty folder: no model is available locally."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SAMKIT_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def home_with_weights(empty_home, ckpt) -> Path:
+    """$SAMKIT_HOME holding the test checkpoint under mobile_sam's released file name."""
+    (empty_home / REGISTRY["mobile_sam"].filename).symlink_to(ckpt)
+    return empty_home
+
+
+# ------------------------------------------------------------------------------------------- segment
+
+
+def test_segment_point_writes_masks_overlay_and_json(point_run):
+    out, result = point_run
+    assert result.code == 0, result
+    assert sorted(p.name for p in out.iterdir()) == ["mask_0.png", "masks.json", "overlay.png"]
+    doc, masks = read_masks(out)
+    assert doc["image"] == {"file_name": "sample.png", "height": 480, "width": 640}
+    assert doc["model"] == "mobile_sam" and doc["embedding"] is None
+    assert doc["prompts"] == {"points": [[320.0, 240.0]], "labels": [1], "box": None, "mask_input": None,
+                              "multimask": False}
+    assert len(masks) == 1
+    assert Image.open(out / "overlay.png").size == (640, 480)
+    assert "mask_0.png" in result.out and f"area {doc['annotations'][0]['area']}" in result.out
+
+
+def test_segment_box_multimask(tmp_path, ckpt):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--box", "240,160,400,320", "--point", "100,100,0", "--multimask",
+                     "--checkpoint", ckpt, "--out", out)
+    assert result.code == 0, result
+    doc, masks = read_masks(out)
+    assert len(masks) == 3 and (out / "overlay.png").is_file()
+    assert doc["prompts"]["box"] == [240.0, 160.0, 400.0, 320.0]
+    assert doc["prompts"]["labels"] == [0] and doc["prompts"]["multimask"] is True
+    assert len([line for line in result.out.splitlines() if "predicted IoU" in line]) == 3
+
+
+def test_embed_then_segment_embedding_without_image_matches_direct(tmp_path, ckpt, embedding, point_run):
+    out = tmp_path / "out"
+    result = run_cli("segment", "--embedding", embedding, "--point", POINT, "--checkpoint", ckpt, "--out", out)
+    assert result.code == 0, result
+    assert not (out / "overlay.png").exists()
+    doc, masks = read_masks(out)
+    direct_doc, direct_masks = read_masks(point_run[0])
+    assert doc["image"] == {"file_name": None, "height": 480, "width": 640}
+    assert doc["embedding"] == "sample.safetensors"
+    np.testing.assert_array_equal(masks[0], direct_masks[0])
+    assert doc["annotations"][0]["predicted_iou"] == pytest.approx(direct_doc["annotations"][0]["predicted_iou"],
+                                                                  abs=1e-6)
+
+
+def test_segment_embedding_uses_its_recorded_architecture(tmp_path, embedding, home_with_weights):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--embedding", embedding, "--point", POINT, "--out", out)
+    assert result.code == 0, result
+    doc, _ = read_masks(out)
+    assert doc["model"] == "mobile_sam" and (out / "overlay.png").is_file()
+
+
+def test_segment_mask_input_from_an_earlier_mask(tmp_path, ckpt, embedding, point_run):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--embedding", embedding, "--point", POINT,
+                     "--mask-input", point_run[0] / "mask_0.png", "--checkpoint", ckpt, "--out", out)
+    assert result.code == 0, result
+    doc, _ = read_masks(out)
+    assert doc["prompts"]["mask_input"] == str(point_run[0] / "mask_0.png")
+
+
+def _variant(sample: Path, kind: str, path: Path) -> Path:
+    rgb = Image.open(sample).convert("RGB")
+    if kind == "grayscale":
+        im = rgb.convert("L")
+    elif kind == "rgba":
+        im = rgb.convert("RGBA")
+        im.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    elif kind == "16-bit":
+        im = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        assert im.mode.startswith("I;16")
+    else:
+        im = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    im.save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["grayscale", "rgba", "16-bit", "palette"])
+def test_segment_converts_other_image_modes(tmp_path, ckpt, kind):
+    image = _variant(SAMPLE_IMAGE, kind, tmp_path / f"{kind}.png")
+    out = tmp_path / "out"
+    result = run_cli("segment", image, "--point", POINT, "--checkpoint", ckpt, "--out", out)
+    assert result.code == 0, result
+    doc, masks = read_masks(out)
+    assert doc["image"]["file_name"] == image.name and len(masks) == 1
+    assert np.asarray(Image.open(out / "overlay.png")).shape == (480, 640, 3)
+
+
+# -------------------------------------------------------------------------------------- models / demo
+
+
+def test_models_lists_registry_and_cache(home_with_weights):
+    result = run_cli("models")
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    assert str(home_with_weights) in lines[0]
+    for name in ("sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam"):
+        spec = REGISTRY[name]
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert spec.filename in row and spec.description in row
+        assert ("yes" if name == "mobile_sam" else "no") in row.split()
+        assert f"url:  {spec.url}" in result.out
+    assert f"path: {home_with_weights / 'mobile_sam.pt'}" in result.out
+
+
+def test_demo_without_weights_prints_download_instructions(empty_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("demo")
+    assert result.code == 0, result
+    assert result.err == ""
+    assert str(empty_home) in result.out and "SAMKIT_HOME" in result.out
+    for name in ("mobile_sam", "sam_vit_b"):
+        assert REGISTRY[name].url in result.out
+        assert str(empty_home / REGISTRY[name].filename) in result.out
+    assert not (tmp_path / "demo_out").exists()
+
+
+def test_demo_with_cached_weights_segments_the_sample(home_with_weights, tmp_path):
+    """The cached "mobile_sam.pt" holds deterministic test weights (see the module docstring)."""
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", out)
+    assert result.code == 0, result
+    doc, masks = read_masks(out)
+    assert doc["model"] == "mobile_sam" and len(masks) == 3
+    assert doc["prompts"]["points"] == [[320.0, 240.0]] and doc["prompts"]["labels"] == [1]
+    assert doc["image"]["file_name"] == "sample.png" and (out / "overlay.png").is_file()
+
+
+def test_sample_image_asset():
+    im = Image.open(SAMPLE_IMAGE)
+    assert im.size == (640, 480) and im.mode == "RGB"
+    assert SAMPLE_IMAGE.stat().st_size < 200_000
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_error_missing_image(tmp_path, ckpt):
+    out = tmp_path / "out"
+    result = run_cli("segment", tmp_path / "nope.jpg", "--point", "1,1", "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "image not found", "nope.jpg")
+
+
+@pytest.mark.parametrize("content", [b"this is not an image", "truncated"])
+def test_error_corrupt_image(tmp_path, ckpt, content):
+    image = tmp_path / "bad.png"
+    if content == "truncated":
+        shutil.copy(SAMPLE_IMAGE, image)
+        image.write_bytes(image.read_bytes()[:5000])
+    else:
+        image.write_bytes(content)
+    out = tmp_path / "out"
+    result = run_cli("segment", image, "--point", "1,1", "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "cannot read image", "bad.png")
+
+
+def test_error_point_outside_image(tmp_path, ckpt):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--point", "700,100", "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "(700, 100)", "outside the image", "640 x 480")
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--point", "nan,5", "finite"),
+    ("--point", "5,inf", "finite"),
+    ("--point", "5,5,3", "label must be 1 (foreground) or 0 (background), got 3"),
+    ("--point", "5", "expected X,Y"),
+    ("--point", "a,b", "expected X,Y"),
+    ("--box", "50,10,20,40", "x1 < x0"),
+    ("--box", "10,50,20,40", "y1 < y0"),
+    ("--box", "1,2,3", "expected X0,Y0,X1,Y1"),
+])
+def test_error_malformed_prompt(tmp_path, ckpt, option, value, needle):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, option, value, "--checkpoint", ckpt, "--out", out)
+    line = assert_error(result, out, needle, repr(value))
+    assert option in line
+
+
+def test_error_no_prompt(tmp_path, ckpt):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "no prompt", "--point")
+
+
+def test_error_no_image_and_no_embedding(tmp_path, ckpt):
+    out = tmp_path / "out"
+    result = run_cli("segment", "--point", "1,1", "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "IMAGE", "--embedding")
+
+
+def test_error_mask_input_wrong_size(tmp_path, ckpt):
+    mask = tmp_path / "small.png"
+    Image.fromarray(np.full((50, 100), 255, np.uint8)).save(mask)
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--mask-input", mask, "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "--mask-input", "100 x 50", "640 x 480")
+
+
+def test_error_embedding_of_another_image_size(tmp_path, ckpt, embedding):
+    image = tmp_path / "small.png"
+    Image.open(SAMPLE_IMAGE).resize((320, 240)).save(image)
+    out = tmp_path / "out"
+    result = run_cli("segment", image, "--embedding", embedding, "--point", "1,1", "--checkpoint", ckpt, "--out", out)
+    assert_error(result, out, "(480, 640)", "(240, 320)")
+
+
+def test_error_decompression_bomb(tmp_path, ckpt):
+    image = _png_claiming(tmp_path / "bomb.png", 20000, 20000)
+    out = tmp_path / "out"
+    result = run_cli("segment", image, "--point", "1,1", "--max-pixels", 1_000_000, "--checkpoint", ckpt,
+                     "--out", out)
+    assert_error(result, out, "image too large", "20000 x 20000", "--max-pixels")
+
+
+def test_error_checkpoint_of_another_architecture(tmp_path, ckpt):
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--point", "1,1", "--model", "sam_vit_b", "--checkpoint", ckpt,
+                     "--out", out)
+    assert_error(result, out, "sam_vit_b", "--model mobile_sam")
+
+
+@pytest.mark.parametrize("model", [None, "mobile_sam"])
+def test_error_missing_checkpoint(tmp_path, model):
+    out = tmp_path / "out"
+    args = ["--model", model] if model else []
+    result = run_cli("segment", SAMPLE_IMAGE, "--point", "1,1", *args, "--checkpoint", tmp_path / "gone.pt",
+                     "--out", out)
+    assert_error(result, out, "checkpoint not found", "gone.pt")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_error_offline_download(tmp_path, empty_home, monkeypatch):
+    url = f"http://127.0.0.1:{_closed_port()}/x.pth"
+    monkeypatch.setitem(REGISTRY, "mobile_sam", dataclasses.replace(REGISTRY["mobile_sam"], url=url))
+    out = tmp_path / "out"
+    result = run_cli("segment", SAMPLE_IMAGE, "--point", POINT, "--model", "mobile_sam", "--out", out)
+    assert_error(result, out, url, str(empty_home / "mobile_sam.pt"))
+
+
+def test_error_out_is_a_file(tmp_path, ckpt):
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    result = run_cli("segment", SAMPLE_IMAGE, "--point", POINT, "--checkpoint", ckpt, "--out", out)
+    assert result.code == 2 and "not a directory" in result.err
+    assert out.read_text() == "keep me"
+
+
+def test_usage_errors_exit_2():
+    assert run_cli().code == 2
+    result = run_cli("segment", SAMPLE_IMAGE, "--point", "1,1")
+    assert result.code == 2 and "--out" in result.err and len(result.err.strip().splitlines()) == 1
+    assert run_cli("--version").code == 0
+
+
+def test_console_script_reports_one_line_error(tmp_path):
+    """The installed ``samkit`` entry point: exit status 2 and one stderr line, no traceback."""
+    script = Path(sys.executable).with_name("samkit")
+    out = tmp_path / "out"
+    proc = subprocess.run([str(script), "segment", str(tmp_path / "missing.png"), "--point", "1,1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"samkit: error: image not found: {tmp_path / 'missing.png'}"
+    assert proc.stdout == "" and not out.exists()
