@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samkit.models.common import MLP, LayerNorm2d
@@ -57,10 +58,27 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        bu, cu, hu, wu = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(b, -1, hu, wu)
+        masks = self.upscale_masks(src, hyper_in, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``output_upscaling`` then the hypernetwork product: src (B,h*w,C), hyper_in (B,M,C/8) -> (B,M,4h,4w).
+
+        Each stride-2, kernel-2 transposed convolution is a per-pixel Linear (C -> 4*C') followed by a
+        pixel shuffle, so the chain runs as matmuls on token-major rows (sub-pixel offsets kept as
+        extra rows) and the shuffle happens once, on the M-channel result.
+        """
+        ct1, norm, act1, ct2, act2 = self.output_upscaling
+        b, n, c = src.shape
+        c1, c2 = ct1.out_channels, ct2.out_channels
+        w1 = ct1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # columns ordered (di, dj, out)
+        y = torch.addmm(ct1.bias.repeat(4), src.reshape(b * n, c), w1).reshape(b * n * 4, c1)
+        y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+        w2 = ct2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        y = act2(torch.addmm(ct2.bias.repeat(4), y, w2))  # rows (b, i, j, di, dj), columns (ei, ej, out)
+        m = y.reshape(b, n * 16, c2) @ hyper_in.transpose(1, 2)  # (B, h*w*16, M)
+        m = m.reshape(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(b, -1, 4 * h, 4 * w)

@@ -54,6 +54,7 @@ class Sam(nn.Module):
         gauss = self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
         key = (gauss.data_ptr(), gauss._version, gauss.device, gauss.dtype)
         if getattr(self, "_pe_key", None) != key:
-            self._pe_cache = self.prompt_encoder.get_dense_pe()
+            # Channels-last = token-major: the decoder reads it as (1, h*w, 256) without a copy.
+            self._pe_cache = self.prompt_encoder.get_dense_pe().contiguous(memory_format=torch.channels_last)
             self._pe_key = key
         return self._pe_cache

@@ -26,16 +26,19 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention output, plus ``residual`` (B,Nq,C) when given (fused where that saves a pass)."""
         nq, nk = q.shape[1], k.shape[1]
-        if nk > nq and self.num_heads * nq < self.internal_dim:
-            return self._few_queries(q, k, v)
         if nq > nk and self.num_heads * nk < self.internal_dim:
-            return self._few_keys(q, k, v)
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+            return self._few_keys(q, k, v, residual)
+        if nk > nq and self.num_heads * nq < self.internal_dim:
+            out = self._few_queries(q, k, v)
+        else:
+            qh, kh, vh = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+            out = F.scaled_dot_product_attention(qh, kh, vh)
+            out = self.out_proj(out.transpose(1, 2).reshape(q.shape[0], nq, self.internal_dim))
+        return out if residual is None else residual + out
 
     # The decoder's cross-attentions pair ~7 prompt tokens with 4096 image tokens. Projecting all
     # image tokens costs N*C*internal_dim; multiplying the few tokens through the projection
@@ -54,7 +57,8 @@ class Attention(nn.Module):
         out = mixed.view(b, h, nq, c) @ wv.transpose(1, 2) + self.v_proj.bias.view(h, 1, d)  # (B,h,Nq,d)
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, self.internal_dim))
 
-    def _few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  residual: torch.Tensor | None) -> torch.Tensor:
         """Many queries (B,Nq,C) attend to few keys (B,Nk,C) without projecting the queries."""
         b, nq, c = q.shape
         nk = k.shape[1]
@@ -68,8 +72,12 @@ class Attention(nn.Module):
         scores = torch.baddbmm(score_b, score_w, q.transpose(1, 2))
         attn = torch.softmax(scores.view(b, h, nk, nq), dim=2).view(b, h * nk, nq)
         wo = self.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (h,d,C)
-        values = (vh @ wo).reshape(b, h * nk, c)  # (B,h*Nk,C): values pushed through out_proj
-        return torch.baddbmm(self.out_proj.bias.view(1, 1, c), attn.transpose(1, 2), values)
+        # Values pushed through out_proj; each head's weights sum to 1, so a 1/h share of out_proj's
+        # bias per head adds up to the bias. The residual is added by the same GEMM (one pass fewer).
+        values = (vh @ wo + self.out_proj.bias / h).reshape(b, h * nk, c)  # (B,h*Nk,C)
+        if residual is None:
+            return torch.bmm(attn.transpose(1, 2), values)
+        return torch.baddbmm(residual, attn.transpose(1, 2), values)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -102,7 +110,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
-        keys = self.norm4(keys + self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries))
+        keys = self.norm4(self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries, residual=keys))
         return queries, keys
 
 

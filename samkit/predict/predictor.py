@@ -14,6 +14,7 @@ from PIL import Image
 from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.models.sam import Sam
+from samkit.runtime import tune_allocator
 from samkit.predict.transforms import postprocess_logits, preprocess, resized_shape, scale_boxes, scale_coords
 
 EMBEDDING_FORMAT = "samkit-embedding/1"
@@ -70,6 +71,7 @@ class Predictor:
     """
 
     def __init__(self, model: Sam) -> None:
+        tune_allocator()
         self.model = model.eval()
         self.reset_image()
 
@@ -90,9 +92,13 @@ class Predictor:
         rgb = load_image(image)
         x, input_size = preprocess(rgb, self.model.img_size)
         with torch.inference_mode():
-            self.features = self.model.encode_image(x.to(self.model.device))
+            self._set_features(self.model.encode_image(x.to(self.model.device)))
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
+
+    def _set_features(self, features: torch.Tensor) -> None:
+        # Channels-last = token-major, the layout the mask decoder works in: converted once per image.
+        self.features = features.contiguous(memory_format=torch.channels_last)
 
     def save_embedding(self, path: str | os.PathLike) -> None:
         """Write the image embedding (+ sizes and architecture) to a safetensors file."""
@@ -122,7 +128,7 @@ class Predictor:
         original = meta["original_size"]
         if image_size is not None and tuple(int(v) for v in image_size) != original:
             raise SamkitError(f"{path} is for an image of size {original} (H, W), not {tuple(image_size)}")
-        self.features = features.to(self.model.device)
+        self._set_features(features.to(self.model.device))
         self.original_size = original
         self.input_size = resized_shape(*self.original_size, self.model.img_size)
 
