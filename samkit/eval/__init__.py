@@ -1,0 +1,27 @@
+"""Benchmarks of the field: interactive clicks (NoC/NoF, mIoU@k), single point, box-prompted
+mask AP on COCO, zero-shot edges on BSDS500 (ODS/OIS). Each protocol's ``evaluate`` takes a
+predictor (anything with ``set_image`` / ``predict`` / ``predict_batch``) and returns a JSON-ready
+dict; :func:`write_report` writes it as JSON plus plots."""
+from samkit.eval import boxes, edges, interactive, single_point
+from samkit.eval.clicks import Click, interior_point, next_click
+from samkit.eval.metrics import click_metrics, iou, miou_at_k, noc, nof
+from samkit.eval.report import write_report
+
+evaluate_interactive = interactive.evaluate
+evaluate_single_point = single_point.evaluate
+evaluate_boxes = boxes.evaluate
+evaluate_edges = edges.evaluate
+
+#: CLI protocol name -> evaluation function (``samkit eval <name>``).
+PROTOCOLS = {
+    "interactive": evaluate_interactive,
+    "single-point": evaluate_single_point,
+    "boxes": evaluate_boxes,
+    "edges": evaluate_edges,
+}
+
+__all__ = [
+    "PROTOCOLS", "Click", "boxes", "click_metrics", "edges", "evaluate_boxes", "evaluate_edges",
+    "evaluate_interactive", "evaluate_single_point", "interactive", "interior_point", "iou", "miou_at_k",
+    "next_click", "noc", "nof", "single_point", "write_report",
+]
