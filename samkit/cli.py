@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the known models and which checkpoints are cached").set_defaults(
         func=_cmd_models)
     _add_demo(commands.add_parser("demo", help="segment a sample image with a locally available model"))
+    _add_eval(commands.add_parser("eval", help="run a benchmark: interactive, single-point, boxes, edges",
+                                  description=_EVAL_DESCRIPTION))
     return parser
 
 
@@ -175,6 +177,30 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path(DEMO_OUT), metavar="DIR",
                    help=f"output folder (default: {DEMO_OUT})")
     p.set_defaults(func=_cmd_demo)
+
+
+_EVAL_DESCRIPTION = (
+    "interactive: RITM click protocol (NoC/NoF@85/90/95, mIoU@k) and single-point: SAM's first-click mIoU, "
+    "on --dataset KIND --root PATH (grabcut, berkeley, davis, ...); boxes: GT-box-prompted mask AP on "
+    "--coco-json FILE --images DIR; edges: zero-shot ODS/OIS on BSDS500 (--root, --split test). "
+    "Writes <protocol>.json and plots into --out.")
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("protocol", choices=["interactive", "single-point", "boxes", "edges"])
+    p.add_argument("--dataset", default=None, metavar="KIND",
+                   help="dataset layout for interactive/single-point (grabcut, berkeley, davis, bsds500, coco, "
+                        "yolo, sa1b); edges always reads bsds500")
+    p.add_argument("--root", metavar="PATH", help="dataset folder")
+    p.add_argument("--split", default=None, help="split for bsds500/yolo (edges: default test)")
+    p.add_argument("--coco-json", metavar="FILE", help="boxes: COCO annotation file")
+    p.add_argument("--images", metavar="DIR", help="boxes: image folder")
+    p.add_argument("--max-clicks", type=int, default=20, help="interactive: clicks per object (default 20)")
+    p.add_argument("--points-per-side", type=int, default=16, help="edges: prompt grid (default 16)")
+    p.add_argument("--max-samples", type=int, metavar="N", help="evaluate only the first N images")
+    _add_model_options(p)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for JSON and plots")
+    p.set_defaults(func=_cmd_eval)
 
 
 # ---------------------------------------------------------------------------------------- prompt parsing
@@ -391,6 +417,50 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"    {line}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from samkit.data.datasets import open_dataset
+    from samkit.eval import PROTOCOLS, write_report
+
+    common = {"max_samples": args.max_samples, "progress": sys.stderr.isatty()}
+    if args.protocol == "boxes":
+        if not (args.coco_json and args.images):
+            raise SamkitError("eval boxes needs --coco-json FILE and --images DIR")
+        data: tuple = (args.coco_json, args.images)
+    else:
+        kind = "bsds500" if args.protocol == "edges" else args.dataset
+        if not (kind and args.root):
+            raise SamkitError(f"eval {args.protocol} needs --root PATH"
+                              + ("" if args.protocol == "edges" else " and --dataset KIND"))
+        split = args.split or ("test" if args.protocol == "edges" else None)
+        kwargs = {} if split is None else {"split": split}
+        data = (open_dataset(kind, args.root, **kwargs),)
+    if args.protocol == "interactive":
+        common["max_clicks"] = args.max_clicks
+    if args.protocol == "edges":
+        common["points_per_side"] = args.points_per_side
+    predictor = _load(ModelChoice(args.model, args.checkpoint), DEFAULT_MODEL)
+    results = PROTOCOLS[args.protocol](predictor, *data, **common)
+    results["model"] = predictor.model.arch
+    results["weights"] = getattr(predictor.model, "weights", None)
+    files = write_report(results, args.out, args.protocol.replace("-", "_"))
+    print(json.dumps({k: v for k, v in results.items() if _is_headline(v)}, indent=1))
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _is_headline(value: object) -> bool:
+    """Scalars, flat dicts of scalars and short numeric lists: the figures worth printing."""
+    scalar = (int, float, str, type(None))
+    if isinstance(value, scalar):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(v, scalar) for v in value.values())
+    return isinstance(value, list) and len(value) <= 20 and all(isinstance(v, (int, float)) for v in value)
 
 
 # --------------------------------------------------------------------------------------------- demo

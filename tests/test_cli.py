@@ -408,3 +408,28 @@ def test_console_script_reports_one_line_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == f"samkit: error: image not found: {tmp_path / 'missing.png'}"
     assert proc.stdout == "" and not out.exists()
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+def test_eval_interactive_on_grabcut(tmp_path, ckpt, data_dir):
+    out = tmp_path / "eval"
+    r = run_cli("eval", "interactive", "--dataset", "grabcut", "--root", data_dir / "GrabCut", "--max-samples", 2,
+                "--max-clicks", 3, "--checkpoint", ckpt, "--out", out)
+    assert r.code == 0, r.err
+    doc = json.loads((out / "interactive.json").read_text())
+    assert doc["num_objects"] == 2 and doc["max_clicks"] == 3 and doc["model"] == "mobile_sam"
+    assert len(doc["miou_at_k"]) == 3 and all(0.0 <= v <= 1.0 for v in doc["miou_at_k"])
+    assert 1 <= doc["noc"]["85"] <= 3
+    assert (out / "interactive_miou.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["interactive", "--dataset", "grabcut"], "needs --root"),
+    (["boxes"], "needs --coco-json"),
+    (["interactive", "--dataset", "nosuch", "--root", "."], "unknown dataset kind"),
+])
+def test_eval_bad_arguments(tmp_path, ckpt, argv, needle):
+    out = tmp_path / "eval"
+    assert_error(run_cli("eval", *argv, "--checkpoint", ckpt, "--out", out), out, needle)
