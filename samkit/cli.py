@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the known models and which checkpoints are cached").set_defaults(
         func=_cmd_models)
     _add_demo(commands.add_parser("demo", help="segment a sample image with a locally available model"))
+    _add_train(commands.add_parser("train", help="train or fine-tune a model from a config file (JSON)"))
     _add_eval(commands.add_parser("eval", help="run a benchmark: interactive, single-point, boxes, edges",
                                   description=_EVAL_DESCRIPTION))
     return parser
@@ -184,6 +185,14 @@ _EVAL_DESCRIPTION = (
     "on --dataset KIND --root PATH (grabcut, berkeley, davis, ...); boxes: GT-box-prompted mask AP on "
     "--coco-json FILE --images DIR; edges: zero-shot ODS/OIS on BSDS500 (--root, --split test). "
     "Writes <protocol>.json and plots into --out.")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="training config (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the config's out_dir")
+    p.add_argument("--out-dir", metavar="DIR", help="override the config's out_dir")
+    p.add_argument("--steps", type=int, metavar="N", help="override the config's number of steps")
+    p.set_defaults(func=_cmd_train)
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
@@ -416,6 +425,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
         for line in lines:
             print(f"    {line}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from samkit.train import load_config, train
+
+    try:
+        cfg = load_config(args.config)
+        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps)) if v is not None}
+        cfg = dataclasses.replace(cfg, resume=args.resume or cfg.resume, **overrides).validate()
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise SamkitError(str(exc)) from None
+    result = train(cfg)
+    print(f"trained {result.steps} steps, final loss {result.final_loss}; model: {result.model_path}")
     return 0
 
 

@@ -433,3 +433,30 @@ def test_eval_interactive_on_grabcut(tmp_path, ckpt, data_dir):
 def test_eval_bad_arguments(tmp_path, ckpt, argv, needle):
     out = tmp_path / "eval"
     assert_error(run_cli("eval", *argv, "--checkpoint", ckpt, "--out", out), out, needle)
+
+
+# -------------------------------------------------------------------------------------------- train
+
+
+def test_train_from_config_then_resume(tmp_path, data_dir):
+    """One step of the shipped BSDS recipe at 128 px from random weights, through `samkit train`."""
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "configs" / "finetune_mobile_sam_bsds.json").read_text())
+    cfg.update(init_checkpoint=None, img_size=128, steps=1, batch_size=1, click_rounds=1, mask_only_rounds=0,
+               export_fp16=False, progress=False,
+               datasets=[{"kind": "bsds500", "root": str(data_dir / "BSDS500"), "options": {"split": "train"}}])
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    r = run_cli("train", path, "--out-dir", tmp_path / "run")
+    assert r.code == 0, r.err
+    assert (tmp_path / "run" / "model.pt").is_file() and "trained 1 steps" in r.out
+    with pytest.warns(UserWarning, match="changed settings: steps"):
+        r = run_cli("train", path, "--out-dir", tmp_path / "run", "--steps", 2, "--resume")
+    assert r.code == 0 and "trained 2 steps" in r.out, r.err
+
+
+def test_train_bad_config(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"modle": "mobile_sam"}))
+    r = run_cli("train", path)
+    assert r.code == 2 and "unknown" in r.err and "modle" in r.err
+    assert run_cli("train", tmp_path / "missing.json").code == 2

@@ -186,7 +186,7 @@ class Predictor:
                 multimask_output=multimask,
             )
             low = low.float().cpu()
-            logits = postprocess_logits(low, self.original_size, self.input_size)
+            logits = postprocess_logits(low, self.original_size, self.input_size, self.model.img_size)
         masks_out = (logits > self.model.mask_threshold).numpy()
         return masks_out, logits.numpy(), iou.float().cpu().numpy(), low.numpy()
 

@@ -91,10 +91,10 @@ def upsample_operators(
 
 
 def postprocess_logits(
-    low_res_logits: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
+    low_res_logits: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int], img_size: int = 1024
 ) -> torch.Tensor:
     """(..., 256, 256) low-res logits -> (..., H, W) float32 logits at original resolution."""
-    rows, cols = upsample_operators(tuple(original_size), tuple(input_size), low_res_logits.shape[-1])
+    rows, cols = upsample_operators(tuple(original_size), tuple(input_size), low_res_logits.shape[-1], img_size)
     x = low_res_logits.float()
     return rows @ x @ cols.T
 

@@ -1,0 +1,115 @@
+"""Models for training: registry architectures at any input size, plain state-dict export.
+
+SAM's prompt encoder stores the input frame (1024) and the embedding grid (64) as plain attributes
+and its weights do not depend on them; TinyViT is size-agnostic; SAM's ViT has a 64x64 absolute
+position embedding, interpolated here to the grid in use. So a model trained at 256 or 512 has
+exactly the registry's state-dict keys and shapes and loads with :func:`samkit.load_model`.
+"""
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samkit.models.hub import load_state_dict_file, load_weights
+from samkit.models.image_encoder import ImageEncoderViT
+from samkit.models.load import fetch_checkpoint
+from samkit.models.registry import resolve_name
+from samkit.models.sam import Sam
+
+PATCH = 16  # input pixels per embedding cell, for every registered encoder
+PRETRAINED = "pretrained"  # init_checkpoint value: the released weights from the samkit cache
+
+
+def build_model(name: str, img_size: int = 1024, init_checkpoint: str | os.PathLike | None = None) -> Sam:
+    """Registry model ``name`` at ``img_size`` (a multiple of 16), in train mode on the CPU.
+
+    ``init_checkpoint``: None for random weights, ``"pretrained"`` for the released checkpoint
+    (downloaded into the cache when missing), or a checkpoint file of that architecture.
+    """
+    spec = resolve_name(name)
+    model = spec.builder()
+    if init_checkpoint is not None:
+        path = fetch_checkpoint(spec) if os.fspath(init_checkpoint) == PRETRAINED else Path(init_checkpoint)
+        load_weights(model, load_state_dict_file(path), spec.name)
+    set_input_size(model, img_size)
+    return model.train()
+
+
+def set_input_size(model: Sam, img_size: int) -> None:
+    """Make ``model`` take (B,3,img_size,img_size) inputs: prompt frame, embedding grid,
+    mask-input size (4x the grid) and, for ViT encoders, an interpolated position embedding."""
+    if img_size % PATCH or img_size < 4 * PATCH:
+        raise ValueError(f"img_size must be a multiple of {PATCH} and at least {4 * PATCH}, got {img_size}")
+    grid = img_size // PATCH
+    pe = model.prompt_encoder
+    pe.input_image_size = (img_size, img_size)
+    pe.image_embedding_size = (grid, grid)
+    pe.mask_input_size = (4 * grid, 4 * grid)
+    model.img_size = img_size
+    model.__dict__.pop("_pe_key", None)  # Sam.dense_pe caches the grid's encoding: recompute it
+    encoder = model.image_encoder
+    if isinstance(encoder, ImageEncoderViT) and encoder.img_size != img_size:
+        encoder.forward = types.MethodType(_vit_forward_resized, encoder)
+
+
+def _vit_forward_resized(self: ImageEncoderViT, x: torch.Tensor) -> torch.Tensor:
+    """ImageEncoderViT.forward with the position embedding resized (bicubic) to the patch grid."""
+    x = self.patch_embed(x)
+    pos = self.pos_embed
+    if pos.shape[1:3] != x.shape[1:3]:
+        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bicubic",
+                            align_corners=False).permute(0, 2, 3, 1)
+    x = x + pos
+    for block in self.blocks:
+        x = block(x)
+    return self.neck(x.permute(0, 3, 1, 2))
+
+
+def trainable_parameters(model: Sam, mode: str) -> list[nn.Parameter]:
+    """``"finetune"``: freeze the image encoder, train prompt encoder + mask decoder;
+    ``"scratch"``: train everything. Sets ``requires_grad`` and returns the trained parameters."""
+    if mode not in ("finetune", "scratch"):
+        raise ValueError(f"mode must be 'finetune' or 'scratch', got {mode!r}")
+    model.image_encoder.requires_grad_(mode == "scratch")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def set_train_mode(model: Sam, mode: str) -> None:
+    """Train mode, except a frozen encoder stays in eval mode (fixed BatchNorm statistics, no dropout)."""
+    model.train()
+    if mode == "finetune":
+        model.image_encoder.eval()
+
+
+def export_state_dict(model: Sam, path: str | os.PathLike) -> Path:
+    """Write the plain registry-layout state dict (float32, CPU) to ``path`` (``model.pt``)."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    atomic_save(state, path)
+    return path
+
+
+def export_safetensors_fp16(model: Sam, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write the state dict with floating tensors in float16 as safetensors (``model.fp16.safetensors``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
+             for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save via a temporary file, so a crash never leaves a truncated ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

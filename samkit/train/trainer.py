@@ -1,0 +1,389 @@
+"""The training loop: simulated interactive sessions, AdamW with warm-up + decay, bf16 autocast,
+resumable checkpoints, a JSONL log, a loss-curve PNG and a plain state-dict export.
+
+Output folder layout::
+
+    out_dir/config.json              the config this run used
+    out_dir/train_log.jsonl          one line per logged step
+    out_dir/checkpoints/step_NNNNNNN.pt  model + optimiser + scheduler + step + RNG states
+    out_dir/model.pt                 final weights, registry layout (samkit.load_model(path))
+    out_dir/model.fp16.safetensors   with export_fp16
+    out_dir/loss_curve.png
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from samkit.data.sample import Sample
+from samkit.models.sam import Sam
+from samkit.train.config import TrainConfig, save_config
+from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset, low_res_targets
+from samkit.train.losses import LossTerms, sam_loss
+from samkit.train.model import (
+    atomic_save, build_model, export_safetensors_fp16, export_state_dict, set_train_mode, trainable_parameters,
+)
+from samkit.train.prompts import Prompts, correction_clicks, first_prompts, round_schedule
+
+LOG_NAME = "train_log.jsonl"
+CKPT_DIR = "checkpoints"
+# Config fields that may change between a run and its resumption without changing the result.
+_RESUMABLE_CHANGES = {"out_dir", "resume", "progress", "num_workers", "device", "save_every", "keep_checkpoints",
+                      "log_every", "export_fp16"}
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    out_dir: Path
+    model_path: Path
+    log_path: Path
+    steps: int
+    final_loss: float | None
+
+
+# ------------------------------------------------------------------------------------------ runtime
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is available on ``device`` (any CPU; CUDA GPUs with bf16 support)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled`` and supported, else a no-op context."""
+    if enabled and bf16_supported(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: allocated CUDA memory on a GPU, the process's max RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+# ------------------------------------------------------------------------------ optimiser / schedule
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` for optimiser step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then cosine to ``min_lr_ratio``, step decay at ``decay_steps``, or constant."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        progress = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.decay_gamma ** sum(step >= s for s in cfg.decay_steps)
+    return 1.0
+
+
+def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and kernels only (not on biases, norms or 1-D tables)."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+
+
+# ----------------------------------------------------------------------------------- interaction
+
+
+def upsample_logits(low: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,M,s,s) low-res logits -> (B,M,size,size) float32, bilinear (as SAM's post-processing)."""
+    return F.interpolate(low.float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def pick_masks(low: torch.Tensor, iou_pred: torch.Tensor) -> torch.Tensor:
+    """Index (B,) of the mask to continue with: the highest predicted IoU (SAM's rule)."""
+    if low.shape[1] == 1:
+        return torch.zeros(low.shape[0], dtype=torch.long, device=low.device)
+    return iou_pred.detach().argmax(dim=1)
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B,M,...) indexed by (B,) -> (B,...)."""
+    return x[torch.arange(x.shape[0], device=x.device), idx]
+
+
+class Trainer:
+    """One training run of ``cfg``; ``samples`` (one or several sequences of Samples) replaces
+    ``cfg.datasets`` when given."""
+
+    def __init__(self, cfg: TrainConfig,
+                 samples: Sequence[Sample] | Sequence[Sequence[Sample]] | None = None) -> None:
+        self.cfg = cfg.validate()
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_dir = self.out_dir / CKPT_DIR
+        self.log_path = self.out_dir / LOG_NAME
+        self.device = resolve_device(cfg.device)
+        self.use_bf16 = cfg.bf16 and bf16_supported(self.device)
+        torch.manual_seed(cfg.seed)
+        self.model: Sam = build_model(cfg.model, cfg.img_size, cfg.init_checkpoint).to(self.device)
+        self.params = trainable_parameters(self.model, cfg.mode)
+        self.optimizer = make_optimizer(self.params, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.step = 0
+        self.samples = self._samples(samples)
+
+    def _samples(self, samples: Sequence[Sample] | Sequence[Sequence[Sample]] | None) -> SampleMix:
+        if samples is not None:
+            return SampleMix(as_sequences(samples))
+        if not self.cfg.datasets:
+            raise ValueError("the config lists no datasets and no samples were given")
+        return SampleMix([build_dataset(d) for d in self.cfg.datasets], [d.repeat for d in self.cfg.datasets])
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train (or continue) up to ``cfg.steps``; export and plot at the end."""
+        self._prepare_out_dir()
+        loader = torch.utils.data.DataLoader(
+            StepBatches(self.samples, self.cfg), batch_size=None, sampler=range(self.step, self.cfg.steps),
+            num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        set_train_mode(self.model, self.cfg.mode)
+        last = None
+        bar = tqdm(total=self.cfg.steps, initial=self.step, unit="step", desc="train", disable=not self.cfg.progress)
+        with bar, open(self.log_path, "a") as log:
+            tick = time.perf_counter()
+            for batch in loader:
+                lr = self.optimizer.param_groups[0]["lr"]
+                stats = self.train_step(batch)
+                self.step += 1
+                now = time.perf_counter()
+                last = {"step": self.step, **stats, "lr": lr,
+                        "images_per_s": self.cfg.batch_size / max(now - tick, 1e-9),
+                        "peak_mem_mb": peak_memory_mb(self.device)}
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    log.write(json.dumps(last) + "\n")
+                    log.flush()
+                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
+                    self.save_checkpoint()
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
+                tick = time.perf_counter()  # images/s: data + step, not logging or checkpoints
+        return self._finish(last)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimiser step on a batch: encode, simulate the interactive rounds, clip, step."""
+        images = batch["images"].to(self.device, non_blocking=True)
+        targets = batch["targets"].to(self.device, non_blocking=True)
+        valid = batch["valid"].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        scratch = self.cfg.mode == "scratch"
+        with autocast(self.device, self.use_bf16), torch.set_grad_enabled(scratch):
+            embeddings = self.model.encode_image(images)
+        # Rounds backpropagate one at a time into a detached copy of the embeddings (bounded memory);
+        # in scratch mode the accumulated gradient then goes through the encoder once.
+        features = embeddings.detach().requires_grad_(scratch)
+        rng = np.random.default_rng([self.cfg.seed, self.step, 1])
+        stats = self.simulate(features, targets, valid, rng)
+        if scratch:
+            embeddings.backward(features.grad)
+        grad_norm = None
+        if self.cfg.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        return {**stats, "grad_norm": grad_norm}
+
+    def simulate(self, features: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                 rng: np.random.Generator) -> dict[str, float]:
+        """Round 0 plus the correction rounds; backpropagates each round's loss / number of rounds.
+
+        features (B,256,g,g); targets, valid (B,S,S) bool. Returns the losses averaged over rounds
+        (``loss``, ``focal``, ``dice``, ``iou_loss``), and ``loss_first`` / ``loss_last``.
+        """
+        cfg = self.cfg
+        size = cfg.img_size
+        targets_np, valid_np = targets.cpu().numpy(), valid.cpu().numpy()
+        loss_targets, loss_valid = (targets, valid) if cfg.loss_size == "full" else low_res_targets(targets, valid)
+        schedule = round_schedule(cfg.click_rounds, cfg.mask_only_rounds, rng)
+        prompts = first_prompts(targets_np, rng, cfg.box_prob, valid_np)
+        mask_input, preds = None, None
+        per_round: list[dict[str, float]] = []
+        for new_click in [False, *schedule]:
+            if new_click:
+                prompts = prompts.add_clicks(correction_clicks(preds, targets_np, valid_np, rng))
+            terms, low, iou_pred, logits = self._round(features, prompts, mask_input, loss_targets, loss_valid)
+            (terms.total / (len(schedule) + 1)).backward()
+            per_round.append(terms.as_floats())
+            best = pick_masks(low, iou_pred)
+            mask_input = _gather(low.detach().float(), best)[:, None]
+            full = logits.detach() if logits.shape[-1] == size else upsample_logits(low.detach(), size)
+            preds = (_gather(full, best) > 0).cpu().numpy()
+        mean = {k: float(np.mean([r[k] for r in per_round])) for k in per_round[0]}
+        return {"loss": mean["total"], "focal": mean["focal"], "dice": mean["dice"], "iou_loss": mean["iou"],
+                "loss_first": per_round[0]["total"], "loss_last": per_round[-1]["total"]}
+
+    def _round(self, features: torch.Tensor, prompts: Prompts, mask_input: torch.Tensor | None,
+               targets: torch.Tensor, valid: torch.Tensor
+               ) -> tuple[LossTerms, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode one prompt set; loss at the targets' resolution.
+
+        Returns the loss terms, low-res logits (B,M,S/4,S/4), IoU predictions (B,M) and the logits
+        the loss saw (B,M,t,t) float32, t the targets' size.
+        """
+        multimask = prompts.ambiguous and mask_input is None
+        with autocast(self.device, self.use_bf16):
+            low, iou_pred = self.model.decode(features, **prompts.to_torch(self.device), mask_input=mask_input,
+                                              multimask_output=multimask)
+        logits = upsample_logits(low, targets.shape[-1]) if targets.shape[-1] != low.shape[-1] else low.float()
+        return sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask), low, iou_pred, logits
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def _prepare_out_dir(self) -> None:
+        """Resume from the last checkpoint when asked; refuse to overwrite a run otherwise."""
+        existing = self.checkpoints()
+        if existing and not self.cfg.resume:
+            raise FileExistsError(f"{self.out_dir} already holds checkpoints: set resume=true to continue that run "
+                                  "or choose another out_dir")
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if existing:
+            self.load_checkpoint(existing[-1])
+        else:
+            self.log_path.unlink(missing_ok=True)
+        _truncate_log(self.log_path, self.step)
+        save_config(self.cfg, self.out_dir / "config.json")
+
+    def checkpoints(self) -> list[Path]:
+        """This run's checkpoint files, oldest first."""
+        return sorted(self.ckpt_dir.glob("step_*.pt")) if self.ckpt_dir.is_dir() else []
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_NNNNNNN.pt`` and drop the oldest beyond ``keep_checkpoints``."""
+        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
+        atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                      "scheduler": self.scheduler.state_dict(), "step": self.step, "rng": _rng_state(),
+                      "config": self.cfg.to_dict()}, path)
+        for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore model, optimiser, scheduler, step counter and RNG states from ``path``."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        changed = sorted(k for k, v in state.get("config", {}).items()
+                         if k not in _RESUMABLE_CHANGES and _plain(getattr(self.cfg, k, None)) != _plain(v))
+        if changed:
+            warnings.warn(f"resuming {path} with changed settings: {', '.join(changed)}", stacklevel=2)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        _set_rng_state(state["rng"])
+
+    # -- end of run ------------------------------------------------------------------------------
+
+    def _finish(self, last: dict | None) -> TrainResult:
+        model_path = export_state_dict(self.model, self.out_dir / "model.pt")
+        if self.cfg.export_fp16:
+            export_safetensors_fp16(self.model, self.out_dir / "model.fp16.safetensors",
+                                    {"arch": self.cfg.model, "img_size": str(self.cfg.img_size)})
+        plot_losses(self.log_path, self.out_dir / "loss_curve.png")
+        if last is None and self.log_path.is_file():  # resumed a finished run: nothing new was trained
+            last = next(reversed(read_log(self.log_path)), None)
+        return TrainResult(self.out_dir, model_path, self.log_path, self.step,
+                           None if last is None else last["loss"])
+
+
+def _plain(value: object) -> object:
+    """JSON-comparable form of a config value (tuples become lists, dataclasses dicts)."""
+    return json.loads(json.dumps(value, default=lambda o: o.__dict__))
+
+
+def _rng_state() -> dict:
+    """torch (CPU and CUDA), numpy-global and Python RNG states, as tensors and plain values.
+
+    Batches and prompts do not use them (they are seeded by (seed, step)); they matter for any
+    randomness inside the model (dropout, drop-path) and for user code.
+    """
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, key, *rest = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint being resumed from)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """The records of a ``train_log.jsonl``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_losses(log_path: Path, png_path: Path) -> Path | None:
+    """Loss curve (total, focal x20, dice, IoU MSE) and learning rate vs step; None without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no loss-curve PNG", stacklevel=2)
+        return None
+    records = read_log(log_path) if log_path.is_file() else []
+    if not records:
+        return None
+    steps = [r["step"] for r in records]
+    fig = Figure(figsize=(8, 6), tight_layout=True)
+    ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for key, label in [("loss", "total"), ("focal", "focal"), ("dice", "dice"), ("iou_loss", "IoU MSE")]:
+        values = [20 * r[key] if key == "focal" else r[key] for r in records]
+        ax.plot(steps, values, label=label + (" (x20)" if key == "focal" else ""), lw=1)
+    ax.set_ylabel("loss (mean over rounds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax_lr.plot(steps, [r["lr"] for r in records], color="k", lw=1)
+    ax_lr.set_ylabel("lr")
+    ax_lr.set_xlabel("step")
+    fig.savefig(png_path, dpi=100)
+    return png_path
