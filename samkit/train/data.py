@@ -44,7 +44,7 @@ def eligible_objects(sample: Sample, min_area_frac: float) -> np.ndarray:
     """Indices of ``sample``'s masks covering at least ``min_area_frac`` of the (square) input frame."""
     h, w = sample.image.shape[:2]
     masks = sample.masks if sample.ignore is None else sample.masks & ~sample.ignore
-    areas = np.count_nonzero(masks.reshape(len(masks), -1), axis=1)
+    areas = masks.reshape(len(masks), h * w).sum(axis=1)  # (N,); N may be 0 (an unlabelled image)
     return np.flatnonzero(areas >= max(min_area_frac * max(h, w) ** 2, 1))
 
 

@@ -83,3 +83,8 @@ def test_sample_mix_repeat_weights():
     rng = np.random.default_rng(0)
     names = [mix.draw(rng).name for _ in range(2000)]
     assert 0.7 < names.count("a") / len(names) < 0.8
+
+
+def test_unlabelled_image_has_no_eligible_objects():
+    empty = Sample("bg", np.zeros((8, 10, 3), np.uint8), np.zeros((0, 8, 10), bool))
+    assert eligible_objects(empty, 1e-4).size == 0
