@@ -19,6 +19,8 @@ Layouts (see :func:`open_dataset` for the kind names):
 * ``CocoDataset``     a COCO instances JSON + the folder its ``file_name`` entries are relative to
 * ``YoloSegDataset``  ``images/.../<stem>.jpg`` + ``labels/.../<stem>.txt`` (normalised polygons)
 * ``Sa1bDataset``     ``<stem>.jpg`` + ``<stem>.json`` (SA-1B per-image annotation files)
+* ``PasteScenes``     (kind ``paste``) synthetic scenes from a ``shared/data``-like folder, see
+  :mod:`samkit.data.synthetic`
 """
 from __future__ import annotations
 
@@ -773,6 +775,13 @@ def _open_yolo(root: Path, split: str | None = None, label_dir: str | Path | Non
     return YoloSegDataset(root, label_dir)
 
 
+def _open_paste(root: Path, **kwargs: Any) -> DatasetReader:
+    """``root`` holds ``coco128-seg/`` and ``BSDS500/`` (+ GrabCut/, Berkeley/ for the overlap rule)."""
+    from samkit.data.synthetic import open_paste_scenes  # imported here: synthetic builds on this module
+
+    return open_paste_scenes(root, **kwargs)
+
+
 _OPENERS: dict[str, Callable[..., DatasetReader]] = {
     "grabcut": GrabCutDataset,
     "berkeley": BerkeleyDataset,
@@ -781,6 +790,7 @@ _OPENERS: dict[str, Callable[..., DatasetReader]] = {
     "coco": _open_coco,
     "yolo": _open_yolo,
     "sa1b": Sa1bDataset,
+    "paste": _open_paste,
 }
 DATASET_KINDS = tuple(_OPENERS)
 
