@@ -48,8 +48,8 @@ from samkit.models.registry import REGISTRY, ModelSpec
 from samkit.predict.predictor import Prediction, Predictor, read_embedding
 from samkit.predict.transforms import mask_to_low_res_logits
 
-DEFAULT_MODEL = "sam_vit_b"  # `segment` / `embed` without --model or --checkpoint
-DEMO_MODELS = ("mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h")  # `demo` uses the first one cached
+DEFAULT_MODEL = "samkit_tiny"  # `segment` / `embed` / `eval` without --model or --checkpoint: the bundled model
+DEMO_MODELS = ("samkit_tiny", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h")  # `demo`: the first one present
 DEMO_OUT = "demo_out"
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "sample.png"
 EXIT_ERROR = 2
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands.add_parser("train", help="train or fine-tune a model from a config file (JSON)"))
     _add_eval(commands.add_parser("eval", help="run a benchmark: interactive, single-point, boxes, edges",
                                   description=_EVAL_DESCRIPTION))
+    _add_everything(commands.add_parser("everything", help="segment everything in an image or a folder of images",
+                                        description=_EVERYTHING_DESCRIPTION))
     return parser
 
 
@@ -192,6 +194,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the config's out_dir")
     p.add_argument("--out-dir", metavar="DIR", help="override the config's out_dir")
     p.add_argument("--steps", type=int, metavar="N", help="override the config's number of steps")
+    p.add_argument("--stop-at", type=int, metavar="N",
+                   help="stop after step N (checkpoint and export); the schedule still spans all steps")
     p.set_defaults(func=_cmd_train)
 
 
@@ -210,6 +214,36 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for JSON and plots")
     p.set_defaults(func=_cmd_eval)
+
+
+_EVERYTHING_DESCRIPTION = (
+    "SAM's automatic mask generator (point grid, IoU and stability filters, NMS, optional crops) on IMAGE "
+    "or on every image of a folder. --format sa1b: <stem>.json per image; coco: one annotations.json; "
+    "png: <stem>/mask_NNN.png. Resumable: images whose output exists are skipped. A failing image is "
+    "reported in errors.jsonl and the run goes on; summary.json holds the counts.")
+
+
+def _add_everything(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", metavar="IMAGE|DIR", type=Path, help="an image, or a folder of images")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--format", dest="fmt", choices=["sa1b", "coco", "png"], default="sa1b")
+    p.add_argument("--coco-segmentation", choices=["rle", "polygon"], default="rle",
+                   help="coco: masks as RLE (exact, default) or polygons (outer contours)")
+    p.add_argument("--overlay", action="store_true", help="also write <stem>.overlay.png")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray actors, one model each (pip install 'samkit[ray]')")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="ray: number of actors (default 2)")
+    p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
+    p.add_argument("--points-per-side", type=int, default=32, metavar="N")
+    p.add_argument("--points-per-batch", type=int, default=64, metavar="N")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88, metavar="T")
+    p.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="T")
+    p.add_argument("--stability-score-offset", type=float, default=1.0, metavar="T")
+    p.add_argument("--box-nms-thresh", type=float, default=0.7, metavar="T")
+    p.add_argument("--crop-n-layers", type=int, default=0, metavar="N")
+    p.add_argument("--min-mask-region-area", type=int, default=0, metavar="PX")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_everything)
 
 
 # ---------------------------------------------------------------------------------------- prompt parsing
@@ -250,7 +284,7 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def _read_mask_input(path: str, size: tuple[int, int], max_pixels: int | None) -> np.ndarray:
-    """--mask-input PNG of (H, W) = ``size`` -> (1,256,256) logits. Foreground: >= 128 (or 1 in a 0/1 mask)."""
+    """--mask-input PNG of (H, W) = ``size`` -> (H, W) bool. Foreground: >= 128 (or 1 in a 0/1 mask)."""
     try:
         grey = load_image(path, max_pixels=max_pixels).max(axis=2)
     except ImageError as exc:
@@ -258,8 +292,7 @@ def _read_mask_input(path: str, size: tuple[int, int], max_pixels: int | None) -
     if grey.shape != tuple(size):
         raise PromptError(f"--mask-input {path} is {grey.shape[1]} x {grey.shape[0]} pixels but the image is "
                           f"{size[1]} x {size[0]}: the mask must have the image's size")
-    mask = grey >= 128 if grey.max() > 1 else grey > 0
-    return mask_to_low_res_logits(mask)
+    return grey >= 128 if grey.max() > 1 else grey > 0
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -321,6 +354,9 @@ def segment(image: np.ndarray | None, image_path: str | os.PathLike | None, prom
         size = predictor.original_size
         if prompts.mask_input is not None and mask_input is None:
             mask_input = _read_mask_input(prompts.mask_input, size, max_pixels)
+        if mask_input is not None:  # the model's own low-res mask frame (256 for 1024 inputs)
+            mask_input = mask_to_low_res_logits(mask_input, predictor.model.img_size,
+                                                predictor.model.prompt_encoder.mask_input_size[0])
         pred = predictor.predict(points=prompts.points or None, labels=prompts.labels or None, box=prompts.box,
                                  mask_input=mask_input, multimask=prompts.multimask)
         header = {"image": {"file_name": None if image_path is None else Path(image_path).name,
@@ -418,7 +454,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         path = cached_path(spec)
         cached = path is not None and path.is_file()
         size = path.stat().st_size if cached else spec.size
-        rows.append((spec.name, _human_size(size), "yes" if cached else "no", spec.filename or "-", spec.description))
+        where = ("bundled" if spec.bundled else "yes") if cached else "no"
+        rows.append((spec.name, _human_size(size), where, spec.filename or "-", spec.description))
         details.append(([f"path: {path}"] if cached else []) + [f"url:  {spec.url or '-'}"])
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for row, lines in zip(rows, details):
@@ -438,7 +475,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config)
-        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps)) if v is not None}
+        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps), ("stop_at", args.stop_at))
+                     if v is not None}
         cfg = dataclasses.replace(cfg, resume=args.resume or cfg.resume, **overrides).validate()
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SamkitError(str(exc)) from None
@@ -491,6 +529,34 @@ def _is_headline(value: object) -> bool:
     return isinstance(value, list) and len(value) <= 20 and all(isinstance(v, (int, float)) for v in value)
 
 
+# --------------------------------------------------------------------------------------- everything
+
+
+def _cmd_everything(args: argparse.Namespace) -> int:
+    from samkit.engine.everything import EverythingJob, run_local, run_ray
+
+    settings = {"points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch,
+                "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh,
+                "stability_score_offset": args.stability_score_offset,
+                "box_nms_thresh": args.box_nms_thresh, "crop_n_layers": args.crop_n_layers,
+                "min_mask_region_area": args.min_mask_region_area}
+    if args.points_per_side < 1 or args.points_per_batch < 1 or args.crop_n_layers < 0 or args.workers < 1:
+        raise SamkitError("--points-per-side, --points-per-batch and --workers must be >= 1, --crop-n-layers >= 0")
+    model = args.model or (None if args.checkpoint else DEFAULT_MODEL)
+    job = EverythingJob(args.inputs, args.out, args.fmt, model=model or args.checkpoint,
+                        checkpoint=args.checkpoint if model else None, generator=settings, overlay=args.overlay,
+                        coco_segmentation=args.coco_segmentation, max_pixels=args.max_pixels)
+    if args.engine == "ray":
+        summary = run_ray(job, workers=args.workers, address=args.address, progress=sys.stderr.isatty())
+    else:
+        summary = run_local(job, progress=sys.stderr.isatty())
+    print(f"everything: {summary['processed']} image(s) segmented ({summary['masks']} masks), "
+          f"{summary['skipped_done']} already done, {summary['failed']} failed; {summary['seconds']:.1f} s -> {args.out}")
+    for failure in summary["failures"]:
+        print(f"  failed: {failure['image']}: {failure['reason']}")
+    return 0 if not summary["failed"] else 1
+
+
 # --------------------------------------------------------------------------------------------- demo
 
 
@@ -524,6 +590,8 @@ def _download_instructions() -> str:
              "(mobile_sam is the smallest and fastest) and put it there under the same file name:"]
     for name in DEMO_MODELS:
         spec = REGISTRY[name]
+        if spec.url is None:
+            continue
         lines.append(f"  {name:<11} {_human_size(spec.size):>7}  {spec.url}\n  {'':<20} -> {cached_path(spec)}")
     lines.append("Then run 'samkit demo' again. ('samkit segment IMAGE --point X,Y --model mobile_sam --out DIR' "
                  "downloads the checkpoint itself.)")

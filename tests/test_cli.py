@@ -25,6 +25,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samkit.cli import SAMPLE_IMAGE, main
+from samkit.models import load as load_module
 from samkit.models.registry import REGISTRY, resolve_name
 
 POINT = "320,240"  # centre of the 640 x 480 sample image
@@ -231,9 +232,13 @@ def test_models_lists_registry_and_cache(home_with_weights):
         assert ("yes" if name == "mobile_sam" else "no") in row.split()
         assert f"url:  {spec.url}" in result.out
     assert f"path: {home_with_weights / 'mobile_sam.pt'}" in result.out
+    row = next(line for line in lines if line.startswith("samkit_tiny "))
+    assert "bundled" in row.split() and "MB" in row
 
 
 def test_demo_without_weights_prints_download_instructions(empty_home, tmp_path, monkeypatch):
+    """An installation that lost its bundled weights, with nothing cached: instructions, exit 0."""
+    monkeypatch.setattr(load_module, "BUNDLED_DIR", tmp_path / "no-bundled-weights")
     monkeypatch.chdir(tmp_path)
     result = run_cli("demo")
     assert result.code == 0, result
@@ -245,8 +250,23 @@ def test_demo_without_weights_prints_download_instructions(empty_home, tmp_path,
     assert not (tmp_path / "demo_out").exists()
 
 
-def test_demo_with_cached_weights_segments_the_sample(home_with_weights, tmp_path):
-    """The cached "mobile_sam.pt" holds deterministic test weights (see the module docstring)."""
+def test_demo_uses_the_bundled_model_offline(empty_home, tmp_path):
+    """Nothing cached, no network needed: the demo segments the sample with the bundled samkit_tiny, and
+    its best mask holds the clicked centre point (the sample's centre is on an object)."""
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", out)
+    assert result.code == 0, result
+    assert "samkit_tiny" in result.out.splitlines()[0]
+    doc, masks = read_masks(out)
+    assert doc["model"] == "samkit_tiny" and len(masks) == 3
+    best = masks[0]
+    assert best[240, 320] and 0.005 < best.mean() < 0.9
+
+
+def test_demo_falls_back_to_cached_weights(home_with_weights, tmp_path, monkeypatch):
+    """Without the bundled model, the first cached registry model is used. The cached "mobile_sam.pt"
+    holds deterministic test weights (see the module docstring)."""
+    monkeypatch.setattr(load_module, "BUNDLED_DIR", tmp_path / "no-bundled-weights")
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", out)
     assert result.code == 0, result
@@ -460,3 +480,22 @@ def test_train_bad_config(tmp_path):
     r = run_cli("train", path)
     assert r.code == 2 and "unknown" in r.err and "modle" in r.err
     assert run_cli("train", tmp_path / "missing.json").code == 2
+
+
+# --------------------------------------------------------------------------------------- everything
+
+
+def test_everything_cli_writes_sa1b_json(data_dir, tmp_path):
+    image = data_dir / "GrabCut" / "data_GT" / "124080.jpg"
+    out = tmp_path / "ev"
+    result = run_cli("everything", image, "--out", out, "--points-per-side", "8", "--pred-iou-thresh", "0.25",
+                     "--stability-score-thresh", "0.7", "--stability-score-offset", "0.1", "--overlay")
+    assert result.code == 0, result
+    doc = json.loads((out / "124080.json").read_text())
+    assert doc["annotations"] and (out / "124080.overlay.png").is_file()
+    assert "1 image(s) segmented" in result.out and json.loads((out / "summary.json").read_text())["failed"] == 0
+
+
+def test_everything_cli_missing_input_is_one_line(tmp_path):
+    result = run_cli("everything", tmp_path / "nope", "--out", tmp_path / "ev")
+    assert result.code == 2 and "input not found" in result.err and len(result.err.strip().splitlines()) == 1

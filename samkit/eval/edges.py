@@ -48,9 +48,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from samkit.data.sample import Sample
 from samkit.eval.report import track
+from samkit.predict.boxes import nms
+from samkit.predict.everything import point_grid as unit_point_grid
 
 BSDS_MAX_DIST = 0.0075
 
@@ -58,9 +61,7 @@ BSDS_MAX_DIST = 0.0075
 # -- edge map from a promptable segmenter ----------------------------------------------------
 def point_grid(height: int, width: int, points_per_side: int) -> np.ndarray:
     """(n*n, 2) x, y pixel coordinates of the centres of an n x n grid of cells over the image."""
-    t = (np.arange(points_per_side) + 0.5) / points_per_side
-    xs, ys = np.meshgrid(t * width, t * height)
-    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+    return unit_point_grid(points_per_side) * np.array([width, height], dtype=np.float64)
 
 
 def grid_probabilities(predictor: Any, height: int, width: int, points_per_side: int = 16,
@@ -94,23 +95,6 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.7) -> np.ndarray:
-    """Greedy NMS: indices of the kept boxes (M, 4) (inclusive pixel boxes), highest score first;
-    a box is dropped when its IoU with a kept one is > ``iou_threshold``. Ties keep the lower index."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    b = np.asarray(boxes, dtype=np.float64)
-    area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(int(i))
-        w = np.minimum(b[i, 2], b[rest, 2]) - np.maximum(b[i, 0], b[rest, 0]) + 1
-        h = np.minimum(b[i, 3], b[rest, 3]) - np.maximum(b[i, 1], b[rest, 1]) + 1
-        inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-        order = rest[inter / (area[i] + area[rest] - inter) <= iou_threshold]
-    return np.array(keep, dtype=np.int64)
-
-
 def sobel_max(probs: Iterable[np.ndarray]) -> np.ndarray:
     """Pixel-wise max over maps (H, W) of their 3x3 Sobel gradient magnitude: (H, W) float32."""
     edges = None
@@ -132,7 +116,9 @@ def detect_edges(predictor: Any, image: np.ndarray, points_per_side: int = 16, n
     nonempty = np.flatnonzero(boxes[:, 0] >= 0)
     if nonempty.size == 0:
         return np.zeros((h, w), dtype=np.float32)
-    keep = nonempty[box_nms(boxes[nonempty], scores[nonempty], nms_iou)]
+    # inclusive pixel boxes -> exclusive corners, so box areas count pixels
+    corners = torch.from_numpy(boxes[nonempty] + np.array([0, 0, 1, 1]))
+    keep = nonempty[nms(corners, torch.from_numpy(scores[nonempty]), nms_iou).numpy()]
     edges = sobel_max(probs[k] for k in keep)
     peak = float(edges.max())
     return edge_nms(edges / peak if peak > 0 else edges)

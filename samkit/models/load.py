@@ -10,19 +10,31 @@ from torch import nn
 
 from samkit.errors import CheckpointError, SamkitError
 from samkit.models.hub import cache_dir, download, guess_architecture, load_state_dict_file, load_weights
+from samkit.models.input_size import set_input_size
 from samkit.models.registry import ModelSpec, resolve_name
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"  # weights shipped inside the package
+
+
 def cached_path(spec: ModelSpec) -> Path | None:
-    """Where ``spec``'s released checkpoint lives in the cache dir (None for models without one)."""
+    """Where ``spec``'s checkpoint lives: in the package for bundled weights, else in the cache dir
+    (None for models without one)."""
+    if spec.bundled:
+        return BUNDLED_DIR / spec.bundled
     return cache_dir() / spec.filename if spec.filename else None
 
 
 def fetch_checkpoint(spec: ModelSpec, progress: bool = True) -> Path:
     """Path of ``spec``'s checkpoint, downloading it into the cache dir when missing."""
     path = cached_path(spec)
+    if spec.bundled:
+        if not path.is_file():
+            raise CheckpointError(f"{spec.name}'s weights should ship inside samkit at {path} but are missing: "
+                                  "reinstall samkit (pip install -e . from a full checkout)")
+        return path
     if path is None or spec.url is None:
         raise CheckpointError(f"{spec.name} has no released checkpoint to download; pass checkpoint=PATH")
     if not path.is_file():
@@ -52,6 +64,9 @@ def load_model(name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | 
                                   "load it with load_model(NAME, checkpoint=PATH) / --model NAME --checkpoint PATH")
         model = _build(arch)
         load_weights(model, state, arch)
+        img_size = trained_input_size(source)
+        if img_size is not None and img_size != model.img_size:
+            set_input_size(model, img_size)
         return _ready(model, source, device)
     try:
         spec = resolve_name(source)
@@ -70,6 +85,21 @@ def load_model(name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | 
     path = fetch_checkpoint(spec, progress=progress)
     load_weights(model, load_state_dict_file(path), spec.name)
     return _ready(model, str(path), device)
+
+
+def trained_input_size(path: str | os.PathLike) -> int | None:
+    """The input frame a samkit-exported ``.safetensors`` file was trained at (its ``img_size``
+    metadata), or None (other files: the architecture's default frame)."""
+    if not os.fspath(path).endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            value = (f.metadata() or {}).get("img_size")
+        return int(value) if value is not None else None
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 def _build(arch: str) -> nn.Module:

@@ -14,7 +14,11 @@ from samkit.models.sam import Sam
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry. ``md5_prefix``: the md5 digest, or its leading hex digits (SAM puts 6 in its file names)."""
+    """One registry entry. ``md5_prefix``: the md5 digest, or its leading hex digits (SAM puts 6 in its file names).
+
+    ``bundled``: file name under ``samkit/weights/`` for weights that ship inside the package (no download);
+    ``img_size``: the input frame the builder sets up (1024 for the released models).
+    """
 
     name: str
     builder: Callable[[], nn.Module]
@@ -25,6 +29,8 @@ class ModelSpec:
     sha256: str | None = None
     md5_prefix: str | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    bundled: str | None = None
+    img_size: int = 1024
 
 
 def _sam(image_encoder: nn.Module, arch: str) -> Sam:
@@ -56,6 +62,19 @@ def build_mobile_sam() -> Sam:
     return _sam(TinyViT(), "mobile_sam")
 
 
+SAMKIT_TINY_SIZE = 256  # samkit_tiny's input frame: it was trained at 256 px
+
+
+def build_samkit_tiny() -> Sam:
+    """samkit_tiny: MobileSAM's architecture (same state-dict layout) run at a 256 px input frame."""
+    from samkit.models.input_size import set_input_size
+
+    model = build_mobile_sam()
+    set_input_size(model, SAMKIT_TINY_SIZE)
+    model.arch = "samkit_tiny"
+    return model
+
+
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 # Checksums: the releases publish none besides the md5 fragment in SAM's file names. The full md5
 # digests and sizes below are from public md5sum listings of the same files (their first hex digits
@@ -76,6 +95,10 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("mobile_sam", build_mobile_sam, "MobileSAM: TinyViT-5M encoder + SAM decoder (Zhang et al. 2023)",
                   "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt", "mobile_sam.pt",
                   size=40728226, md5_prefix="f3c0d8cda613564d499310dab6c812cd", aliases=("mobile_sam_vit_t", "vit_t")),
+        ModelSpec("samkit_tiny", build_samkit_tiny,
+                  "samkit's demo model: MobileSAM layout trained from scratch here at 256 px (docs/samkit_tiny.md)",
+                  filename="samkit_tiny.fp16.safetensors", bundled="samkit_tiny.fp16.safetensors",
+                  img_size=SAMKIT_TINY_SIZE, aliases=("tiny",)),
     ]
 }
 

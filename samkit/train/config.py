@@ -65,6 +65,9 @@ class TrainConfig:
     decay_gamma: float = 0.1
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
     # interactive simulation
+    decoder_warmup_steps: int = 0  # from scratch: box-filling steps for the decoder first (samkit.train.warmup)
+    decoder_warmup_lr: float = 2e-4
+    focal_alpha: float = 0.25  # focal loss foreground weight (SAM: 0.25; 0.5 = balanced)
     click_rounds: int = 8  # correction rounds with a new click
     mask_only_rounds: int = 2  # rounds that only feed the previous mask back
     box_prob: float = 0.5  # probability that round 0 is a noisy box rather than a point
@@ -80,6 +83,7 @@ class TrainConfig:
     save_every: int = 500  # checkpoint every N steps (and at the end)
     keep_checkpoints: int = 2  # numbered checkpoints kept in out_dir/checkpoints
     log_every: int = 1
+    stop_at: int | None = None  # stop (checkpoint, export) after this step; the schedule still spans ``steps``
     resume: bool = False  # continue from the last checkpoint in out_dir
     export_fp16: bool = False  # also write model.fp16.safetensors
     progress: bool = True  # tqdm bar
@@ -94,8 +98,10 @@ class TrainConfig:
              f"img_size must be a multiple of 16, at least 64, got {self.img_size}"),
             (self.batch_size >= 1 and self.steps >= 1, "batch_size and steps must be >= 1"),
             (0 <= self.warmup_steps, "warmup_steps must be >= 0"),
+            (0 <= self.decoder_warmup_steps, "decoder_warmup_steps must be >= 0"),
             (self.click_rounds >= 0 and self.mask_only_rounds >= 0, "round counts must be >= 0"),
             (0.0 <= self.box_prob <= 1.0, "box_prob must be in [0, 1]"),
+            (0.0 < self.focal_alpha < 1.0, "focal_alpha must be in (0, 1)"),
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (0 < self.augment.scale_min <= self.augment.scale_max, "need 0 < scale_min <= scale_max"),

@@ -79,15 +79,18 @@ class LossTerms:
 
 
 def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,
-             valid: torch.Tensor | None = None, min_over_outputs: bool | None = None) -> LossTerms:
+             valid: torch.Tensor | None = None, min_over_outputs: bool | None = None,
+             focal_alpha: float = 0.25) -> LossTerms:
     """SAM's loss for one round: logits (B,M,H,W), iou_pred (B,M), targets/valid (B,H,W).
 
     mask loss = 20 * focal + dice per output; with several outputs (an ambiguous, single-point prompt
     with multimask output) only the output with the lowest mask loss counts, per sample. The IoU head
     regresses the actual IoU of every output's thresholded mask (MSE, target detached).
-    ``min_over_outputs`` defaults to ``M > 1``.
+    ``min_over_outputs`` defaults to ``M > 1``. ``focal_alpha``: the focal loss's foreground weight
+    (0.25 as in DETR/SAM; 0.5 weighs both classes equally, so an unsure model still predicts
+    foreground where it is more likely than not).
     """
-    focal = sigmoid_focal_loss(logits, targets, valid)
+    focal = sigmoid_focal_loss(logits, targets, valid, alpha=focal_alpha)
     dice = dice_loss(logits, targets, valid)
     mask = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice  # (B,M)
     if min_over_outputs is None:

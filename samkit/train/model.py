@@ -1,27 +1,21 @@
-"""Models for training: registry architectures at any input size, plain state-dict export.
-
-SAM's prompt encoder stores the input frame (1024) and the embedding grid (64) as plain attributes
-and its weights do not depend on them; TinyViT is size-agnostic; SAM's ViT has a 64x64 absolute
-position embedding, interpolated here to the grid in use. So a model trained at 256 or 512 has
-exactly the registry's state-dict keys and shapes and loads with :func:`samkit.load_model`.
+"""Models for training: registry architectures at any input size (:mod:`samkit.models.input_size`),
+plain state-dict export. A model trained at 256 or 512 has exactly the registry's state-dict keys and
+shapes and loads with :func:`samkit.load_model`.
 """
 from __future__ import annotations
 
 import os
-import types
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from samkit.models.hub import load_state_dict_file, load_weights
-from samkit.models.image_encoder import ImageEncoderViT
+from samkit.models.input_size import set_input_size
 from samkit.models.load import fetch_checkpoint
 from samkit.models.registry import resolve_name
 from samkit.models.sam import Sam
 
-PATCH = 16  # input pixels per embedding cell, for every registered encoder
 PRETRAINED = "pretrained"  # init_checkpoint value: the released weights from the samkit cache
 
 
@@ -38,36 +32,6 @@ def build_model(name: str, img_size: int = 1024, init_checkpoint: str | os.PathL
         load_weights(model, load_state_dict_file(path), spec.name)
     set_input_size(model, img_size)
     return model.train()
-
-
-def set_input_size(model: Sam, img_size: int) -> None:
-    """Make ``model`` take (B,3,img_size,img_size) inputs: prompt frame, embedding grid,
-    mask-input size (4x the grid) and, for ViT encoders, an interpolated position embedding."""
-    if img_size % PATCH or img_size < 4 * PATCH:
-        raise ValueError(f"img_size must be a multiple of {PATCH} and at least {4 * PATCH}, got {img_size}")
-    grid = img_size // PATCH
-    pe = model.prompt_encoder
-    pe.input_image_size = (img_size, img_size)
-    pe.image_embedding_size = (grid, grid)
-    pe.mask_input_size = (4 * grid, 4 * grid)
-    model.img_size = img_size
-    model.__dict__.pop("_pe_key", None)  # Sam.dense_pe caches the grid's encoding: recompute it
-    encoder = model.image_encoder
-    if isinstance(encoder, ImageEncoderViT) and encoder.img_size != img_size:
-        encoder.forward = types.MethodType(_vit_forward_resized, encoder)
-
-
-def _vit_forward_resized(self: ImageEncoderViT, x: torch.Tensor) -> torch.Tensor:
-    """ImageEncoderViT.forward with the position embedding resized (bicubic) to the patch grid."""
-    x = self.patch_embed(x)
-    pos = self.pos_embed
-    if pos.shape[1:3] != x.shape[1:3]:
-        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bicubic",
-                            align_corners=False).permute(0, 2, 3, 1)
-    x = x + pos
-    for block in self.blocks:
-        x = block(x)
-    return self.neck(x.permute(0, 3, 1, 2))
 
 
 def trainable_parameters(model: Sam, mode: str) -> list[nn.Parameter]:

@@ -39,11 +39,13 @@ from samkit.train.model import (
     atomic_save, build_model, export_safetensors_fp16, export_state_dict, set_train_mode, trainable_parameters,
 )
 from samkit.train.prompts import Prompts, correction_clicks, first_prompts, round_schedule
+from samkit.train.warmup import geometry_warmup
 
 LOG_NAME = "train_log.jsonl"
+WARMUP_LOG_NAME = "warmup_log.jsonl"
 CKPT_DIR = "checkpoints"
 # Config fields that may change between a run and its resumption without changing the result.
-_RESUMABLE_CHANGES = {"out_dir", "resume", "progress", "num_workers", "device", "save_every", "keep_checkpoints",
+_RESUMABLE_CHANGES = {"out_dir", "resume", "stop_at", "progress", "num_workers", "device", "save_every", "keep_checkpoints",
                       "log_every", "export_fp16"}
 
 
@@ -171,9 +173,11 @@ class Trainer:
         """Train (or continue) up to ``cfg.steps``; export and plot at the end."""
         self._prepare_out_dir()
         loader = torch.utils.data.DataLoader(
-            StepBatches(self.samples, self.cfg), batch_size=None, sampler=range(self.step, self.cfg.steps),
+            StepBatches(self.samples, self.cfg), batch_size=None, sampler=range(self.step, self.end_step),
             num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
         set_train_mode(self.model, self.cfg.mode)
+        if self.step == 0 and not self.checkpoints():
+            self.decoder_warmup()
         last = None
         bar = tqdm(total=self.cfg.steps, initial=self.step, unit="step", desc="train", disable=not self.cfg.progress)
         with bar, open(self.log_path, "a") as log:
@@ -186,15 +190,34 @@ class Trainer:
                 last = {"step": self.step, **stats, "lr": lr,
                         "images_per_s": self.cfg.batch_size / max(now - tick, 1e-9),
                         "peak_mem_mb": peak_memory_mb(self.device)}
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                if self.step % self.cfg.log_every == 0 or self.step == self.end_step:
                     log.write(json.dumps(last) + "\n")
                     log.flush()
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
+                if self.step % self.cfg.save_every == 0 or self.step == self.end_step:
                     self.save_checkpoint()
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 tick = time.perf_counter()  # images/s: data + step, not logging or checkpoints
         return self._finish(last)
+
+    @property
+    def end_step(self) -> int:
+        """Where this run stops: ``steps``, or ``stop_at`` when set (the schedule still spans ``steps``)."""
+        return self.cfg.steps if self.cfg.stop_at is None else min(self.cfg.stop_at, self.cfg.steps)
+
+    def decoder_warmup(self) -> float | None:
+        """The geometry warm-up of :mod:`samkit.train.warmup` (``decoder_warmup_steps``, logged to
+        ``warmup_log.jsonl``), run once before step 1 of a fresh run."""
+        cfg = self.cfg
+        if cfg.decoder_warmup_steps <= 0:
+            return None
+        with open(self.out_dir / WARMUP_LOG_NAME, "w") as log:
+            def write(record: dict) -> None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
+            return geometry_warmup(self.model, cfg.decoder_warmup_steps, cfg.img_size, cfg.batch_size,
+                                   cfg.decoder_warmup_lr, cfg.seed, self.device, write)
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on a batch: encode, simulate the interactive rounds, clip, step."""
@@ -261,7 +284,8 @@ class Trainer:
             low, iou_pred = self.model.decode(features, **prompts.to_torch(self.device), mask_input=mask_input,
                                               multimask_output=multimask)
         logits = upsample_logits(low, targets.shape[-1]) if targets.shape[-1] != low.shape[-1] else low.float()
-        return sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask), low, iou_pred, logits
+        return (sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask, focal_alpha=self.cfg.focal_alpha),
+                low, iou_pred, logits)
 
     # -- checkpoints -----------------------------------------------------------------------------
 

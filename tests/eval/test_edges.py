@@ -10,7 +10,7 @@ import pytest
 from samkit import Predictor
 from samkit.data.sample import Sample
 from samkit.eval import edges
-from samkit.eval.edges import (average_precision, boundary_counts, box_nms, edge_nms, load_boundaries,
+from samkit.eval.edges import (average_precision, boundary_counts, edge_nms, load_boundaries,
                                match_boundaries, ods_ois, point_grid, precision_recall_f, thresholds_for)
 from samkit.predict.predictor import Prediction
 
@@ -103,11 +103,8 @@ def test_ods_ois_ap_on_two_images():
     np.testing.assert_allclose(thresholds_for(3), [0.25, 0.5, 0.75])
 
 
-def test_grid_and_box_nms():
+def test_point_grid_in_pixels():
     np.testing.assert_allclose(point_grid(20, 40, 2), [[10, 5], [30, 5], [10, 15], [30, 15]])
-    boxes = np.array([[0, 0, 9, 9], [0, 0, 9, 8], [20, 20, 29, 29], [0, 0, 19, 19]])
-    # box 1 overlaps box 0 with IoU 90/100 > 0.7 and scores lower; box 3 has IoU 100/400 with box 0.
-    np.testing.assert_array_equal(box_nms(boxes, np.array([0.9, 0.95, 0.5, 0.6])), [1, 3, 2])
 
 
 class TwoRegions:

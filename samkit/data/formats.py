@@ -1,0 +1,146 @@
+"""Writers for the mask formats samkit reads (:mod:`samkit.data.datasets`): SA-1B JSON, COCO JSON
+(RLE or polygons), YOLO-seg text, and PNG mask folders. Everything a writer produces reads back
+through the matching reader; RLE is exact, polygons are the OpenCV contours of the mask.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle, save_mask_png
+
+SEGMENTATION_KINDS = ("rle", "polygon")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ polygons
+
+
+def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
+    """(H,W) mask -> COCO polygons ``[[x1, y1, x2, y2, ...], ...]``: the outer contours of its
+    connected parts (holes are not representable), pixel-centre coordinates, largest part first."""
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    contours = sorted(contours, key=cv2.contourArea, reverse=True)
+    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= min_points]
+
+
+# -------------------------------------------------------------------------------------------- SA-1B
+
+
+def sa1b_document(file_name: str, height: int, width: int, records: Sequence[dict], image_id: int = 0) -> dict:
+    """SA-1B per-image JSON from generator records (COCO RLE segmentations, or masks)."""
+    annotations = []
+    for i, r in enumerate(records):
+        seg = r["segmentation"]
+        ann = {"id": i, "segmentation": mask_to_rle(seg) if isinstance(seg, np.ndarray) else seg}
+        ann.update({k: v for k, v in r.items() if k != "segmentation"})
+        annotations.append(ann)
+    return {"image": {"image_id": image_id, "file_name": file_name, "height": int(height), "width": int(width)},
+            "annotations": annotations}
+
+
+def write_sa1b(path: str | os.PathLike, file_name: str, height: int, width: int, records: Sequence[dict],
+               image_id: int = 0) -> Path:
+    """Write :func:`sa1b_document` to ``path`` (atomically)."""
+    return atomic_write_text(path, json.dumps(sa1b_document(file_name, height, width, records, image_id)))
+
+
+# --------------------------------------------------------------------------------------------- COCO
+
+
+def coco_document(images: Iterable[dict], segmentation: str = "rle",
+                  categories: Sequence[dict] | None = None) -> dict:
+    """One COCO instances JSON from SA-1B-style per-image documents (``{"image", "annotations"}``).
+
+    Image ids are 1, 2, ... in the given order, annotation ids 1, 2, ... across images; every mask is
+    category 1 ("object") unless annotations carry ``category_id``. ``segmentation``: "rle" keeps the
+    compressed RLE, "polygon" converts each mask to its outer contours.
+    """
+    if segmentation not in SEGMENTATION_KINDS:
+        raise ValueError(f"segmentation must be one of {SEGMENTATION_KINDS}, got {segmentation!r}")
+    from samkit.data.masks import rle_to_mask
+
+    out_images, out_anns = [], []
+    for image_id, doc in enumerate(images, start=1):
+        info = doc["image"]
+        out_images.append({"id": image_id, "file_name": info["file_name"], "height": info["height"],
+                           "width": info["width"]})
+        for ann in doc["annotations"]:
+            seg = ann["segmentation"]
+            if segmentation == "polygon":
+                seg = mask_to_polygons(rle_to_mask(seg))
+            extra = {k: v for k, v in ann.items() if k not in ("id", "segmentation", "category_id")}
+            out_anns.append({**extra, "id": len(out_anns) + 1, "image_id": image_id,
+                             "category_id": ann.get("category_id", 1), "segmentation": seg, "iscrowd": 0})
+    return {"images": out_images, "annotations": out_anns,
+            "categories": list(categories) if categories else [{"id": 1, "name": "object"}]}
+
+
+# ---------------------------------------------------------------------------------------- YOLO-seg
+
+
+def yolo_seg_lines(masks: Iterable[np.ndarray], class_ids: Iterable[int] | None = None) -> list[str]:
+    """One ``<class> x1 y1 x2 y2 ...`` line (coordinates normalised to [0, 1]) per mask: the polygon
+    of its largest part. Empty masks give no line."""
+    lines = []
+    masks = list(masks)
+    ids = list(class_ids) if class_ids is not None else [0] * len(masks)
+    for mask, cls in zip(masks, ids):
+        polygons = mask_to_polygons(mask)
+        if not polygons:
+            continue
+        h, w = mask.shape
+        xy = np.asarray(polygons[0], dtype=np.float64).reshape(-1, 2) / np.array([w, h])
+        lines.append(f"{int(cls)} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
+    return lines
+
+
+def write_yolo_seg(path: str | os.PathLike, masks: Iterable[np.ndarray], class_ids: Iterable[int] | None = None) -> Path:
+    """Write :func:`yolo_seg_lines` to ``path``."""
+    return atomic_write_text(path, "".join(line + "\n" for line in yolo_seg_lines(masks, class_ids)))
+
+
+# -------------------------------------------------------------------------------------- PNG folders
+
+
+def write_png_masks(folder: str | os.PathLike, masks: Iterable[np.ndarray], records: Sequence[dict] | None = None) -> Path:
+    """``mask_000.png``, ``mask_001.png``, ... (0 / 255) in ``folder``, plus ``masks.json`` listing each
+    file with its area, bbox and the record's scores (when ``records`` are given)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = []
+    for i, mask in enumerate(masks):
+        name = f"mask_{i:03d}.png"
+        save_mask_png(folder / name, mask)
+        entry: dict[str, Any] = {"file": name, "area": mask_area(mask), "bbox": mask_bbox_xywh(mask)}
+        if records is not None:
+            entry.update({k: v for k, v in records[i].items() if k not in ("segmentation", "area", "bbox")})
+        index.append(entry)
+    atomic_write_text(folder / "masks.json", json.dumps(index))
+    return folder
+
+
+def read_png_masks(folder: str | os.PathLike) -> np.ndarray:
+    """The masks of a :func:`write_png_masks` folder as (N,H,W) bool, in file order (pixel > 127 = mask)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("mask_*.png"))
+    if not files:
+        raise FileNotFoundError(f"no mask_*.png files in {folder}")
+    return np.stack([np.asarray(Image.open(f).convert("L")) > 127 for f in files])

@@ -1,0 +1,342 @@
+"""Segment everything: SAM's automatic mask generator (Kirillov et al. 2023, sec. 7.1 / appendix A).
+
+A grid of single-point prompts over the image (and optionally over overlapping zoomed-in crops);
+three masks per point; masks kept when their predicted IoU and stability score pass thresholds and
+they do not touch an inner crop edge; duplicates removed by box NMS inside each crop (by predicted
+IoU) and across crops (smaller crops first); optionally small holes and islands removed.
+
+Speed and memory: the predicted-IoU filter runs before any upsampling (it needs no mask); only the
+survivors are upsampled to the crop's resolution, ``upsample_chunk`` masks at a time, and each kept
+mask is turned into COCO RLE at once. Peak memory is one chunk of full-resolution logits, whatever
+the number of points. Differences from SAM's reference code: ``bbox`` follows the COCO convention
+(width = last - first column + 1; SAM's reference omits the + 1).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from samkit.data.image_io import load_image
+from samkit.predict.boxes import batched_nms, box_area, masks_to_boxes
+from samkit.predict.predictor import Predictor
+from samkit.predict.transforms import postprocess_logits, scale_coords
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop
+
+
+# ------------------------------------------------------------------------------------ point grids / crops
+
+
+def point_grid(n_per_side: int) -> np.ndarray:
+    """(n^2, 2) x, y in [0, 1]: centres of an n x n grid of equal cells, row by row."""
+    t = (np.arange(n_per_side, dtype=np.float64) + 0.5) / n_per_side
+    xs, ys = np.meshgrid(t, t)
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def layer_point_grids(n_per_side: int, n_layers: int, downscale: int) -> list[np.ndarray]:
+    """One grid per crop layer: layer i has ``n_per_side / downscale**i`` points per side."""
+    return [point_grid(int(n_per_side / downscale ** i)) for i in range(n_layers + 1)]
+
+
+def crop_boxes(height: int, width: int, n_layers: int, overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
+    """SAM's crops: layer 0 is the whole image; layer i tiles it into 2^i x 2^i overlapping crops.
+
+    Returns crop boxes [x0, y0, x1, y1] (x1, y1 exclusive) and each crop's layer index.
+    """
+    boxes, layers = [[0, 0, width, height]], [0]
+    short = min(height, width)
+    for layer in range(1, n_layers + 1):
+        n = 2 ** layer
+        overlap = int(overlap_ratio * short * (2 / n))
+        crop_w = math.ceil((overlap * (n - 1) + width) / n)
+        crop_h = math.ceil((overlap * (n - 1) + height) / n)
+        for y0 in (int((crop_h - overlap) * i) for i in range(n)):
+            for x0 in (int((crop_w - overlap) * i) for i in range(n)):
+                boxes.append([x0, y0, min(x0 + crop_w, width), min(y0 + crop_h, height)])
+                layers.append(layer)
+    return boxes, layers
+
+
+# ---------------------------------------------------------------------------------------- mask scores
+
+
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """(..., H, W) logits -> (...,) IoU of the masks ``logits > threshold + offset`` and
+    ``logits > threshold - offset`` (the first lies inside the second); 0 when both are empty."""
+    inter = (logits > threshold + offset).sum(dim=(-1, -2), dtype=torch.int64)
+    union = (logits > threshold - offset).sum(dim=(-1, -2), dtype=torch.int64)
+    return torch.where(union > 0, inter.double() / union.clamp_min(1).double(), torch.zeros_like(inter.double()))
+
+
+def near_crop_edge(boxes: torch.Tensor, crop: list[int], width: int, height: int,
+                   atol: float = EDGE_TOLERANCE) -> torch.Tensor:
+    """(N,4) image-frame boxes -> (N,) bool: a side lies within ``atol`` of a crop edge that is not
+    also an image edge (the object probably continues outside the crop)."""
+    crop_t = torch.tensor(crop, dtype=torch.float64)
+    image_t = torch.tensor([0, 0, width, height], dtype=torch.float64)
+    b = boxes.double()
+    at_crop = (b - crop_t).abs() <= atol
+    at_image = (b - image_t).abs() <= atol
+    return (at_crop & ~at_image).any(dim=1)
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> tuple[np.ndarray, bool]:
+    """Fill holes (``mode="holes"``) or drop islands (``"islands"``) smaller than ``min_area`` px.
+
+    Returns the new (H,W) bool mask and whether it changed. Connectivity 8, as SAM.
+    """
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    fill = mode == "holes"
+    work = ((~mask) if fill else mask).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    small = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] < min_area]
+    if not small:
+        return mask, False
+    if fill:
+        return mask | np.isin(labels, small), True
+    keep = [i for i in range(1, n) if i not in set(small)]
+    if not keep:  # every island is small: keep the largest, as SAM does
+        keep = [1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+    return np.isin(labels, keep), True
+
+
+# ---------------------------------------------------------------------------------------- RLE helpers
+
+
+def _encode_in_frame(masks: torch.Tensor, crop: list[int], height: int, width: int) -> list[dict]:
+    """(K, h, w) crop-frame bool masks -> K pycocotools RLEs in the (height, width) image frame."""
+    if masks.shape[0] == 0:
+        return []
+    x0, y0, x1, y1 = crop
+    frame = np.zeros((height, width, masks.shape[0]), dtype=np.uint8, order="F")
+    frame[y0:y1, x0:x1] = masks.permute(1, 2, 0).numpy()
+    return mask_utils.encode(frame)
+
+
+def _rle_to_uncompressed(rle: dict) -> dict:
+    """pycocotools RLE -> ``{"size": [H, W], "counts": [int, ...]}`` (runs over the column-major order)."""
+    from samkit.data.masks import mask_to_uncompressed_rle
+
+    return mask_to_uncompressed_rle(mask_utils.decode(rle))
+
+
+# ------------------------------------------------------------------------------------------ generator
+
+
+@dataclass
+class _Candidates:
+    """Masks kept so far (image frame): RLEs, boxes (K,4), predicted IoU, stability, points (K,2), crop index."""
+
+    rles: list[dict] = field(default_factory=list)
+    boxes: list[torch.Tensor] = field(default_factory=list)
+    iou: list[torch.Tensor] = field(default_factory=list)
+    stability: list[torch.Tensor] = field(default_factory=list)
+    points: list[torch.Tensor] = field(default_factory=list)
+    crop: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, rles: list[dict], boxes: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor,
+            points: torch.Tensor, crop_index: int) -> None:
+        self.rles.extend(rles)
+        self.boxes.append(boxes.double())
+        self.iou.append(iou.double())
+        self.stability.append(stability.double())
+        self.points.append(points.double())
+        self.crop.append(torch.full((len(rles),), crop_index, dtype=torch.long))
+
+    def cat(self) -> dict[str, torch.Tensor]:
+        empty = {"boxes": torch.zeros(0, 4, dtype=torch.float64), "points": torch.zeros(0, 2, dtype=torch.float64)}
+        return {k: torch.cat(getattr(self, k)) if getattr(self, k) else empty.get(k, torch.zeros(0))
+                for k in ("boxes", "iou", "stability", "points", "crop")}
+
+
+class AutomaticMaskGenerator:
+    """SAM's "segment everything" for one image at a time, with SAM's defaults.
+
+    >>> gen = AutomaticMaskGenerator(samkit.load_model("samkit_tiny"))
+    >>> records = gen.generate(rgb)   # list of dicts, largest area first
+
+    Each record: ``segmentation`` ((H,W) bool array, uncompressed or COCO RLE per ``output_mode``),
+    ``area``, ``bbox`` [x, y, w, h], ``predicted_iou``, ``point_coords`` [[x, y]],
+    ``stability_score``, ``crop_box`` [x, y, w, h].
+    """
+
+    def __init__(self, model: Any, points_per_side: int | None = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
+                 stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
+                 crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
+                 crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
+                 min_mask_region_area: int = 0, output_mode: str = "binary_mask", upsample_chunk: int = 16) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        if points_per_batch < 1 or upsample_chunk < 1:
+            raise ValueError("points_per_batch and upsample_chunk must be >= 1")
+        if crop_n_layers < 0 or (points_per_side is not None and points_per_side < 1):
+            raise ValueError("crop_n_layers must be >= 0 and points_per_side >= 1")
+        if point_grids is not None:
+            grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(grids) != crop_n_layers + 1:
+                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(grids)}")
+            if any(g.ndim != 2 or g.shape[1] != 2 or ((g < 0) | (g > 1)).any() for g in grids):
+                raise ValueError("each point grid must be (N, 2) x, y in [0, 1]")
+        else:
+            grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        self.predictor = model if isinstance(model, Predictor) else Predictor(model)
+        self.point_grids = grids
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.upsample_chunk = upsample_chunk
+        self.timings: dict[str, float] = {}
+
+    # -- public ------------------------------------------------------------------------------
+    def generate(self, image: np.ndarray | Image.Image | str | os.PathLike) -> list[dict]:
+        """Masks of everything in ``image`` (HxWx3 uint8 RGB array, PIL image or path), as records
+        sorted by area, largest first. ``self.timings`` gets the seconds spent in the image encoder,
+        the mask decoder and post-processing."""
+        rgb = load_image(image)
+        height, width = rgb.shape[:2]
+        self.timings = {"encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
+        crops, layers = crop_boxes(height, width, self.crop_n_layers, self.crop_overlap_ratio)
+        found = _Candidates()
+        for index, (crop, layer) in enumerate(zip(crops, layers)):
+            self._process_crop(rgb, crop, layer, index, found)
+        with _timer(self.timings, "postprocess"):
+            data = found.cat()
+            keep = torch.arange(len(found.rles))
+            if len(crops) > 1 and len(keep):
+                crop_t = torch.tensor(crops, dtype=torch.float64)[data["crop"]]
+                keep = batched_nms(data["boxes"], 1.0 / box_area(crop_t).clamp_min(1), torch.zeros_like(keep),
+                                   self.crop_nms_thresh)
+            rles = [found.rles[i] for i in keep.tolist()]
+            data = {k: v[keep] for k, v in data.items()}
+            if self.min_mask_region_area > 0 and rles:
+                rles, data = self._clean_small_regions(rles, data)
+            records = self._records(rles, data, crops)
+        return records
+
+    # -- one crop ----------------------------------------------------------------------------
+    def _process_crop(self, rgb: np.ndarray, crop: list[int], layer: int, index: int, found: _Candidates) -> None:
+        x0, y0, x1, y1 = crop
+        height, width = rgb.shape[:2]
+        with _timer(self.timings, "encoder"):
+            self.predictor.set_image(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        crop_h, crop_w = y1 - y0, x1 - x0
+        points = self.point_grids[layer] * np.array([crop_w, crop_h], dtype=np.float64)
+        local = _Candidates()
+        for start in range(0, len(points), self.points_per_batch):
+            self._process_batch(points[start:start + self.points_per_batch], crop, height, width, index, local)
+        with _timer(self.timings, "postprocess"):
+            data = local.cat()
+            if not local.rles:
+                return
+            keep = batched_nms(data["boxes"], data["iou"], torch.zeros(len(local.rles), dtype=torch.long),
+                               self.box_nms_thresh)
+            found.add([local.rles[i] for i in keep.tolist()], data["boxes"][keep], data["iou"][keep],
+                      data["stability"][keep], data["points"][keep], index)
+
+    def _process_batch(self, points: np.ndarray, crop: list[int], height: int, width: int, index: int,
+                       local: _Candidates) -> None:
+        """Decode (B,2) crop-frame points (3 masks each), filter, and add survivors to ``local``."""
+        pred = self.predictor
+        model = pred.model
+        with _timer(self.timings, "decoder"), torch.inference_mode():
+            coords = torch.from_numpy(scale_coords(points, pred.original_size, model.img_size)).float()
+            labels = torch.ones(len(points), 1, dtype=torch.long)
+            low, iou = model.decode(pred.features, points=(coords[:, None].to(model.device), labels.to(model.device)),
+                                    multimask_output=True)
+            low, iou = low.float().cpu().flatten(0, 1), iou.float().cpu().flatten()
+        with _timer(self.timings, "postprocess"), torch.inference_mode():
+            pts = torch.from_numpy(points).repeat_interleave(low.shape[0] // len(points), dim=0)
+            keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+            low, iou, pts = low[keep], iou[keep], pts[keep]
+            offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
+            threshold = model.mask_threshold
+            for s in range(0, low.shape[0], self.upsample_chunk):
+                logits = postprocess_logits(low[s:s + self.upsample_chunk], pred.original_size, pred.input_size,
+                                            model.img_size)
+                stab = stability_score(logits, threshold, self.stability_score_offset)
+                ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0 else torch.ones_like(
+                    stab, dtype=torch.bool)
+                masks = logits[ok] > threshold
+                boxes = masks_to_boxes(masks).double() + offset
+                inside = ~near_crop_edge(boxes, crop, width, height)
+                sel = ok.nonzero().flatten()[inside]
+                local.add(_encode_in_frame(masks[inside], crop, height, width), boxes[inside],
+                          iou[s:s + self.upsample_chunk][sel], stab[sel],
+                          pts[s:s + self.upsample_chunk][sel] + offset[:2], index)
+
+    # -- post-processing ---------------------------------------------------------------------
+    def _clean_small_regions(self, rles: list[dict], data: dict[str, torch.Tensor]
+                             ) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """Fill small holes, drop small islands, then NMS preferring the masks that did not change."""
+        new_rles, boxes, unchanged = [], [], []
+        for i, rle in enumerate(rles):
+            mask = mask_utils.decode(rle).astype(bool)
+            mask, holes = remove_small_regions(mask, self.min_mask_region_area, "holes")
+            mask, islands = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            changed = holes or islands
+            new = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))) if changed else rle
+            new_rles.append(new)
+            boxes.append(masks_to_boxes(torch.from_numpy(mask)) if changed else data["boxes"][i].long())
+            unchanged.append(0.0 if changed else 1.0)
+        box_t = torch.stack(boxes).double()
+        keep = batched_nms(box_t, torch.tensor(unchanged), torch.zeros(len(rles), dtype=torch.long),
+                           self.box_nms_thresh)
+        data = {**{k: v[keep] for k, v in data.items()}, "boxes": box_t[keep]}
+        return [new_rles[i] for i in keep.tolist()], data
+
+    def _records(self, rles: list[dict], data: dict[str, torch.Tensor], crops: list[list[int]]) -> list[dict]:
+        records = []
+        for i, rle in enumerate(rles):
+            x0, y0, x1, y1 = crops[int(data["crop"][i])]
+            records.append({
+                "segmentation": self._segmentation(rle),
+                "area": int(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "predicted_iou": float(data["iou"][i]),
+                "point_coords": [[float(v) for v in data["points"][i]]],
+                "stability_score": float(data["stability"][i]),
+                "crop_box": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+            })
+        records.sort(key=lambda r: r["area"], reverse=True)
+        return records
+
+    def _segmentation(self, rle: dict) -> Any:
+        if self.output_mode == "binary_mask":
+            return mask_utils.decode(rle).astype(bool)
+        if self.output_mode == "uncompressed_rle":
+            return _rle_to_uncompressed(rle)
+        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+
+
+@contextlib.contextmanager
+def _timer(store: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the seconds spent in the ``with`` block to ``store[key]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        store[key] = store.get(key, 0.0) + time.perf_counter() - t0
