@@ -28,9 +28,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samkit.data.image_io import load_image
-from samkit.predict.boxes import batched_nms, box_area, masks_to_boxes
+from samkit.predict.boxes import box_area, masks_to_boxes, nms
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import postprocess_logits, scale_coords
+from samkit.predict.transforms import scale_coords
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop
@@ -228,8 +228,7 @@ class AutomaticMaskGenerator:
             keep = torch.arange(len(found.rles))
             if len(crops) > 1 and len(keep):
                 crop_t = torch.tensor(crops, dtype=torch.float64)[data["crop"]]
-                keep = batched_nms(data["boxes"], 1.0 / box_area(crop_t).clamp_min(1), torch.zeros_like(keep),
-                                   self.crop_nms_thresh)
+                keep = nms(data["boxes"], 1.0 / box_area(crop_t).clamp_min(1), self.crop_nms_thresh)
             rles = [found.rles[i] for i in keep.tolist()]
             data = {k: v[keep] for k, v in data.items()}
             if self.min_mask_region_area > 0 and rles:
@@ -252,8 +251,7 @@ class AutomaticMaskGenerator:
             data = local.cat()
             if not local.rles:
                 return
-            keep = batched_nms(data["boxes"], data["iou"], torch.zeros(len(local.rles), dtype=torch.long),
-                               self.box_nms_thresh)
+            keep = nms(data["boxes"], data["iou"], self.box_nms_thresh)
             found.add([local.rles[i] for i in keep.tolist()], data["boxes"][keep], data["iou"][keep],
                       data["stability"][keep], data["points"][keep], index)
 
@@ -262,12 +260,11 @@ class AutomaticMaskGenerator:
         """Decode (B,2) crop-frame points (3 masks each), filter, and add survivors to ``local``."""
         pred = self.predictor
         model = pred.model
-        with _timer(self.timings, "decoder"), torch.inference_mode():
+        with _timer(self.timings, "decoder"):
             coords = torch.from_numpy(scale_coords(points, pred.original_size, model.img_size)).float()
             labels = torch.ones(len(points), 1, dtype=torch.long)
-            low, iou = model.decode(pred.features, points=(coords[:, None].to(model.device), labels.to(model.device)),
-                                    multimask_output=True)
-            low, iou = low.float().cpu().flatten(0, 1), iou.float().cpu().flatten()
+            low, iou = pred.decode_low_res((coords[:, None], labels), multimask=True)
+            low, iou = low.flatten(0, 1), iou.flatten()
         with _timer(self.timings, "postprocess"), torch.inference_mode():
             pts = torch.from_numpy(points).repeat_interleave(low.shape[0] // len(points), dim=0)
             keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
@@ -275,8 +272,7 @@ class AutomaticMaskGenerator:
             offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
             threshold = model.mask_threshold
             for s in range(0, low.shape[0], self.upsample_chunk):
-                logits = postprocess_logits(low[s:s + self.upsample_chunk], pred.original_size, pred.input_size,
-                                            model.img_size)
+                logits = pred.upscale(low[s:s + self.upsample_chunk])
                 stab = stability_score(logits, threshold, self.stability_score_offset)
                 ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0 else torch.ones_like(
                     stab, dtype=torch.bool)
@@ -303,8 +299,7 @@ class AutomaticMaskGenerator:
             boxes.append(masks_to_boxes(torch.from_numpy(mask)) if changed else data["boxes"][i].long())
             unchanged.append(0.0 if changed else 1.0)
         box_t = torch.stack(boxes).double()
-        keep = batched_nms(box_t, torch.tensor(unchanged), torch.zeros(len(rles), dtype=torch.long),
-                           self.box_nms_thresh)
+        keep = nms(box_t, torch.tensor(unchanged), self.box_nms_thresh)
         data = {**{k: v[keep] for k, v in data.items()}, "boxes": box_t[keep]}
         return [new_rles[i] for i in keep.tolist()], data
 

@@ -176,6 +176,15 @@ class Predictor:
 
     def _run(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
              masks: torch.Tensor | None, multimask: bool) -> tuple[np.ndarray, ...]:
+        low, iou = self.decode_low_res(pts, boxes, masks, multimask)
+        logits = self.upscale(low)
+        masks_out = (logits > self.model.mask_threshold).numpy()
+        return masks_out, logits.numpy(), iou.numpy(), low.numpy()
+
+    def decode_low_res(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None = None,
+                       masks: torch.Tensor | None = None, multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask decoder only, on already checked prompts in the model's input frame: points ((B,N,2), (B,N)),
+        boxes (B,4), masks (B,1,s,s). Returns low-res logits (B,M,s,s) and IoU predictions (B,M), float32 CPU."""
         dev = self.model.device
         with torch.inference_mode():
             low, iou = self.model.decode(
@@ -185,10 +194,12 @@ class Predictor:
                 mask_input=None if masks is None else masks.to(dev),
                 multimask_output=multimask,
             )
-            low = low.float().cpu()
-            logits = postprocess_logits(low, self.original_size, self.input_size, self.model.img_size)
-        masks_out = (logits > self.model.mask_threshold).numpy()
-        return masks_out, logits.numpy(), iou.float().cpu().numpy(), low.numpy()
+        return low.float().cpu(), iou.float().cpu()
+
+    def upscale(self, low: torch.Tensor) -> torch.Tensor:
+        """(..., s, s) low-res logits -> (..., H, W) float32 logits at the current image's resolution."""
+        with torch.inference_mode():
+            return postprocess_logits(low, self.original_size, self.input_size, self.model.img_size)
 
     # -- validation -------------------------------------------------------------------------
     def _require_image(self) -> None:
