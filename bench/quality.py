@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(model: str, checkpoint: str | None, data: Path, max_samples: int | None) -> dict:
+def run(model: str, checkpoint: str | None, data: Path, max_samples: int | None,
+        save: Callable[[dict], None] = lambda res: None) -> dict:
+    """All benchmarks; ``save`` gets the results so far after each one (a long run keeps what it measured)."""
     import samkit
     from samkit.data.datasets import open_dataset
     from samkit.eval import evaluate_boxes, evaluate_edges, evaluate_interactive, evaluate_single_point
@@ -34,9 +37,11 @@ def run(model: str, checkpoint: str | None, data: Path, max_samples: int | None)
                                       "seconds": time.perf_counter() - t0}
         res = evaluate_single_point(predictor, open_dataset(kind, data / name), max_samples=max_samples)
         out[f"single_point_{kind}"] = {"miou": res["miou"], "miou_oracle": res["miou_oracle"]}
+        save(out)
     coco = data / "coco128-seg"
     res = evaluate_boxes(predictor, coco / "annotations_coco_format.json", coco, max_samples=max_samples)
     out["boxes_coco128"] = {k: v for k, v in res.items() if isinstance(v, (int, float))}
+    save(out)
     res = evaluate_edges(predictor, open_dataset("bsds500", data / "BSDS500", split="test"), max_samples=max_samples)
     out["edges_bsds500_test"] = {"ods": res["ods"], "ois": res["ois"], "ap": res["ap"],
                                  "num_images": res.get("num_images")}
@@ -68,10 +73,16 @@ def main() -> None:
     ap.add_argument("--max-samples", type=int)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    res = run(args.model, args.checkpoint, args.data, args.max_samples)
-    out = args.out or REPO / "bench" / "results" / f"quality_{res['model']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    from samkit.data.formats import atomic_write_text
+
+    name = Path(args.checkpoint).stem if args.checkpoint else args.model
+    out = args.out or REPO / "bench" / "results" / f"quality_{name}.json"
+
+    def save(res: dict) -> None:
+        atomic_write_text(out, json.dumps(res, indent=1))
+
+    res = run(args.model, args.checkpoint, args.data, args.max_samples, save)
+    save(res)
     print(markdown(res))
     print(f"wrote {out}")
 

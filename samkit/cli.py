@@ -12,7 +12,8 @@
      "model": "mobile_sam",                      # architecture (registry name)
      "embedding": "photo.safetensors" | null,    # --embedding file used instead of the encoder
      "prompts": {"points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1] | null,
-                 "mask_input": "prev.png" | null, "multimask": false},
+                 "mask_input": "prev.png" | null, "multimask": false,
+                 "text": "the dog on the left" | null, "semantic": false},
      "annotations": [                            # sorted by predicted IoU, descending
        {"id": 0, "segmentation": {"size": [H, W], "counts": "<COCO compressed RLE>"},
         "bbox": [x, y, w, h], "area": 1234, "predicted_iou": 0.93, "mask_file": "mask_0.png"}]}
@@ -43,12 +44,14 @@ from samkit.data.masks import mask_area, mask_bbox_xywh, mask_colors, mask_to_rl
 from samkit.data.staging import staged_outputs
 from samkit.errors import CheckpointError, ImageError, PromptError, SamkitError
 from samkit.models.hub import cache_dir
-from samkit.models.load import cached_path, load_model
+from samkit.models.load import cached_path, is_cached, load_model
 from samkit.models.registry import REGISTRY, ModelSpec
 from samkit.predict.predictor import Prediction, Predictor, read_embedding
+from samkit.predict.text import require_text_encoder
 from samkit.predict.transforms import mask_to_low_res_logits
 
 DEFAULT_MODEL = "samkit_tiny"  # `segment` / `embed` / `eval` without --model or --checkpoint: the bundled model
+DEFAULT_TEXT_MODEL = "samkit_tiny_text"  # `segment --text` / `eval refer` without a model: the bundled text model
 DEMO_MODELS = ("samkit_tiny", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h")  # `demo`: the first one present
 DEMO_OUT = "demo_out"
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "sample.png"
@@ -69,12 +72,14 @@ class Prompts:
     box: tuple[float, float, float, float] | None = None
     mask_input: str | None = None
     multimask: bool = False
+    text: str | None = None
+    semantic: bool = False
 
     def record(self) -> dict:
         """The ``prompts`` entry of masks.json."""
         return {"points": [list(p) for p in self.points], "labels": self.labels,
                 "box": None if self.box is None else list(self.box), "mask_input": self.mask_input,
-                "multimask": self.multimask}
+                "multimask": self.multimask, "text": self.text, "semantic": self.semantic}
 
 
 @dataclass(frozen=True)
@@ -129,14 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="samkit", description="Promptable image segmentation with Segment Anything models.")
     parser.add_argument("--version", action="version", version=f"samkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    _add_segment(commands.add_parser("segment", help="segment an image from point / box / mask prompts",
+    _add_segment(commands.add_parser("segment", help="segment an image from point / box / mask / text prompts",
                                      description=_SEGMENT_DESCRIPTION))
     _add_embed(commands.add_parser("embed", help="compute an image embedding once, to prompt it later"))
     commands.add_parser("models", help="list the known models and which checkpoints are cached").set_defaults(
         func=_cmd_models)
     _add_demo(commands.add_parser("demo", help="segment a sample image with a locally available model"))
     _add_train(commands.add_parser("train", help="train or fine-tune a model from a config file (JSON)"))
-    _add_eval(commands.add_parser("eval", help="run a benchmark: interactive, single-point, boxes, edges",
+    _add_train_text(commands.add_parser(
+        "train-text", help="train a text prompter on a frozen SAM (samkit_tiny_text; config file, JSON)"))
+    _add_eval(commands.add_parser("eval", help="run a benchmark: interactive, single-point, boxes, edges, refer",
                                   description=_EVAL_DESCRIPTION))
     _add_everything(commands.add_parser("everything", help="segment everything in an image or a folder of images",
                                         description=_EVERYTHING_DESCRIPTION))
@@ -148,7 +155,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"registry model (see 'samkit models'; default {DEFAULT_MODEL}); with --checkpoint, "
                         "the architecture to load PATH into")
     p.add_argument("--checkpoint", metavar="PATH",
-                   help="checkpoint file; alone, its architecture is recognised from its contents")
+                   help="checkpoint file (or EVF-SAM checkpoint directory); alone, its architecture is "
+                        "recognised from its contents")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images larger than N pixels (default: $SAMKIT_MAX_IMAGE_PIXELS or 200 million)")
 
@@ -160,6 +168,10 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="box prompt (corners)")
     p.add_argument("--mask-input", metavar="PNG",
                    help="binary mask of the image's size (e.g. an earlier mask_0.png) to refine")
+    p.add_argument("--text", metavar="SENTENCE",
+                   help="text prompt, e.g. 'the dog on the left' (text-promptable models: --model evf_sam)")
+    p.add_argument("--semantic", action="store_true",
+                   help="with --text: ask for all instances ('[semantic] ' prefix of evf_sam_multitask)")
     p.add_argument("--multimask", action="store_true", help="return 3 candidate masks instead of 1")
     p.add_argument("--embedding", metavar="FILE",
                    help="embedding from 'samkit embed': skips the image encoder; its model is the default")
@@ -185,8 +197,9 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 _EVAL_DESCRIPTION = (
     "interactive: RITM click protocol (NoC/NoF@85/90/95, mIoU@k) and single-point: SAM's first-click mIoU, "
     "on --dataset KIND --root PATH (grabcut, berkeley, davis, ...); boxes: GT-box-prompted mask AP on "
-    "--coco-json FILE --images DIR; edges: zero-shot ODS/OIS on BSDS500 (--root, --split test). "
-    "Writes <protocol>.json and plots into --out.")
+    "--coco-json FILE --images DIR; edges: zero-shot ODS/OIS on BSDS500 (--root, --split test); refer: "
+    "referring-expression cIoU/gIoU/precision@0.5-0.9 of a text-promptable model on --refs FILE (RefCOCO-style "
+    "refs.json). Writes <protocol>.json and plots into --out (refer: --out may also be a .json file, or left out).")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -199,8 +212,16 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _add_train_text(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="text training config (configs/samkit_tiny_text_*.json)")
+    p.add_argument("--out-dir", metavar="DIR", help="override the config's out_dir")
+    p.add_argument("--steps", type=int, metavar="N", help="override the config's number of steps")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (e.g. 1 per run for parallel runs)")
+    p.set_defaults(func=_cmd_train_text)
+
+
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("protocol", choices=["interactive", "single-point", "boxes", "edges"])
+    p.add_argument("protocol", choices=["interactive", "single-point", "boxes", "edges", "refer"])
     p.add_argument("--dataset", default=None, metavar="KIND",
                    help="dataset layout for interactive/single-point (grabcut, berkeley, davis, bsds500, coco, "
                         "yolo, sa1b); edges always reads bsds500")
@@ -210,9 +231,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", metavar="DIR", help="boxes: image folder")
     p.add_argument("--max-clicks", type=int, default=20, help="interactive: clicks per object (default 20)")
     p.add_argument("--points-per-side", type=int, default=16, help="edges: prompt grid (default 16)")
-    p.add_argument("--max-samples", type=int, metavar="N", help="evaluate only the first N images")
+    p.add_argument("--refs", metavar="FILE", help="refer: refs JSON/JSONL file (or a folder with refs.json)")
+    p.add_argument("--max-samples", "--limit", type=int, metavar="N",
+                   help="evaluate only the first N images (refer: expressions)")
     _add_model_options(p)
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for JSON and plots")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder for JSON and plots (required; refer: optional, DIR or a .json file)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -302,7 +326,7 @@ def _load(choice: ModelChoice, default: str) -> Predictor:
     """A predictor for --model / --checkpoint (``default`` when neither is given)."""
     if choice.checkpoint is None:
         return Predictor(load_model(choice.name or default))
-    if not Path(choice.checkpoint).is_file():
+    if not Path(choice.checkpoint).exists():  # a file, or a Hugging Face-format directory (EVF-SAM)
         raise CheckpointError(f"checkpoint not found: {choice.checkpoint}")
     if choice.name is None:
         return Predictor(load_model(choice.checkpoint))
@@ -312,6 +336,11 @@ def _load(choice: ModelChoice, default: str) -> Predictor:
 def _embedding_arch(path: str) -> str:
     """Architecture recorded in an embedding file written by ``samkit embed``."""
     return read_embedding(path)[0]["arch"]
+
+
+def _disk_size(path: Path) -> int:
+    """Bytes of a file, or of every file in a checkpoint directory."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _human_size(n: int | None) -> str:
@@ -324,10 +353,16 @@ def _human_size(n: int | None) -> str:
 def _cmd_segment(args: argparse.Namespace) -> int:
     if args.image is None and args.embedding is None:
         raise SamkitError("give an IMAGE to segment, or --embedding FILE written by 'samkit embed'")
-    if not args.point and args.box is None and args.mask_input is None:
-        raise PromptError("no prompt given: add --point X,Y[,LABEL], --box X0,Y0,X1,Y1 or --mask-input PNG")
+    if not args.point and args.box is None and args.mask_input is None and args.text is None:
+        raise PromptError("no prompt given: add --point X,Y[,LABEL], --box X0,Y0,X1,Y1, --mask-input PNG "
+                          "or --text SENTENCE")
+    if args.text is not None and not args.text.strip():
+        raise PromptError("--text is empty: describe the object to segment, e.g. --text 'the dog on the left'")
+    if args.semantic and args.text is None:
+        raise PromptError("--semantic goes with --text")
     prompts = Prompts(points=[(x, y) for x, y, _ in args.point], labels=[lab for _, _, lab in args.point],
-                      box=args.box, mask_input=args.mask_input, multimask=args.multimask)
+                      box=args.box, mask_input=args.mask_input, multimask=args.multimask, text=args.text,
+                      semantic=args.semantic)
     image = None if args.image is None else load_image(args.image, max_pixels=args.max_pixels)
     segment(image, args.image, prompts, ModelChoice(args.model, args.checkpoint), args.out,
             embedding=args.embedding, max_pixels=args.max_pixels)
@@ -345,8 +380,11 @@ def segment(image: np.ndarray | None, image_path: str | os.PathLike | None, prom
         mask_input = None
         if prompts.mask_input is not None and size is not None:  # fail before the slow model work
             mask_input = _read_mask_input(prompts.mask_input, size, max_pixels)
-        default = _embedding_arch(embedding) if embedding is not None else DEFAULT_MODEL
+        default = (_embedding_arch(embedding) if embedding is not None
+                   else DEFAULT_TEXT_MODEL if prompts.text is not None else DEFAULT_MODEL)
         predictor = _load(choice, default)
+        if prompts.text is not None:
+            require_text_encoder(predictor.model)  # before the image encoder runs
         if embedding is None:
             predictor.set_image(image)
         else:
@@ -358,7 +396,8 @@ def segment(image: np.ndarray | None, image_path: str | os.PathLike | None, prom
             mask_input = mask_to_low_res_logits(mask_input, predictor.model.img_size,
                                                 predictor.model.prompt_encoder.mask_input_size[0])
         pred = predictor.predict(points=prompts.points or None, labels=prompts.labels or None, box=prompts.box,
-                                 mask_input=mask_input, multimask=prompts.multimask)
+                                 mask_input=mask_input, multimask=prompts.multimask, text=prompts.text,
+                                 semantic=prompts.semantic)
         header = {"image": {"file_name": None if image_path is None else Path(image_path).name,
                             "height": size[0], "width": size[1]},
                   "model": predictor.model.arch,
@@ -452,10 +491,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     details: list[list[str]] = [[]]
     for spec in REGISTRY.values():
         path = cached_path(spec)
-        cached = path is not None and path.is_file()
-        size = path.stat().st_size if cached else spec.size
+        cached = is_cached(spec)
+        size = _disk_size(path) if cached else spec.size
         where = ("bundled" if spec.bundled else "yes") if cached else "no"
-        rows.append((spec.name, _human_size(size), where, spec.filename or "-", spec.description))
+        shown = (spec.filename + "/" if spec.hub_repo else spec.filename) if spec.filename else "-"
+        rows.append((spec.name, _human_size(size), where, shown, spec.description))
         details.append(([f"path: {path}"] if cached else []) + [f"url:  {spec.url or '-'}"])
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for row, lines in zip(rows, details):
@@ -485,6 +525,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_text(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from samkit.train.text import load_text_config, train_text
+
+    try:
+        cfg = load_text_config(args.config)
+        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps), ("threads", args.threads))
+                     if v is not None}
+        cfg = dataclasses.replace(cfg, **overrides).validate()
+    except (ValueError, FileNotFoundError) as exc:
+        raise SamkitError(str(exc)) from None
+    summary = train_text(cfg)
+    test = summary.get("test") or {}
+    print(f"trained {cfg.variant} {summary['steps']} steps in {summary['train_s']:.0f} s "
+          f"({summary['images_per_s']:.1f} images/s); test cIoU {test.get('ciou')} gIoU {test.get('giou')}; "
+          f"out: {cfg.out_dir}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- eval
 
 
@@ -492,6 +552,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from samkit.data.datasets import open_dataset
     from samkit.eval import PROTOCOLS, write_report
 
+    if args.protocol == "refer":
+        return _cmd_eval_refer(args)
+    if args.out is None:
+        raise SamkitError(f"eval {args.protocol} needs --out DIR")
     common = {"max_samples": args.max_samples, "progress": sys.stderr.isatty()}
     if args.protocol == "boxes":
         if not (args.coco_json and args.images):
@@ -516,6 +580,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     files = write_report(results, args.out, args.protocol.replace("-", "_"))
     print(json.dumps({k: v for k, v in results.items() if _is_headline(v)}, indent=1))
     print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_eval_refer(args: argparse.Namespace) -> int:
+    """``eval refer``: one mask per expression from ``predict(text=..., multimask=False)``."""
+    from samkit.data.refer import open_refs
+    from samkit.eval import evaluate_refer, write_report
+
+    if not args.refs:
+        raise SamkitError("eval refer needs --refs FILE (a RefCOCO-style refs.json)")
+    samples = open_refs(args.refs)
+    predictor = _load(ModelChoice(args.model, args.checkpoint), DEFAULT_MODEL)
+    require_text_encoder(predictor.model)  # before any image is encoded
+    results = evaluate_refer(predictor, samples, max_samples=args.max_samples, progress=sys.stderr.isatty())
+    results.update(model=predictor.model.arch, weights=getattr(predictor.model, "weights", None), refs=str(args.refs))
+    files = []
+    if args.out is not None:  # a .json file, else a folder getting refer.json
+        out_dir, name = (args.out.parent, args.out.stem) if args.out.suffix.lower() == ".json" else (args.out, "refer")
+        files = write_report(results, out_dir, name)
+    print(json.dumps({k: v for k, v in results.items() if _is_headline(v)}, indent=1))
+    for group, m in results["by_group"].items():
+        print(f"  {group}: {m['num_expressions']} expressions, cIoU {m['ciou']:.4f}, gIoU {m['giou']:.4f}")
+    if files:
+        print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 

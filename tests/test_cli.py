@@ -141,7 +141,7 @@ def test_segment_point_writes_masks_overlay_and_json(point_run):
     assert doc["image"] == {"file_name": "sample.png", "height": 480, "width": 640}
     assert doc["model"] == "mobile_sam" and doc["embedding"] is None
     assert doc["prompts"] == {"points": [[320.0, 240.0]], "labels": [1], "box": None, "mask_input": None,
-                              "multimask": False}
+                              "multimask": False, "text": None, "semantic": False}
     assert len(masks) == 1
     assert Image.open(out / "overlay.png").size == (640, 480)
     assert "mask_0.png" in result.out and f"area {doc['annotations'][0]['area']}" in result.out
@@ -449,10 +449,66 @@ def test_eval_interactive_on_grabcut(tmp_path, ckpt, data_dir):
     (["interactive", "--dataset", "grabcut"], "needs --root"),
     (["boxes"], "needs --coco-json"),
     (["interactive", "--dataset", "nosuch", "--root", "."], "unknown dataset kind"),
+    (["refer"], "needs --refs"),
+    (["refer", "--refs", "nosuch.json"], "refs file not found"),
 ])
 def test_eval_bad_arguments(tmp_path, ckpt, argv, needle):
     out = tmp_path / "eval"
     assert_error(run_cli("eval", *argv, "--checkpoint", ckpt, "--out", out), out, needle)
+
+
+def test_eval_needs_out_except_refer(tmp_path, ckpt, data_dir):
+    out = tmp_path / "eval"
+    assert_error(run_cli("eval", "edges", "--root", data_dir / "BSDS500", "--checkpoint", ckpt), out, "needs --out")
+
+
+REFS = Path("refcoco_coco128_subset") / "refs.json"
+
+
+def test_eval_refer_needs_a_text_model(tmp_path, ckpt, data_dir):
+    out = tmp_path / "refer"
+    assert_error(run_cli("eval", "refer", "--refs", data_dir / REFS, "--checkpoint", ckpt, "--out", out), out,
+                 "'mobile_sam' has no text encoder")
+
+
+class _TextOracle:
+    """Stand-in for a text-promptable predictor: predict(text=...) gives the target of (image, text)."""
+
+    def __init__(self, refs: Path, has_text_encoder: bool = True) -> None:
+        from samkit.data.refer import RefDataset
+
+        self.model = dataclasses.make_dataclass("M", ["arch", "has_text_encoder"])("evf_stub", has_text_encoder)
+        self.targets = {(s.image.tobytes(), s.sentence): s.mask for s in RefDataset(refs)}
+        self.image_calls = 0
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.image, self.image_calls = image.tobytes(), self.image_calls + 1
+
+    def predict(self, text: str | None = None, multimask: bool = True):
+        assert not multimask
+        return dataclasses.make_dataclass("P", ["masks", "scores"])(self.targets[self.image, text][None], np.ones(1))
+
+
+def test_eval_refer_with_a_text_predictor(tmp_path, data_dir, monkeypatch):
+    from samkit import cli
+
+    refs = data_dir / REFS
+    oracle = _TextOracle(refs)
+    monkeypatch.setattr(cli, "_load", lambda choice, default: oracle)
+    r = run_cli("eval", "refer", "--refs", refs, "--model", "evf_stub", "--limit", 10, "--out", tmp_path / "r.json")
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["num_expressions"] == 10 and doc["ciou"] == doc["giou"] == 1.0 and doc["model"] == "evf_stub"
+    assert doc["refs"] == str(refs) and oracle.image_calls == doc["num_images"] == 1
+    assert "refcoco+(unc)/testB: 6 expressions, cIoU 1.0000, gIoU 1.0000" in r.out  # image 605's first
+    assert "refcoco(unc)/testB: 4 expressions" in r.out
+    r = run_cli("eval", "refer", "--refs", refs.parent, "--out", tmp_path / "dir")  # a folder: DIR/refer.json
+    assert r.code == 0 and json.loads((tmp_path / "dir" / "refer.json").read_text())["num_expressions"] == 36
+    r = run_cli("eval", "refer", "--refs", refs, "--limit", 1)  # no --out: printed only
+    assert r.code == 0 and '"ciou": 1.0' in r.out and "wrote" not in r.out
+    monkeypatch.setattr(cli, "_load", lambda choice, default: _TextOracle(refs, has_text_encoder=False))
+    assert_error(run_cli("eval", "refer", "--refs", refs, "--out", tmp_path / "no"), tmp_path / "no",
+                 "'evf_stub' has no text encoder")
 
 
 # -------------------------------------------------------------------------------------------- train

@@ -21,6 +21,10 @@ Layouts (see :func:`open_dataset` for the kind names):
 * ``Sa1bDataset``     ``<stem>.jpg`` + ``<stem>.json`` (SA-1B per-image annotation files)
 * ``PasteScenes``     (kind ``paste``) synthetic scenes from a ``shared/data``-like folder, see
   :mod:`samkit.data.synthetic`
+* ``RefDataset``    (kind ``refer``) referring expressions, one sample per expression, see
+  :mod:`samkit.data.refer`
+* ``ReferScenes``   (kind ``refer_scenes``) synthetic referring scenes on BSDS500 photos, see
+  :mod:`samkit.data.refer_scenes`
 """
 from __future__ import annotations
 
@@ -782,6 +786,20 @@ def _open_paste(root: Path, **kwargs: Any) -> DatasetReader:
     return open_paste_scenes(root, **kwargs)
 
 
+def _open_refer(root: Path, **kwargs: Any) -> DatasetReader:
+    """``root`` is a refs JSON / JSONL file, or a folder holding ``refs.json`` (see :mod:`samkit.data.refer`)."""
+    from samkit.data.refer import open_refs  # imported here: refer builds on this module
+
+    return open_refs(root, **kwargs)
+
+
+def _open_refer_scenes(root: Path, **kwargs: Any) -> DatasetReader:
+    """``root`` holds ``BSDS500/`` (+ GrabCut/, Berkeley/ for the overlap rule), see :mod:`samkit.data.refer_scenes`."""
+    from samkit.data.refer_scenes import open_refer_scenes  # imported here: refer_scenes builds on this module
+
+    return open_refer_scenes(root, **kwargs)
+
+
 _OPENERS: dict[str, Callable[..., DatasetReader]] = {
     "grabcut": GrabCutDataset,
     "berkeley": BerkeleyDataset,
@@ -791,6 +809,8 @@ _OPENERS: dict[str, Callable[..., DatasetReader]] = {
     "yolo": _open_yolo,
     "sa1b": Sa1bDataset,
     "paste": _open_paste,
+    "refer": _open_refer,
+    "referscenes": _open_refer_scenes,
 }
 DATASET_KINDS = tuple(_OPENERS)
 

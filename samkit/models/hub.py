@@ -232,8 +232,9 @@ def guess_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     return names.pop() if len(names) == 1 else None
 
 
-def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], arch: str) -> None:
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], arch: str, assign: bool = False) -> None:
     """Strictly load ``state`` into ``model``, casting floating tensors to the model's dtypes.
+    ``assign``: the (cast) tensors become the parameters, e.g. for a model built on the meta device.
 
     Raises CheckpointError listing missing/unexpected/mis-shaped keys (and the likely right architecture).
     """
@@ -244,7 +245,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], arch: str)
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or mismatched:
         raise CheckpointError(_misfit_message(arch, state, missing, unexpected, mismatched))
-    model.load_state_dict({k: _cast(v, expected[k]) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: _cast(v, expected[k]) for k, v in state.items()}, strict=True, assign=assign)
 
 
 def _cast(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -260,9 +261,14 @@ def _misfit_message(arch: str, state: Mapping[str, torch.Tensor], missing: list[
     parts = [_listing(items, what) for items, what in categories if items]
     message = f"checkpoint does not fit `{arch}`: " + "; ".join(parts)
     guess = guess_architecture(state)
-    if guess is not None and guess != arch:
+    if guess is not None and guess != arch and not (guess == "evf_sam" and arch.startswith("evf_sam")):
         message += (f". This looks like a `{guess}` checkpoint: use --model {guess} / "
                     f"load_model('{guess}', checkpoint=...)")
+    if guess == "evf_sam":
+        inner = guess_architecture({k.removeprefix("visual_model."): v for k, v in state.items()
+                                    if k.startswith("visual_model.")})
+        if inner is not None:
+            message += f". Its SAM looks like `{inner}` (load_model(..., backbone='{inner}'))"
     return message
 
 

@@ -6,7 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.models.common import MLP, LayerNorm2d
-from samkit.models.transformer import TwoWayTransformer
+from samkit.models.transformer import ImageCache, TwoWayTransformer
+
+# Rows of image tokens per step of the upscaling chain: the intermediates of one step (~1 MB)
+# stay in cache instead of streaming 4-8 MB tensors through memory between element-wise ops.
+UPSCALE_ROWS = 512
 
 
 class MaskDecoder(nn.Module):
@@ -36,25 +40,34 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
-                dense_prompt_embeddings: torch.Tensor, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embeddings (1 or B, C, h, w); image_pe (1, C, h, w); sparse (B, N, C); dense (B, C, h, w)."""
-        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+                dense_prompt_embeddings: torch.Tensor | None, multimask_output: bool,
+                cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embeddings (1 or B, C, h, w); image_pe (1, C, h, w); sparse (B, N, C); dense (B, C, h, w).
+
+        ``cache`` (``transformer.precompute`` of image_embeddings + the no-mask embedding) stands for
+        the image and dense inputs, which are then not read.
+        """
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                                        cache)
         sel = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sel], iou[:, sel]
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
-                      dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                      dense: torch.Tensor | None, cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """All 4 mask tokens: masks (B,4,4h,4w), iou (B,4)."""
         b = sparse.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        if image_embeddings.shape[0] != b:
-            image_embeddings = image_embeddings.expand(b, -1, -1, -1)
-        src = image_embeddings + dense
-        pos_src = image_pe.expand(b, -1, -1, -1)
-        c, h, w = src.shape[1:]
-
-        hs, src = self.transformer(src, pos_src, tokens)
+        if cache is None:
+            if image_embeddings.shape[0] != b:
+                image_embeddings = image_embeddings.expand(b, -1, -1, -1)
+            src = image_embeddings + dense
+            h, w = src.shape[2:]
+            # image_pe stays (1,C,h,w): the transformer broadcasts it over the batch.
+            hs, src = self.transformer(src, image_pe, tokens)
+        else:
+            h, w = cache.grid
+            hs, src = self.transformer(None, image_pe, tokens, cache=cache)
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]
 
@@ -69,16 +82,29 @@ class MaskDecoder(nn.Module):
 
         Each stride-2, kernel-2 transposed convolution is a per-pixel Linear (C -> 4*C') followed by a
         pixel shuffle, so the chain runs as matmuls on token-major rows (sub-pixel offsets kept as
-        extra rows) and the shuffle happens once, on the M-channel result.
+        extra rows) and the shuffle happens once, on the M-channel result. Rows go through the chain
+        ``UPSCALE_ROWS`` at a time.
         """
         ct1, norm, act1, ct2, act2 = self.output_upscaling
         b, n, c = src.shape
         c1, c2 = ct1.out_channels, ct2.out_channels
         w1 = ct1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # columns ordered (di, dj, out)
-        y = torch.addmm(ct1.bias.repeat(4), src.reshape(b * n, c), w1).reshape(b * n * 4, c1)
-        y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
         w2 = ct2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        y = act2(torch.addmm(ct2.bias.repeat(4), y, w2))  # rows (b, i, j, di, dj), columns (ei, ej, out)
-        m = y.reshape(b, n * 16, c2) @ hyper_in.transpose(1, 2)  # (B, h*w*16, M)
+        b1, b2 = ct1.bias.repeat(4), ct2.bias.repeat(4)
+        hyper_t = hyper_in.transpose(1, 2)  # (B, C/8, M)
+        step = min(n, UPSCALE_ROWS)  # image tokens per step
+        per = max(1, UPSCALE_ROWS // n)  # batch items per step (several when a whole grid fits)
+        groups = []
+        for i in range(0, b, per):
+            pieces = []  # rows (i, j, di, dj, ei, ej) of the (p, h*w*16, M) product
+            for r in range(0, n, step):
+                rows = src[i:i + per, r:r + step]
+                p, t = rows.shape[:2]
+                y = torch.addmm(b1, rows.reshape(p * t, c), w1).view(-1, c1)
+                y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+                y = act2(torch.addmm(b2, y, w2))  # rows (i, j, di, dj), columns (ei, ej, out)
+                pieces.append(torch.bmm(y.view(p, t * 16, c2), hyper_t[i:i + per]))
+            groups.append(torch.cat(pieces, dim=1))
+        m = torch.cat(groups)  # (B, h*w*16, M)
         m = m.reshape(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return m.reshape(b, -1, 4 * h, 4 * w)

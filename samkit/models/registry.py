@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from samkit.models.beit3 import BEIT3_CONFIGS, Beit3, Beit3Config
+from samkit.models.evf_sam import EvfSam
 from samkit.models.image_encoder import ImageEncoderViT
 from samkit.models.mask_decoder import MaskDecoder
 from samkit.models.prompt_encoder import PromptEncoder
@@ -17,7 +19,9 @@ class ModelSpec:
     """One registry entry. ``md5_prefix``: the md5 digest, or its leading hex digits (SAM puts 6 in its file names).
 
     ``bundled``: file name under ``samkit/weights/`` for weights that ship inside the package (no download);
-    ``img_size``: the input frame the builder sets up (1024 for the released models).
+    ``img_size``: the input frame the builder sets up (1024 for the released models);
+    ``hub_repo``: a Hugging Face model repository (``url`` is its page): the checkpoint is a directory
+    (config.json, weights, tokenizer), downloaded into ``<cache dir>/<filename>/``.
     """
 
     name: str
@@ -31,6 +35,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     bundled: str | None = None
     img_size: int = 1024
+    hub_repo: str | None = None
 
 
 def _sam(image_encoder: nn.Module, arch: str) -> Sam:
@@ -75,7 +80,37 @@ def build_samkit_tiny() -> Sam:
     return model
 
 
+def build_evf_sam(backbone: str = "sam_vit_h", text_encoder: str | Beit3Config = "large") -> EvfSam:
+    """EVF-SAM: ``backbone`` (any SAM registry name) + BEiT-3 (``"base"``, ``"large"`` or a
+    :class:`Beit3Config`) + projector. The released checkpoints use sam_vit_h and large."""
+    if backbone.startswith("evf_sam"):
+        raise ValueError(f"backbone must be a SAM model, not {backbone!r}")
+    if isinstance(text_encoder, str):
+        if text_encoder not in BEIT3_CONFIGS:
+            raise ValueError(f"text_encoder must be one of {', '.join(BEIT3_CONFIGS)} or a Beit3Config, "
+                             f"got {text_encoder!r}")
+        text_encoder = BEIT3_CONFIGS[text_encoder]
+    return EvfSam(resolve_name(backbone).builder(), Beit3(text_encoder))
+
+
+def build_evf_sam_multitask(backbone: str = "sam_vit_h", text_encoder: str | Beit3Config = "large") -> EvfSam:
+    """EVF-SAM multitask: the EVF-SAM layout, trained also for parts and semantic-level masks
+    (``[semantic] `` text prefix)."""
+    model = build_evf_sam(backbone, text_encoder)
+    model.arch = "evf_sam_multitask"
+    model.supports_semantic = True
+    return model
+
+
+def _build_samkit_tiny_text() -> EvfSam:
+    """samkit_tiny_text (:func:`samkit.models.text_tiny.build_samkit_tiny_text`)."""
+    from samkit.models.text_tiny import build_samkit_tiny_text
+
+    return build_samkit_tiny_text()
+
+
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_HF_URL = "https://huggingface.co/"
 # Checksums: the releases publish none besides the md5 fragment in SAM's file names. The full md5
 # digests and sizes below are from public md5sum listings of the same files (their first hex digits
 # match the file names); sha256 is left unset because no official value exists.
@@ -99,6 +134,18 @@ REGISTRY: dict[str, ModelSpec] = {
                   "samkit's demo model: MobileSAM layout trained from scratch here at 256 px (docs/samkit_tiny.md)",
                   filename="samkit_tiny.fp16.safetensors", bundled="samkit_tiny.fp16.safetensors",
                   img_size=SAMKIT_TINY_SIZE, aliases=("tiny",)),
+        ModelSpec("samkit_tiny_text", _build_samkit_tiny_text,
+                  "samkit's demo text model: frozen samkit_tiny + small early-fusion BEiT-3 trained here on synthetic "
+                  "referring scenes (docs/samkit_tiny_text.md)",
+                  filename="samkit_tiny_text.fp16.safetensors", bundled="samkit_tiny_text.fp16.safetensors",
+                  img_size=SAMKIT_TINY_SIZE, aliases=("tiny_text",)),
+        ModelSpec("evf_sam", build_evf_sam,
+                  "EVF-SAM text prompts: SAM ViT-H + BEiT-3 large early fusion (Zhang et al. 2024)",
+                  _HF_URL + "YxZhang/evf-sam", "evf-sam", hub_repo="YxZhang/evf-sam", aliases=("evf-sam",)),
+        ModelSpec("evf_sam_multitask", build_evf_sam_multitask,
+                  "EVF-SAM multitask: also parts and semantic-level masks ('[semantic] ' prefix)",
+                  _HF_URL + "YxZhang/evf-sam-multitask", "evf-sam-multitask", hub_repo="YxZhang/evf-sam-multitask",
+                  aliases=("evf-sam-multitask",)),
     ]
 }
 

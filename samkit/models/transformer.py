@@ -1,11 +1,31 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from samkit.models.common import MLPBlock
+
+
+@dataclass
+class ImageCache:
+    """Prompt-independent work of the first two-way block for one image embedding without a mask prompt.
+
+    keys, key_pe (1,N,C) token-major image tokens (embedding + no-mask embedding) and positional encoding;
+    t2i_k, t2i_v (h,N,d) keys/values of the first token->image attention, projected;
+    i2t_q (h,d,N) image queries of the first image->token attention, projected and transposed;
+    grid (h, w) of the embedding.
+    """
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    t2i_k: torch.Tensor
+    t2i_v: torch.Tensor
+    i2t_q: torch.Tensor
+    grid: tuple[int, int]
 
 
 class Attention(nn.Module):
@@ -57,6 +77,35 @@ class Attention(nn.Module):
         out = mixed.view(b, h, nq, c) @ wv.transpose(1, 2) + self.v_proj.bias.view(h, 1, d)  # (B,h,Nq,d)
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, self.internal_dim))
 
+    # With an image cache the image side of the first block is projected once per image; what is left
+    # per prompt is the few tokens' own projections and two products with (h, N, d) tensors.
+
+    def project_heads(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """(1,N,C) -> (h,N,d) through one of the q/k/v projections."""
+        return self._heads(proj(x))[0].contiguous()
+
+    def attend_projected_keys(self, q: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+        """Queries (B,Nq,C) attend to already projected keys/values (h,Nk,d) shared by the batch -> (B,Nq,C)."""
+        b, nq, _ = q.shape
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        # Batch folded into the query rows: (h, B*Nq, d) against the shared (h, Nk, d).
+        qh = self.q_proj(q).view(b, nq, h, d).permute(2, 0, 1, 3).reshape(h, b * nq, d)
+        out = F.scaled_dot_product_attention(qh, kh, vh)  # (h, B*Nq, d)
+        return self.out_proj(out.view(h, b, nq, d).permute(1, 2, 0, 3).reshape(b, nq, self.internal_dim))
+
+    def attend_projected_queries(self, qt: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 residual: torch.Tensor) -> torch.Tensor:
+        """Already projected image queries qt (h,d,Nq) attend to few keys (B,Nk,C); plus residual (1 or B,Nq,C)."""
+        b, nk, c = k.shape
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        kh = self.k_proj(k).view(b, nk, h, d).permute(2, 0, 1, 3).reshape(h, b * nk, d) * d**-0.5
+        scores = torch.bmm(kh, qt).view(h, b, nk, -1)  # (h, B, Nk, Nq)
+        attn = torch.softmax(scores, dim=2).transpose(0, 1).reshape(b, h * nk, -1)  # (B, h*Nk, Nq)
+        vh = self._heads(self.v_proj(v))  # (B,h,Nk,d)
+        wo = self.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (h,d,C)
+        values = (vh @ wo + self.out_proj.bias / h).reshape(b, h * nk, c)  # as in _few_keys
+        return torch.baddbmm(residual, attn.transpose(1, 2), values)
+
     def _few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   residual: torch.Tensor | None) -> torch.Tensor:
         """Many queries (B,Nq,C) attend to few keys (B,Nk,C) without projecting the queries."""
@@ -97,8 +146,12 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries (B,Nq,C) tokens, keys (B,Nk,C) image; returns both updated."""
+                key_pe: torch.Tensor, cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B,Nq,C) tokens, keys (B or 1,Nk,C) image, key_pe (B or 1,Nk,C); returns both updated.
+
+        ``cache`` (from :meth:`TwoWayTransformer.precompute`, for these keys) replaces the image-side
+        projections of both cross-attentions.
+        """
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -106,12 +159,20 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        keys_pe = keys + key_pe  # used by both cross-attentions: keys do not change in between
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys))
+        if cache is None:
+            keys_pe = keys + key_pe  # used by both cross-attentions: keys do not change in between
+            attended = self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys)
+        else:
+            attended = self.cross_attn_token_to_image.attend_projected_keys(queries + query_pe, cache.t2i_k, cache.t2i_v)
+        queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.mlp(queries))
 
-        keys = self.norm4(self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries, residual=keys))
-        return queries, keys
+        if cache is None:
+            keys = self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries, residual=keys)
+        else:
+            keys = self.cross_attn_image_to_token.attend_projected_queries(
+                cache.i2t_q, queries + query_pe, queries, residual=cache.keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -127,15 +188,37 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding, image_pe (B,C,h,w); point_embedding (B,N,C) -> tokens (B,N,C), image (B,h*w,C)."""
+    @staticmethod
+    def _token_major(x: torch.Tensor) -> torch.Tensor:
         # Token-major and contiguous: the element-wise ops and norms over 4096 tokens are memory-bound.
-        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
-        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        return x.flatten(2).transpose(1, 2).contiguous()
+
+    def precompute(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageCache:
+        """The prompt-independent part of the first block for (1,C,h,w) image tokens and their (1,C,h,w) encoding."""
+        if image_embedding.shape[0] != 1:
+            raise ValueError("an image cache holds one image: image_embedding must have batch size 1")
+        keys, key_pe = self._token_major(image_embedding), self._token_major(image_pe)
+        keys_pe = keys + key_pe
+        first = self.layers[0]
+        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        return ImageCache(
+            keys=keys, key_pe=key_pe,
+            t2i_k=t2i.project_heads(keys_pe, t2i.k_proj), t2i_v=t2i.project_heads(keys, t2i.v_proj),
+            i2t_q=i2t.project_heads(keys_pe, i2t.q_proj).transpose(1, 2).contiguous(),
+            grid=(image_embedding.shape[2], image_embedding.shape[3]),
+        )
+
+    def forward(self, image_embedding: torch.Tensor | None, image_pe: torch.Tensor,
+                point_embedding: torch.Tensor, cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embedding (B,C,h,w), image_pe (B or 1,C,h,w); point_embedding (B,N,C)
+        -> tokens (B,N,C), image (B,h*w,C). With ``cache`` (see :meth:`precompute`) image_embedding is not read."""
+        if cache is None:
+            keys, key_pe = self._token_major(image_embedding), self._token_major(image_pe)
+        else:
+            keys, key_pe = cache.keys, cache.key_pe
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, point_embedding, key_pe, cache if i == 0 else None)
         q, k = queries + point_embedding, keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys

@@ -15,6 +15,7 @@ from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.models.sam import Sam
 from samkit.runtime import tune_allocator
+from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
 from samkit.predict.transforms import postprocess_logits, preprocess, resized_shape, scale_boxes, scale_coords
 
 EMBEDDING_FORMAT = "samkit-embedding/1"
@@ -79,8 +80,10 @@ class Predictor:
     def reset_image(self) -> None:
         """Forget the current image embedding."""
         self.features: torch.Tensor | None = None
+        self._decoder_cache = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        self.text_image: torch.Tensor | None = None  # (1,3,224,224) BEiT-3 input, for text-promptable models
 
     @property
     def is_image_set(self) -> bool:
@@ -95,10 +98,19 @@ class Predictor:
             self._set_features(self.model.encode_image(x.to(self.model.device)))
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
+        self.text_image = self.model.text_image(rgb) if has_text_encoder(self.model) else None
 
     def _set_features(self, features: torch.Tensor) -> None:
         # Channels-last = token-major, the layout the mask decoder works in: converted once per image.
         self.features = features.contiguous(memory_format=torch.channels_last)
+        self._decoder_cache = None  # built at the first prompt without a mask input
+
+    def _cache(self) -> Any:
+        """The model's prompt-independent decoder work for the current embedding (batch 1), made once."""
+        if self._decoder_cache is None and self.features.shape[0] == 1 and hasattr(self.model, "decoder_cache"):
+            with torch.inference_mode():
+                self._decoder_cache = self.model.decoder_cache(self.features)
+        return self._decoder_cache
 
     def save_embedding(self, path: str | os.PathLike) -> None:
         """Write the image embedding (+ sizes and architecture) to a safetensors file."""
@@ -131,31 +143,45 @@ class Predictor:
         self._set_features(features.to(self.model.device))
         self.original_size = original
         self.input_size = resized_shape(*self.original_size, self.model.img_size)
+        self.text_image = None  # the file holds SAM's features only: text prompts need set_image
 
     # -- prompting --------------------------------------------------------------------------
     def predict(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
-                multimask: bool = True) -> Prediction:
+                multimask: bool | None = None, text: str | None = None, text_tokens: Any = None,
+                semantic: bool = False) -> Prediction:
         """Masks for one prompt set, coordinates in original-image pixels (x, y).
 
         points (N,2); labels (N,) 1 = foreground, 0 = background; box (4,) x0,y0,x1,y1;
-        mask_input (1,256,256) or (256,256) low-res logits from an earlier prediction.
+        mask_input (1,256,256) or (256,256) low-res logits from an earlier prediction;
+        text: a sentence, or text_tokens: its token ids (``<s>`` ... ``</s>``), for text-promptable models
+        (EVF-SAM; ``semantic`` adds the multitask checkpoints' ``[semantic] `` prefix).
+        ``multimask`` defaults to 3 masks for geometric prompts, 1 when there is text.
         """
         self._require_image()
+        ids = token_ids(self.model, None if text is None else [text],
+                        None if text_tokens is None else [text_tokens], semantic)
         pts = self._check_points(points, labels)
         boxes = None if box is None else self._check_boxes(box, single=True)
         masks = None if mask_input is None else self._check_mask_input(mask_input, batch=1)
-        if pts is None and boxes is None and masks is None:
-            raise PromptError("no prompt given: pass points (with labels), a box, or mask_input")
-        out = self._run(None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask)
+        if pts is None and boxes is None and masks is None and ids is None:
+            raise PromptError("no prompt given: pass points (with labels), a box, mask_input, or text")
+        extra = None if ids is None else self._text_prompts(ids)
+        multimask = ids is None if multimask is None else multimask
+        out = self._run(None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask, extra)
         return Prediction(*(a[0] for a in out))
 
     def predict_batch(self, points: Any = None, labels: Any = None, boxes: Any = None, mask_input: Any = None,
-                      multimask: bool = False) -> Prediction:
+                      multimask: bool = False, texts: Any = None, text_tokens: Any = None,
+                      semantic: bool = False) -> Prediction:
         """B prompt sets in one decoder pass; every output field gets a leading B axis.
 
-        points (B,N,2) with labels (B,N); boxes (B,4); mask_input (B,1,256,256) or (B,256,256).
+        points (B,N,2) with labels (B,N); boxes (B,4); mask_input (B,1,256,256) or (B,256,256);
+        texts: B sentences, or text_tokens: B token id lists (one BEiT-3 pass, one image embedding).
         """
         self._require_image()
+        if isinstance(texts, str):
+            raise PromptError("texts must be a list of sentences; for one sentence use predict(text=...)")
+        ids = token_ids(self.model, texts, text_tokens, semantic)
         pts = None
         if points is not None or labels is not None:
             p = self._as_array(points, "points")
@@ -165,26 +191,37 @@ class Predictor:
             checked = [self._check_points(p[i], lab[i]) for i in range(p.shape[0])]
             pts = (torch.stack([c[0] for c in checked]), torch.stack([c[1] for c in checked]))
         bx = None if boxes is None else self._check_boxes(boxes, single=False)
-        sizes = {t.shape[0] for t in (pts[0] if pts else None, bx) if t is not None}
+        sizes = {t.shape[0] for t in (pts[0] if pts else None, bx) if t is not None} | ({len(ids)} if ids else set())
         b = sizes.pop() if len(sizes) == 1 else None
         if sizes:
-            raise PromptError("points and boxes must have the same batch size")
+            raise PromptError("points, boxes and texts must have the same batch size")
         masks = None if mask_input is None else self._check_mask_input(mask_input, batch=b)
-        if pts is None and bx is None and masks is None:
-            raise PromptError("no prompt given: pass points (with labels), boxes, or mask_input")
-        return Prediction(*self._run(pts, bx, masks, multimask))
+        if pts is None and bx is None and masks is None and ids is None:
+            raise PromptError("no prompt given: pass points (with labels), boxes, mask_input, or texts")
+        extra = None if ids is None else self._text_prompts(ids)
+        return Prediction(*self._run(pts, bx, masks, multimask, extra))
+
+    def _text_prompts(self, ids: list[list[int]]) -> torch.Tensor:
+        """(B,1,256) prompt tokens of checked token id lists, about the current image."""
+        if self.text_image is None:
+            raise SamkitError("text prompts need the image itself: call set_image() (an embedding file holds "
+                              "only SAM's image features)")
+        return prompt_tokens(self.model, self.text_image, ids)
 
     def _run(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
-             masks: torch.Tensor | None, multimask: bool) -> tuple[np.ndarray, ...]:
-        low, iou = self.decode_low_res(pts, boxes, masks, multimask)
+             masks: torch.Tensor | None, multimask: bool,
+             extra_tokens: torch.Tensor | None = None) -> tuple[np.ndarray, ...]:
+        low, iou = self.decode_low_res(pts, boxes, masks, multimask, extra_tokens)
         logits = self.upscale(low)
         masks_out = (logits > self.model.mask_threshold).numpy()
         return masks_out, logits.numpy(), iou.numpy(), low.numpy()
 
     def decode_low_res(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None = None,
-                       masks: torch.Tensor | None = None, multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                       masks: torch.Tensor | None = None, multimask: bool = True,
+                       extra_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask decoder only, on already checked prompts in the model's input frame: points ((B,N,2), (B,N)),
-        boxes (B,4), masks (B,1,s,s). Returns low-res logits (B,M,s,s) and IoU predictions (B,M), float32 CPU."""
+        boxes (B,4), masks (B,1,s,s), extra_tokens (B,T,256) (text prompts). Returns low-res logits (B,M,s,s)
+        and IoU predictions (B,M), float32 CPU."""
         dev = self.model.device
         with torch.inference_mode():
             low, iou = self.model.decode(
@@ -193,6 +230,8 @@ class Predictor:
                 boxes=None if boxes is None else boxes.to(dev),
                 mask_input=None if masks is None else masks.to(dev),
                 multimask_output=multimask,
+                **({} if extra_tokens is None else {"extra_tokens": extra_tokens.to(dev)}),
+                **({} if masks is not None or self._cache() is None else {"cache": self._cache()}),
             )
         return low.float().cpu(), iou.float().cpu()
 

@@ -106,9 +106,7 @@ class TrainConfig:
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (0 < self.augment.scale_min <= self.augment.scale_max, "need 0 < scale_min <= scale_max"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"bad training config: {message}")
+        check_config(checks, "training config")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +127,13 @@ class TrainConfig:
         return cls(**data).validate()
 
 
+def check_config(checks: list[tuple[bool, str]], what: str) -> None:
+    """Raise ValueError("bad WHAT: message") for the first (ok, message) check that failed."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"bad {what}: {message}")
+
+
 def _reject_unknown(cls: type, data: dict[str, Any], where: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
@@ -147,6 +152,11 @@ def load_config(source: TrainConfig | dict[str, Any] | str | os.PathLike) -> Tra
         return source.validate()
     if isinstance(source, dict):
         return TrainConfig.from_dict(source)
+    return TrainConfig.from_dict(read_config_file(source))
+
+
+def read_config_file(source: str | os.PathLike) -> dict[str, Any]:
+    """The settings mapping of a ``.json`` / ``.yaml`` / ``.yml`` config file."""
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
@@ -162,7 +172,7 @@ def load_config(source: TrainConfig | dict[str, Any] | str | os.PathLike) -> Tra
         data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a training config is a mapping of settings, got {type(data).__name__}")
-    return TrainConfig.from_dict(data)
+    return data
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -1,9 +1,10 @@
-"""samkit.predict.transforms: mapping a full-resolution mask into SAM's low-res mask-input frame."""
+"""samkit.predict.transforms: low-res logits to the original image and full-resolution masks into the mask-input frame."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from samkit.predict.transforms import mask_to_low_res_logits, postprocess_logits, resized_shape
 
@@ -35,3 +36,23 @@ def test_mask_to_low_res_logits_padding_is_background_and_magnitude_applies():
 def test_mask_to_low_res_logits_rejects_non_2d():
     with pytest.raises(ValueError, match="2-D"):
         mask_to_low_res_logits(np.ones((2, 3, 4), dtype=bool))
+
+
+@pytest.mark.parametrize("size", [(321, 481), (640, 480), (37, 1000), (1, 5)])
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
+def test_postprocess_logits_equals_sams_interpolate_chain(size, lead):
+    # SAM's own post-processing: bilinear to 1024, crop the un-padded input, bilinear to the original.
+    torch.manual_seed(0)
+    low = torch.randn(*lead, 256, 256)
+    inp = resized_shape(*size, 1024)
+    x = low.reshape(-1, 1, 256, 256)
+    ref = F.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)[..., :inp[0], :inp[1]]
+    ref = F.interpolate(ref, size, mode="bilinear", align_corners=False).reshape(*lead, *size)
+    out = postprocess_logits(low, size, inp)
+    assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
+    assert float((out - ref).abs().max()) < 1e-4
+
+
+def test_postprocess_logits_empty_batch():
+    out = postprocess_logits(torch.zeros(0, 3, 256, 256), (10, 20), resized_shape(10, 20, 1024))
+    assert out.shape == (0, 3, 10, 20)

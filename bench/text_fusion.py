@@ -1,0 +1,139 @@
+"""Early vs late fusion on a frozen samkit_tiny: referring-segmentation figures of the trained runs and baselines.
+
+    .venv/bin/python bench/text_fusion.py [--runs runs] [--out bench/results/text_fusion.json]
+
+Reads the runs of ``samkit train-text configs/samkit_tiny_text_{early,late,constant}.json`` (their
+``summary.json``, ``model.fp16.safetensors`` / ``constant_token.pt``) and evaluates, with the same frozen
+samkit_tiny and CPU fp32:
+
+* the held-out TEST referring scenes (the cached test split of the configs: one expression per scene;
+  embeddings computed once; masks at 256 px), cIoU / gIoU overall and per query kind;
+* the RefCOCO subset ``../shared/data/refcoco_coco128_subset/refs.json`` through the Predictor
+  (``samkit.eval.refer.evaluate``), a domain the models never saw.
+
+Baselines: ``constant`` (one learned prompt token, no text: the best text-free guess) and ``oracle_box``
+(the frozen samkit_tiny prompted with the target mask's bounding box: what the decoder can do when the
+text side localises the object perfectly).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REFS = REPO.parent / "shared" / "data" / "refcoco_coco128_subset" / "refs.json"
+VARIANTS = ("early", "late", "constant")
+
+
+class ConstantSegmenter:
+    """Referring segmenter from one prompt token for every expression (``set_image`` + ``(image, text)``)."""
+
+    def __init__(self, sam: torch.nn.Module, token: torch.Tensor) -> None:
+        from samkit.predict.predictor import Predictor
+
+        self.pred, self.token = Predictor(sam), token
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.pred.set_image(image)
+
+    def __call__(self, image: np.ndarray, text: str) -> np.ndarray:
+        low, _ = self.pred.decode_low_res(None, multimask=False, extra_tokens=self.token)
+        return (self.pred.upscale(low)[0, 0] > 0).numpy()
+
+
+class OracleBoxSegmenter:
+    """The target's bounding box as the prompt; targets are consumed in the evaluation's sample order."""
+
+    def __init__(self, sam: torch.nn.Module, samples: list) -> None:
+        from samkit.predict.predictor import Predictor
+
+        self.pred, self.targets = Predictor(sam), [s.masks[0] for s in samples]
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.pred.set_image(image)
+
+    def __call__(self, image: np.ndarray, text: str) -> np.ndarray:
+        target = self.targets.pop(0)
+        ys, xs = np.nonzero(target)
+        if ys.size == 0:
+            return np.zeros_like(target)
+        box = [xs.min(), ys.min(), xs.max(), ys.max()]
+        return np.asarray(self.pred.predict(box=box, multimask=False).masks[0], dtype=bool)
+
+
+def headline(metrics: dict) -> dict:
+    keep = ("num_expressions", "ciou", "giou", "precision", "by_kind", "seconds_per_expression")
+    out = {k: metrics[k] for k in keep if k in metrics}
+    if "by_kind" in out:
+        out["by_kind"] = {k: {"n": v["num_expressions"], "ciou": v["ciou"], "giou": v["giou"]}
+                          for k, v in out["by_kind"].items()}
+    return out
+
+
+def main() -> None:
+    from samkit.data.refer import open_refs
+    from samkit.eval.refer import evaluate
+    from samkit.predict.predictor import Predictor
+    from samkit.train.text import (
+        evaluate_cached, load_frozen_sam, load_text_config, load_text_model, scene_data,
+    )
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", type=Path, default=REPO / "configs")
+    ap.add_argument("--refs", type=Path, default=REFS)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text_fusion.json")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cfgs = {v: load_text_config(args.configs / f"samkit_tiny_text_{v}.json") for v in VARIANTS}
+    sam = load_frozen_sam("samkit_tiny", torch.device("cpu"))
+    test = scene_data(cfgs["early"], sam, 160, "test")  # the cached test split (same for every variant)
+    refs = list(open_refs(args.refs)) if args.refs.is_file() else None
+    report: dict = {"bench": "text_fusion", "machine": platform.processor() or platform.machine(),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "test_expressions": len(test["texts"]),
+                    "refcoco": str(args.refs) if refs else None, "results": {}}
+    for variant, cfg in cfgs.items():
+        run = Path(cfg.out_dir)
+        if not (run / "summary.json").is_file():
+            print(f"{variant}: no finished run in {run}, skipped")
+            continue
+        summary = json.loads((run / "summary.json").read_text())
+        entry = {"train": {k: v for k, v in summary.items() if k != "test"}, "config": cfg.to_dict()}
+        with torch.no_grad():
+            if variant == "constant":
+                token = torch.load(run / "constant_token.pt")["token"]
+                from samkit.train.text import ConstantPrompt
+
+                prompter = ConstantPrompt()
+                prompter.token.data.copy_(token)
+                entry["test"] = headline(evaluate_cached(sam, test, prompter, None))
+                segmenter = ConstantSegmenter(sam, token)
+            else:
+                model = load_text_model(run / "model.fp16.safetensors")
+                entry["test"] = headline(evaluate_cached(model.visual_model, test, model, model.tokenizer))
+                segmenter = Predictor(model)
+            if refs:
+                entry["refcoco"] = headline(evaluate(segmenter, refs))
+        report["results"][variant] = entry
+        print(f"{variant:9s} test cIoU {entry['test']['ciou']:.3f} gIoU {entry['test']['giou']:.3f}"
+              + (f"   RefCOCO cIoU {entry['refcoco']['ciou']:.3f} gIoU {entry['refcoco']['giou']:.3f}" if refs else ""),
+              flush=True)
+    with torch.no_grad():
+        entry = {"test": headline(evaluate_cached(sam, test, oracle_box=True))}
+        if refs:
+            entry["refcoco"] = headline(evaluate(OracleBoxSegmenter(sam, refs), refs))
+    report["results"]["oracle_box"] = entry
+    print(f"oracle_box test cIoU {entry['test']['ciou']:.3f} gIoU {entry['test']['giou']:.3f}"
+          + (f"   RefCOCO cIoU {entry['refcoco']['ciou']:.3f} gIoU {entry['refcoco']['giou']:.3f}" if refs else ""))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

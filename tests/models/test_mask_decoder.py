@@ -1,0 +1,61 @@
+"""samkit.models.mask_decoder / transformer: the fast paths equal the plain formulation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samkit.models.registry import resolve_name
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    torch.manual_seed(0)
+    d = resolve_name("sam_vit_b").builder().mask_decoder.eval()
+    with torch.no_grad():  # random, non-trivial norms and biases
+        for p in d.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return d
+
+
+@pytest.mark.parametrize("batch,grid", [(1, 64), (3, 64), (5, 16), (3, 32), (2, 8)])
+def test_upscale_masks_equals_transposed_convolutions(decoder, batch, grid):
+    torch.manual_seed(1)
+    src = torch.randn(batch, grid * grid, 256)
+    hyper = torch.randn(batch, 4, 32)
+    image = src.transpose(1, 2).reshape(batch, 256, grid, grid)
+    with torch.no_grad():
+        up = decoder.output_upscaling(image)  # (B, 32, 4g, 4g)
+        ref = (hyper @ up.flatten(2)).view(batch, 4, 4 * grid, 4 * grid)
+        out = decoder.upscale_masks(src, hyper, grid, grid)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch,points", [(1, 1), (1, 3), (4, 2)])
+def test_image_cache_gives_the_same_decoding(batch, points):
+    torch.manual_seed(2)
+    model = resolve_name("sam_vit_b").builder().eval()
+    with torch.no_grad():
+        for p in model.mask_decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    emb = torch.randn(1, 256, 64, 64)
+    coords = torch.rand(batch, points, 2) * 1024
+    labels = torch.randint(0, 2, (batch, points))
+    with torch.inference_mode():
+        cache = model.decoder_cache(emb)
+        plain = model.decode(emb, points=(coords, labels))
+        cached = model.decode(emb, points=(coords, labels), cache=cache)
+        # a mask input makes the dense embedding prompt-dependent: the cache is not used then
+        mask = torch.randn(batch, 1, 256, 256)
+        with_mask = model.decode(emb, points=(coords, labels), mask_input=mask, cache=cache)
+        with_mask_plain = model.decode(emb, points=(coords, labels), mask_input=mask)
+    for a, b in zip(cached, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(with_mask, with_mask_plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_image_cache_holds_one_image():
+    model = resolve_name("sam_vit_b").builder().eval()
+    with pytest.raises(ValueError, match="one image"):
+        model.decoder_cache(torch.zeros(2, 256, 64, 64))
