@@ -5,8 +5,9 @@ three masks per point; masks kept when their predicted IoU and stability score p
 they do not touch an inner crop edge; duplicates removed by box NMS inside each crop (by predicted
 IoU) and across crops (smaller crops first); optionally small holes and islands removed.
 
-Speed and memory: the predicted-IoU filter runs before any upsampling (it needs no mask); only the
-survivors are upsampled to the crop's resolution, ``upsample_chunk`` masks at a time, and each kept
+Speed and memory: the predicted-IoU filter runs before any upsampling (it needs no mask), and so does
+a bound on the stability score computed from the low-res logits (exact decisions: a mask is dropped
+early only when its full-resolution score is sure to fail); only the survivors are upsampled to the crop's resolution, ``upsample_chunk`` masks at a time, and each kept
 mask is turned into COCO RLE at once. Peak memory is one chunk of full-resolution logits, whatever
 the number of points. Differences from SAM's reference code: ``bbox`` follows the COCO convention
 (width = last - first column + 1; SAM's reference omits the + 1).
@@ -30,7 +31,7 @@ from pycocotools import mask as mask_utils
 from samkit.data.image_io import load_image
 from samkit.predict.boxes import box_area, masks_to_boxes, nms
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import scale_coords
+from samkit.predict.transforms import SupportBlocks, scale_coords, support_blocks, upsample_operators
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop
@@ -81,6 +82,53 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     return torch.where(union > 0, inter.double() / union.clamp_min(1).double(), torch.zeros_like(inter.double()))
 
 
+def stability_bounds(low: torch.Tensor, blocks: SupportBlocks, threshold: float,
+                     offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, s, s) low-res logits -> upper bounds (K,) of :func:`stability_score` of their upsampled
+    logits, and windows (K, 4) ``y0, y1, x0, x1`` (full-resolution pixels, end exclusive) outside of
+    which every upsampled logit is surely below ``threshold - |offset|``.
+
+    Each full-resolution pixel is a convex combination of the low-res values in its support window
+    (see :class:`~samkit.predict.transforms.SupportBlocks`), so the window's min and max bound it:
+    counting whole blocks gives at most how many pixels can pass ``threshold + offset`` and at least
+    how many must pass ``threshold - offset``. A margin of 1e-5 (relative) covers float rounding in
+    the upsampling. A mask whose bound is below the stability threshold can be dropped without being
+    upsampled, and the others need upsampling only inside their window: the decisions and scores are
+    those of the whole upsampled mask.
+    """
+    k = low.shape[0]
+    if k == 0:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, 4, dtype=torch.long)
+    x = low.float()
+    gathered = x[:, blocks.rows]  # (K, Nr, width, s)
+    lo = gathered.amin(dim=2)[:, :, blocks.cols].amin(dim=3)  # (K, Nr, Nc): min over each block's window
+    hi = gathered.amax(dim=2)[:, :, blocks.cols].amax(dim=3)
+    weight = (blocks.row_counts[:, None] * blocks.col_counts[None, :]).double()  # pixels per block
+    margin = 1e-5 * (1.0 + x.abs().flatten(1).amax(dim=1)).view(k, 1, 1)
+
+    def pixels(mask: torch.Tensor) -> torch.Tensor:
+        return (mask.double() * weight).sum(dim=(1, 2))
+
+    inter_hi = pixels(hi > threshold + offset - margin)  # pixels that may pass the high threshold
+    union_lo = pixels(lo > threshold - offset + margin)  # pixels that surely pass the low one
+    support = hi > threshold - abs(offset) - margin  # blocks that may hold a pixel above any threshold
+    bound = torch.where(union_lo > 0, (inter_hi / union_lo.clamp_min(1)).clamp_max(1.0), torch.ones(k).double())
+    bound = torch.where(support.flatten(1).any(dim=1), bound, torch.zeros_like(bound))  # surely empty: 0
+
+    def pixel_range(any_block: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ends = counts.cumsum(0)
+        n = len(counts)
+        idx = torch.arange(n)
+        first = torch.where(any_block, idx, n).amin(dim=1).clamp_max(n - 1)
+        last = torch.where(any_block, idx, -1).amax(dim=1).clamp_min(0)
+        start, stop = ends[first] - counts[first], ends[last]
+        return start, torch.where(any_block.any(dim=1), stop, start)
+
+    y0, y1 = pixel_range(support.any(dim=2), blocks.row_counts)
+    x0, x1 = pixel_range(support.any(dim=1), blocks.col_counts)
+    return bound, torch.stack([y0, y1, x0, x1], dim=1)
+
+
 def near_crop_edge(boxes: torch.Tensor, crop: list[int], width: int, height: int,
                    atol: float = EDGE_TOLERANCE) -> torch.Tensor:
     """(N,4) image-frame boxes -> (N,) bool: a side lies within ``atol`` of a crop edge that is not
@@ -124,6 +172,14 @@ def _encode_in_frame(masks: torch.Tensor, crop: list[int], height: int, width: i
     x0, y0, x1, y1 = crop
     frame = np.zeros((height, width, masks.shape[0]), dtype=np.uint8, order="F")
     frame[y0:y1, x0:x1] = masks.permute(1, 2, 0).numpy()
+    return mask_utils.encode(frame)
+
+
+def _encode_placed(masks: list[tuple[np.ndarray, int, int]], height: int, width: int) -> list[dict]:
+    """(mask (h_i, w_i) bool, top y, left x) in the (height, width) image -> pycocotools RLEs."""
+    frame = np.zeros((height, width, len(masks)), dtype=np.uint8, order="F")
+    for k, (mask, y, x) in enumerate(masks):
+        frame[y:y + mask.shape[0], x:x + mask.shape[1], k] = mask
     return mask_utils.encode(frame)
 
 
@@ -179,7 +235,8 @@ class AutomaticMaskGenerator:
                  stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
-                 min_mask_region_area: int = 0, output_mode: str = "binary_mask", upsample_chunk: int = 16) -> None:
+                 min_mask_region_area: int = 0, output_mode: str = "binary_mask", upsample_chunk: int = 16,
+                 stability_prefilter: bool = True) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
         if output_mode not in OUTPUT_MODES:
@@ -209,6 +266,7 @@ class AutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.upsample_chunk = upsample_chunk
+        self.stability_prefilter = stability_prefilter  # exact shortcut (see stability_bounds)
         self.timings: dict[str, float] = {}
 
     # -- public ------------------------------------------------------------------------------
@@ -271,6 +329,12 @@ class AutomaticMaskGenerator:
             low, iou, pts = low[keep], iou[keep], pts[keep]
             offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
             threshold = model.mask_threshold
+            blocks = None
+            if self.stability_prefilter and self.stability_score_thresh > 0:
+                blocks = support_blocks(pred.original_size, pred.input_size, low.shape[-1], model.img_size)
+            if blocks is not None:
+                self._windowed_survivors(low, iou, pts, blocks, crop, height, width, index, local)
+                return
             for s in range(0, low.shape[0], self.upsample_chunk):
                 logits = pred.upscale(low[s:s + self.upsample_chunk])
                 stab = stability_score(logits, threshold, self.stability_score_offset)
@@ -283,6 +347,47 @@ class AutomaticMaskGenerator:
                 local.add(_encode_in_frame(masks[inside], crop, height, width), boxes[inside],
                           iou[s:s + self.upsample_chunk][sel], stab[sel],
                           pts[s:s + self.upsample_chunk][sel] + offset[:2], index)
+
+    def _windowed_survivors(self, low: torch.Tensor, iou: torch.Tensor, pts: torch.Tensor, blocks: SupportBlocks,
+                            crop: list[int], height: int, width: int, index: int, local: _Candidates) -> None:
+        """The stability filter, boxes and RLEs of (K, s, s) low-res masks, each upsampled only inside the
+        window where it can be foreground (:func:`stability_bounds`), and not at all when its bound fails.
+
+        Same scores and masks as :func:`stability_score` etc. on the whole upsampled logits; per mask the
+        work is a few small numpy operations on the window.
+        """
+        pred, model = self.predictor, self.predictor.model
+        threshold, offset = model.mask_threshold, self.stability_score_offset
+        rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size, low.shape[-1], model.img_size)
+        shift = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
+        for s in range(0, low.shape[0], 64):
+            chunk = low[s:s + 64].float()
+            bound, windows = stability_bounds(chunk, blocks, threshold, offset)
+            masks, boxes, sel, stabs = [], [], [], []
+            for j in (bound >= self.stability_score_thresh).nonzero().flatten().tolist():
+                y0, y1, x0, x1 = windows[j].tolist()
+                r0, r1 = blocks.row_span[y0, 0], blocks.row_span[y1 - 1, 1] + 1  # low-res rows/cols read
+                c0, c1 = blocks.col_span[x0, 0], blocks.col_span[x1 - 1, 1] + 1
+                # torch's matmul: numpy's BLAS threads would spin against torch's between calls
+                logits = (rows_op[y0:y1, r0:r1] @ chunk[j, r0:r1, c0:c1] @ cols_op[x0:x1, c0:c1].T).numpy()
+                union = np.count_nonzero(logits > threshold - offset)
+                stab = np.count_nonzero(logits > threshold + offset) / union if union else 0.0
+                if stab < self.stability_score_thresh:
+                    continue
+                mask = logits > threshold
+                ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+                masks.append((mask, y0 + crop[1], x0 + crop[0]))
+                boxes.append([x0 + xs[0], y0 + ys[0], x0 + xs[-1], y0 + ys[-1]])
+                sel.append(s + j)
+                stabs.append(stab)
+            if not masks:
+                continue
+            box_t = torch.tensor(boxes, dtype=torch.float64) + shift
+            inside = (~near_crop_edge(box_t, crop, width, height)).tolist()
+            idx = torch.tensor([i for i, ok in zip(sel, inside) if ok], dtype=torch.long)
+            if len(idx):
+                local.add(_encode_placed([m for m, ok in zip(masks, inside) if ok], height, width), box_t[inside],
+                          iou[idx], torch.tensor(stabs, dtype=torch.float64)[inside], pts[idx] + shift[:2], index)
 
     # -- post-processing ---------------------------------------------------------------------
     def _clean_small_regions(self, rles: list[dict], data: dict[str, torch.Tensor]

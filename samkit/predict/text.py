@@ -10,7 +10,7 @@ import torch
 
 from samkit.errors import PromptError
 from samkit.models.evf_sam import pad_token_ids
-from samkit.models.text_tokenizer import truncate_ids
+from samkit.models.text_tokenizer import BOS, EOS, PAD, truncate_ids
 
 
 def has_text_encoder(model: Any) -> bool:
@@ -38,8 +38,11 @@ def token_ids(model: Any, texts: Sequence[Any] | None, tokens: Sequence[Any] | N
         if semantic and not getattr(model, "supports_semantic", False):
             warnings.warn(f"{model.arch} was not trained with the '[semantic] ' prefix (EVF-SAM multitask "
                           "checkpoints are)", stacklevel=3)
-        ids = [model.tokenize(_check_text(t), semantic=semantic) for t in texts]
+        ids = [_tokenize(model, _check_text(t), semantic) for t in texts]
     else:
+        if semantic:
+            raise PromptError("semantic=True adds the '[semantic] ' prefix to text=; with text_tokens, "
+                              "include the prefix's token ids yourself")
         ids = [_check_tokens(t, model.vocab_size) for t in tokens]
     if not ids:
         raise PromptError("no text prompt given: the list of texts is empty")
@@ -55,6 +58,17 @@ def _check_text(text: Any) -> str:
     if not text.strip():
         raise PromptError("text prompt is empty: describe the object to segment, e.g. 'the dog on the left'")
     return text
+
+
+def _tokenize(model: Any, text: str, semantic: bool) -> list[int]:
+    """The model's token ids of ``text``; PromptError when the text itself gives no token besides the
+    special ones (e.g. only zero-width or control characters)."""
+    ids = model.tokenize(text, semantic=semantic)
+    bare = model.tokenize(text) if semantic else ids
+    if all(i in (BOS, PAD, EOS) for i in bare):
+        raise PromptError(f"text prompt {text!r} is empty: it gives no tokens; describe the object to segment, "
+                          "e.g. 'the dog on the left'")
+    return ids
 
 
 def _check_tokens(tokens: Any, vocab_size: int) -> list[int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -108,6 +109,64 @@ def _banded_operators(
             warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
             mats.append(m[:, :used].contiguous().to_sparse_csr())
     return mats[0], mats[1]
+
+
+@dataclass(frozen=True)
+class SupportBlocks:
+    """Where each full-resolution pixel of :func:`postprocess_logits` reads the low-res grid, per axis.
+
+    Output rows (and columns) are grouped into consecutive blocks; ``rows[k]`` holds the low-res
+    indices block k reads (``width`` of them, the last repeated when fewer), ``row_counts[k]`` its
+    number of output rows; the same for columns. Every output pixel is a convex combination of the
+    low-res values in its (row block x column block) window, so it lies between their min and max.
+    """
+
+    rows: torch.Tensor  # (Nr, width) long
+    row_counts: torch.Tensor  # (Nr,) long
+    cols: torch.Tensor  # (Nc, width) long
+    col_counts: torch.Tensor  # (Nc,) long
+    row_span: np.ndarray  # (H, 2) first and last low-res row each output row reads
+    col_span: np.ndarray  # (W, 2) the same for columns
+
+
+def _axis_blocks(m: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(out, s) non-negative operator -> block windows (N, width) and counts (N,); None if it is not convex."""
+    if (m < 0).any():
+        return None
+    nz = (m != 0).numpy()
+    first = nz.argmax(axis=1)
+    last = m.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
+    windows, counts = [], []
+    start = 0
+    while start < len(first):
+        lo, hi, end = first[start], last[start], start + 1
+        while end < len(first) and max(hi, last[end]) - min(lo, first[end]) < width:
+            lo, hi, end = min(lo, first[end]), max(hi, last[end]), end + 1
+        if hi - lo >= width:  # one output index alone reads more than ``width`` values
+            return None
+        windows.append(np.minimum(np.arange(lo, lo + width), hi))
+        counts.append(end - start)
+        start = end
+    return torch.from_numpy(np.stack(windows)).long(), torch.tensor(counts, dtype=torch.long)
+
+
+@lru_cache(maxsize=16)
+def support_blocks(
+    original_size: tuple[int, int], input_size: tuple[int, int], low_res: int, img_size: int, width: int = 4
+) -> SupportBlocks | None:
+    """:class:`SupportBlocks` of SAM's post-processing for this geometry, windows of ``width`` low-res
+    values (more where one pixel reads more); None if the operator is not a convex combination.
+    Larger ``width`` = fewer, coarser blocks."""
+    ops = upsample_operators(original_size, input_size, low_res, img_size)
+    spans = []
+    for m in ops:
+        nz = (m != 0).numpy()
+        spans.append(np.stack([nz.argmax(axis=1), m.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)], axis=1))
+        width = max(width, int((spans[-1][:, 1] - spans[-1][:, 0]).max()) + 1)  # values one index reads
+    axes = [_axis_blocks(m, width) for m in ops]
+    if axes[0] is None or axes[1] is None:
+        return None
+    return SupportBlocks(axes[0][0], axes[0][1], axes[1][0], axes[1][1], spans[0], spans[1])
 
 
 def postprocess_logits(

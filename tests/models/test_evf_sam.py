@@ -223,9 +223,12 @@ def image() -> np.ndarray:
     return rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
 
 
-def test_sharded_fp16_safetensors_round_trip(tiny, tmp_path, image):
-    out = save_evf_directory(tiny, tmp_path / "ckpt", dtype=torch.float16, max_shard_bytes=4 << 20)
-    assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("model-*.safetensors"))) > 1
+@pytest.mark.parametrize("safetensors, stem, ext", [(True, "model", "safetensors"), (False, "pytorch_model", "bin")])
+def test_sharded_fp16_round_trip(tiny, tmp_path, image, safetensors, stem, ext):
+    out = save_evf_directory(tiny, tmp_path / "ckpt", safetensors=safetensors, dtype=torch.float16,
+                             max_shard_bytes=4 << 20)
+    assert (out / f"{stem}.{ext}.index.json").is_file() and len(list(out.glob(f"{stem}-*.{ext}"))) > 1
+    assert not (out / f"{stem}.{ext}").exists()  # only the shards and their index
     loaded = load_model("evf_sam", checkpoint=out)
     assert loaded.weights == str(out) and not loaded.training
     assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())

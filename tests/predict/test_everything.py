@@ -162,3 +162,70 @@ def test_bad_settings_are_rejected():
         AutomaticMaskGenerator(ScriptedModel(), output_mode="png")
     with pytest.raises(ValueError, match="one grid per crop layer"):
         AutomaticMaskGenerator(ScriptedModel(), points_per_side=None, point_grids=[point_grid(4)], crop_n_layers=1)
+
+
+# ------------------------------------------------------------- stability bounds (exact shortcut), real data
+
+RELAXED = {"pred_iou_thresh": 0.25, "stability_score_thresh": 0.7, "stability_score_offset": 0.1}
+
+
+@pytest.fixture(scope="module")
+def tiny_low_res(data_dir):
+    """samkit_tiny's low-res logits for a 12 x 12 grid on a real photo, with the predictor that made them."""
+    from samkit.predict.predictor import Predictor
+    from samkit.predict.transforms import scale_coords
+
+    pred = Predictor(samkit.load_model("samkit_tiny"))
+    pred.set_image(data_dir / "GrabCut" / "data_GT" / "124080.jpg")
+    pts = point_grid(12) * np.array(pred.original_size[::-1])
+    coords = torch.from_numpy(scale_coords(pts, pred.original_size, pred.model.img_size)).float()
+    low, _ = pred.decode_low_res((coords[:, None], torch.ones(len(pts), 1, dtype=torch.long)), multimask=True)
+    return pred, low.flatten(0, 1)
+
+
+def test_support_blocks_cover_what_each_pixel_reads(tiny_low_res):
+    from samkit.predict.transforms import support_blocks, upsample_operators
+
+    pred, low = tiny_low_res
+    for size, inp, s in ((pred.original_size, pred.input_size, low.shape[-1]), ((480, 640), (768, 1024), 256),
+                         ((37, 1500), (25, 1024), 256)):  # strong down- and up-sampling too
+        blocks = support_blocks(tuple(size), tuple(inp), s, 1024 if s == 256 else pred.model.img_size)
+        ops = upsample_operators(tuple(size), tuple(inp), s, 1024 if s == 256 else pred.model.img_size)
+        for op, windows, counts, span in ((ops[0], blocks.rows, blocks.row_counts, blocks.row_span),
+                                          (ops[1], blocks.cols, blocks.col_counts, blocks.col_span)):
+            assert int(counts.sum()) == op.shape[0] and (counts > 0).all()
+            owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+            for y in range(op.shape[0]):
+                reads = set(op[y].nonzero().flatten().tolist())
+                assert reads <= set(windows[owner[y]].tolist())
+                assert (min(reads), max(reads)) == tuple(span[y])
+
+
+def test_stability_bounds_hold_on_real_logits(tiny_low_res):
+    from samkit.predict.everything import stability_bounds
+    from samkit.predict.transforms import support_blocks
+
+    pred, low = tiny_low_res
+    blocks = support_blocks(pred.original_size, pred.input_size, low.shape[-1], pred.model.img_size)
+    for offset in (0.1, 1.0):
+        bound, windows = stability_bounds(low, blocks, 0.0, offset)
+        full = pred.upscale(low)
+        exact = stability_score(full, 0.0, offset)
+        assert (bound >= exact - 1e-12).all()
+        dropped = int((bound < 0.7).sum())
+        # soft logits: at offset 0.1 some masks are dropped unseen, not all; at SAM's 1.0 every one
+        assert 0 < dropped < len(low) if offset == 0.1 else dropped == len(low) == int((exact < 0.7).sum())
+        for k in range(len(low)):
+            y0, y1, x0, x1 = windows[k].tolist()
+            outside = full[k].clone()
+            outside[y0:y1, x0:x1] = -1e9
+            assert float(outside.max()) <= -offset  # nothing outside the window passes any threshold
+
+
+def test_stability_prefilter_changes_nothing(data_dir):
+    model = samkit.load_model("samkit_tiny")
+    image = data_dir / "GrabCut" / "data_GT" / "124080.jpg"
+    runs = [AutomaticMaskGenerator(model, points_per_side=16, output_mode="coco_rle", stability_prefilter=on,
+                                   **RELAXED).generate(image) for on in (True, False)]
+    assert len(runs[0]) > 10
+    assert runs[0] == runs[1]

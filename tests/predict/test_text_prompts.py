@@ -107,6 +107,9 @@ def test_too_long_text_is_truncated_with_a_warning(pred):
     ({"text": ""}, "text prompt is empty"),
     ({"text": "   "}, "text prompt is empty"),
     ({"text": 42}, "must be a string"),
+    ({"text": "\u200b"}, "gives no tokens"),  # not whitespace to str.strip, but no sentencepiece piece
+    ({"text": "\u200b\u200b "}, "gives no tokens"),
+    ({"text_tokens": [0, 5, 2], "semantic": True}, "with text_tokens"),
     ({"text": "dog", "text_tokens": [0, 5, 2]}, "not both"),
     ({"text_tokens": []}, "non-empty 1-D"),
     ({"text_tokens": [[0, 5, 2]]}, "non-empty 1-D"),
@@ -132,6 +135,10 @@ def test_semantic_prefix_on_a_model_not_trained_for_it_warns(pred):
     with pytest.warns(UserWarning, match=r"not trained with the '\[semantic\] ' prefix"):
         out = pred.predict(text="sky", semantic=True)
     _same(out, pred.predict(text_tokens=pred.model.tokenizer.encode("[semantic] sky")), atol=0)
+    with pytest.warns(UserWarning, match="not trained"), pytest.raises(PromptError, match="gives no tokens"):
+        pred.predict(text="\u200b", semantic=True)  # the prefix's own tokens do not make the text non-empty
+    with pytest.raises(PromptError, match="with text_tokens"):
+        pred.predict_batch(text_tokens=[[0, 5, 2]], semantic=True)
 
 
 def test_model_without_text_encoder():
