@@ -591,7 +591,7 @@ def _cmd_eval_refer(args: argparse.Namespace) -> int:
     if not args.refs:
         raise SamkitError("eval refer needs --refs FILE (a RefCOCO-style refs.json)")
     samples = open_refs(args.refs)
-    predictor = _load(ModelChoice(args.model, args.checkpoint), DEFAULT_MODEL)
+    predictor = _load(ModelChoice(args.model, args.checkpoint), DEFAULT_TEXT_MODEL)
     require_text_encoder(predictor.model)  # before any image is encoded
     results = evaluate_refer(predictor, samples, max_samples=args.max_samples, progress=sys.stderr.isatty())
     results.update(model=predictor.model.arch, weights=getattr(predictor.model, "weights", None), refs=str(args.refs))

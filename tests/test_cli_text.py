@@ -52,3 +52,15 @@ def test_text_errors(tmp_path, evf_dir):
     assert_error(run_cli("segment", SAMPLE_IMAGE, "--text", "a dog", "--model", "samkit_tiny", "--out", out),
                  out, "'samkit_tiny' has no text encoder")
     assert_error(run_cli("segment", SAMPLE_IMAGE, "--out", out), out, "--text SENTENCE")
+
+
+def test_eval_refer_defaults_to_the_bundled_text_model(tmp_path, data_dir):
+    import json
+
+    out = tmp_path / "refer.json"
+    result = run_cli("eval", "refer", "--refs", data_dir / "refcoco_coco128_subset" / "refs.json", "--limit", 4,
+                     "--out", out)
+    assert result.code == 0, result
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "samkit_tiny_text" and doc["num_expressions"] == 4
+    assert 0.0 <= doc["ciou"] <= 1.0 and 0.0 <= doc["giou"] <= 1.0
