@@ -226,12 +226,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
                    help="dataset layout for interactive/single-point (grabcut, berkeley, davis, bsds500, coco, "
                         "yolo, sa1b); edges always reads bsds500")
     p.add_argument("--root", metavar="PATH", help="dataset folder")
-    p.add_argument("--split", default=None, help="split for bsds500/yolo (edges: default test)")
+    p.add_argument("--split", default=None, help="split for bsds500/yolo (edges: default test); refer: keep one split (testA, val, ...)")
     p.add_argument("--coco-json", metavar="FILE", help="boxes: COCO annotation file")
-    p.add_argument("--images", metavar="DIR", help="boxes: image folder")
+    p.add_argument("--images", metavar="DIR", help="boxes: image folder; refer: image root (default: the refs file's folder)")
     p.add_argument("--max-clicks", type=int, default=20, help="interactive: clicks per object (default 20)")
     p.add_argument("--points-per-side", type=int, default=16, help="edges: prompt grid (default 16)")
-    p.add_argument("--refs", metavar="FILE", help="refer: refs JSON/JSONL file (or a folder with refs.json)")
+    p.add_argument("--refs", metavar="FILE", help="refer: refs JSON/JSONL file, a refer-toolkit refs(unc).p with instances.json beside it, or a folder with either")
     p.add_argument("--max-samples", "--limit", type=int, metavar="N",
                    help="evaluate only the first N images (refer: expressions)")
     _add_model_options(p)
@@ -590,7 +590,8 @@ def _cmd_eval_refer(args: argparse.Namespace) -> int:
 
     if not args.refs:
         raise SamkitError("eval refer needs --refs FILE (a RefCOCO-style refs.json)")
-    samples = open_refs(args.refs)
+    options = {k: v for k, v in (("image_root", args.images), ("split", args.split)) if v is not None}
+    samples = open_refs(args.refs, **options)
     predictor = _load(ModelChoice(args.model, args.checkpoint), DEFAULT_TEXT_MODEL)
     require_text_encoder(predictor.model)  # before any image is encoded
     results = evaluate_refer(predictor, samples, max_samples=args.max_samples, progress=sys.stderr.isatty())

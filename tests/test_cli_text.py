@@ -64,3 +64,20 @@ def test_eval_refer_defaults_to_the_bundled_text_model(tmp_path, data_dir):
     doc = json.loads(out.read_text())
     assert doc["model"] == "samkit_tiny_text" and doc["num_expressions"] == 4
     assert 0.0 <= doc["ciou"] <= 1.0 and 0.0 <= doc["giou"] <= 1.0
+
+
+def test_eval_refer_reads_refer_toolkit_files_with_split_and_image_root(tmp_path, data_dir):
+    import json
+
+    from tests.data.test_refer import _toolkit_copy
+
+    subset = data_dir / "refcoco_coco128_subset"
+    path = _toolkit_copy(subset, tmp_path / "refcoco")
+    split = json.loads((subset / "refs.json").read_text())[0]["split"]
+    out = tmp_path / "r.json"
+    result = run_cli("eval", "refer", "--refs", path, "--images", subset / "images", "--split", split,
+                     "--limit", 2, "--out", out)
+    assert result.code == 0, result
+    assert json.loads(out.read_text())["num_expressions"] == 2
+    result = run_cli("eval", "refer", "--refs", path, "--split", split, "--out", tmp_path / "no")  # no --images
+    assert result.code == 2 and "image file not found" in result.err and not (tmp_path / "no").exists()

@@ -12,7 +12,11 @@
 
 * or a plain expression ``{"image": ..., "mask" | "polygon" | "segmentation": ..., "sentence": "..."}``.
 
-The file may also be ``{"refs": [...]}``. Paths are relative to the file's folder (or ``image_root`` /
+The file may also be ``{"refs": [...]}``, or the refer toolkit's own pair (Yu et al. / Licheng Yu's
+``refer`` repository): ``refs(unc).p`` (a pickle of plain lists and dicts, read with an unpickler that
+builds nothing else) with ``instances.json`` beside it (COCO images, annotations and categories that
+the refs point to by ``image_id`` / ``ann_id``); the images are then found under ``image_root``
+(e.g. ``.../mscoco/images/train2014``) and ``split`` selects one split (``testA``, ``val``, ...). Paths are relative to the file's folder (or ``image_root`` /
 ``mask_root``). The target mask is the PNG ``mask`` (> 0 is object) or the rasterised polygon
 (``segmentation_polygon_px``, ``polygon``: flat or nested pixel lists; ``segmentation``: COCO polygons or
 RLE), chosen by ``mask_source``. An empty target mask is allowed (no-target expressions, as in gRefCOCO).
@@ -28,8 +32,10 @@ the record index at construction (``strict=False``: the record is skipped with a
 """
 from __future__ import annotations
 
+import io
 import json
 import numbers
+import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +109,7 @@ class RefDataset(DatasetReader):
               "dataset, split, ref_id, ...}")
 
     def __init__(self, refs: str | Path, image_root: str | Path | None = None, mask_root: str | Path | None = None,
-                 mask_source: str = "auto", strict: bool = True) -> None:
+                 mask_source: str = "auto", strict: bool = True, split: str | None = None) -> None:
         refs = Path(refs)
         super().__init__(image_root if image_root is not None else refs.parent)
         if mask_source not in MASK_SOURCES:
@@ -115,7 +121,12 @@ class RefDataset(DatasetReader):
         if not refs.is_file():
             raise DatasetError(f"refs file not found: {refs}", path=refs)
         expressions: list[_Expression] = []
-        for index, record in enumerate(_read_records(refs)):
+        records = _read_records(refs)
+        if split is not None:
+            records = [r for r in records if isinstance(r, dict) and r.get("split") == split]
+            if not records:
+                raise DatasetError(f"{refs}: no refs in split {split!r}", path=refs)
+        for index, record in enumerate(records):
             try:
                 expressions.extend(self._parse(index, record))
             except DatasetError as exc:
@@ -209,10 +220,15 @@ class RefDataset(DatasetReader):
 
 
 def open_refs(root: str | Path, **options: Any) -> RefDataset:
-    """``open_dataset("refer", ...)``: ``root`` is the refs file, or a folder holding ``refs.json``."""
+    """``open_dataset("refer", ...)``: ``root`` is the refs file, or a folder holding ``refs.json`` or one
+    refer-toolkit ``refs(*).p`` (with ``instances.json``)."""
     root = Path(root)
     if root.is_dir():
-        root = root / "refs.json"
+        pickles = sorted(root.glob("refs(*).p"))
+        if not (root / "refs.json").exists() and len(pickles) > 1:
+            raise DatasetError(f"{root} holds several refer-toolkit files ({', '.join(p.name for p in pickles)}): "
+                               "pass the one to use", path=root)
+        root = pickles[0] if not (root / "refs.json").exists() and pickles else root / "refs.json"
     return RefDataset(root, **options)
 
 
@@ -240,8 +256,57 @@ def write_refs(samples: Iterable[RefSample], folder: str | Path, name: str = "re
     return atomic_write_text(folder / name, json.dumps(records, indent=1) + "\n")
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles lists, dicts, strings and numbers only: a refs file never needs to build an object."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refuses to build {module}.{name}: a refer-toolkit refs file holds "
+                                     "only lists, dicts, strings and numbers")
+
+
+def _read_toolkit_refs(path: Path) -> list:
+    """A refer-toolkit ``refs(<split_by>).p`` + the ``instances.json`` beside it -> records of the ref layout."""
+    try:
+        refs = _PlainUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        _fail(path, f"cannot read refer-toolkit refs file: {exc}")
+    instances = path.parent / "instances.json"
+    try:
+        coco = json.loads(instances.read_text(encoding="utf-8"))
+        anns = {a["id"]: a for a in coco["annotations"]}
+        files = {im["id"]: im["file_name"] for im in coco["images"]}
+        names = {c["id"]: c["name"] for c in coco.get("categories", [])}
+    except OSError as exc:
+        _fail(instances, f"a refer-toolkit refs file needs its instances.json beside it: {exc}")
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(instances, f"not a COCO instances file: {exc}")
+    if not isinstance(refs, list):
+        _fail(path, "not a refer-toolkit refs file: expected a list of refs")
+    split_by = path.stem[len("refs("):-1] if path.stem.startswith("refs(") else None
+    records: list = []
+    for ref in refs:
+        if not isinstance(ref, dict):
+            _fail(path, f"a ref must be a dict, got {type(ref).__name__}")
+        if ref.get("ann_id") not in anns or ref.get("image_id") not in files:
+            _fail(path, f"ref {ref.get('ref_id')}: ann_id {ref.get('ann_id')} / image_id {ref.get('image_id')} "
+                        f"not in {instances.name}")
+        ann = anns[ref["ann_id"]]
+        sentences = [{"sent_id": s.get("sent_id"), "sent": s.get("sent", s.get("raw"))}
+                     for s in ref.get("sentences", []) if isinstance(s, dict)]
+        records.append({
+            "image": files[ref["image_id"]], "segmentation": ann.get("segmentation"), "sentences": sentences,
+            "dataset": path.parent.name, "split_by": split_by, "split": ref.get("split"), "ref_id": ref.get("ref_id"),
+            "image_id": ref["image_id"], "category": names.get(ref.get("category_id", ann.get("category_id"))),
+            "bbox_xywh": ann.get("bbox"),
+        })
+    return records
+
+
 def _read_records(path: Path) -> list:
-    """The records of a refs file: a JSON list, ``{"refs": [...]}``, or JSON Lines (``.jsonl``)."""
+    """The records of a refs file: a JSON list, ``{"refs": [...]}``, JSON Lines (``.jsonl``), or a
+    refer-toolkit ``refs(*).p`` with its ``instances.json``."""
+    if path.suffix.lower() == ".p":
+        return _read_toolkit_refs(path)
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".jsonl":

@@ -169,3 +169,68 @@ def test_mask_of_another_size_fails_on_load(tmp_path: Path) -> None:
     ds = RefDataset(tmp_path / "refs.json")
     with pytest.raises(DatasetError, match="mask is 10x10 but the image is 60x40"), pytest.warns(DatasetWarning):
         ds[0]
+
+
+# ------------------------------------------------------------------ the refer toolkit's refs(unc).p + instances.json
+
+
+def _toolkit_copy(subset: Path, folder: Path, extra_refs: list | None = None) -> Path:
+    """The shared subset rewritten as the refer toolkit stores RefCOCO: refs(unc).p + instances.json."""
+    import pickle
+
+    records = json.loads((subset / "refs.json").read_text())
+    images, anns, refs, cats = {}, [], [], {}
+    for k, r in enumerate(records):
+        images[r["image_id"]] = Path(r["image"]).name
+        cats.setdefault(r["category"], len(cats) + 1)
+        anns.append({"id": 1000 + k, "image_id": r["image_id"], "segmentation": r["segmentation_polygon_px"],
+                     "bbox": r["bbox_xywh"], "category_id": cats[r["category"]], "iscrowd": 0})
+        refs.append({"ref_id": r["ref_id"], "ann_id": 1000 + k, "image_id": r["image_id"], "split": r["split"],
+                     "category_id": cats[r["category"]], "file_name": f"COCO_{r['image_id']}_{k}.jpg",
+                     "sentences": [{"sent_id": s["sent_id"], "sent": s["sent"], "raw": s["sent"],
+                                    "tokens": s["sent"].split()} for s in r["sentences"]]})
+    folder.mkdir(parents=True)
+    (folder / "refs(unc).p").write_bytes(pickle.dumps(refs + (extra_refs or [])))
+    (folder / "instances.json").write_text(json.dumps({
+        "images": [{"id": i, "file_name": f} for i, f in images.items()], "annotations": anns,
+        "categories": [{"id": c, "name": n} for n, c in cats.items()]}))
+    return folder / "refs(unc).p"
+
+
+def test_refer_toolkit_files_read_as_the_json_subset(subset, tmp_path):
+    path = _toolkit_copy(subset, tmp_path / "refcoco+")
+    toolkit = RefDataset(path, image_root=subset / "images")
+    plain = RefDataset(subset / "refs.json", mask_source="polygon")
+    assert len(toolkit) == len(plain) == 36
+    for a, b in zip(toolkit, plain):
+        assert a.sentence == b.sentence and np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+        assert a.extra["ref_id"] == b.extra["ref_id"] and a.extra["category"] == b.extra["category"]
+        assert a.extra["dataset"] == "refcoco+" and a.extra["split_by"] == "unc"
+    from samkit.data.refer import open_refs
+
+    assert len(open_refs(path.parent, image_root=subset / "images")) == 36  # the folder finds the .p file
+    one = RefDataset(path, image_root=subset / "images", split=plain[0].extra["split"])
+    assert 0 < len(one) and all(s.extra["split"] == plain[0].extra["split"] for s in one)
+    with pytest.raises(DatasetError, match="no refs in split 'nosuch'"):
+        RefDataset(path, image_root=subset / "images", split="nosuch")
+
+
+def test_refer_toolkit_errors(subset, tmp_path):
+    import pickle
+
+    bad = _toolkit_copy(subset, tmp_path / "a", extra_refs=[{"ref_id": 7, "ann_id": 99, "image_id": 605}])
+    with pytest.raises(DatasetError, match="ref 7: ann_id 99 / image_id 605 not in instances.json"):
+        RefDataset(bad, image_root=subset / "images")
+    (tmp_path / "a" / "instances.json").unlink()
+    with pytest.raises(DatasetError, match="needs its instances.json beside it"):
+        RefDataset(bad, image_root=subset / "images")
+
+    class Payload:  # a pickle that would build an object (or run code) is refused
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "b" / "refs(unc).p"
+    evil.parent.mkdir()
+    evil.write_bytes(pickle.dumps([Payload()]))
+    with pytest.raises(DatasetError, match="refuses to build builtins.print"):
+        RefDataset(evil)
