@@ -26,7 +26,7 @@ class Prediction:
     """Masks for one prompt set. C = number of masks (3 with multimask, else 1).
 
     masks (C,H,W) bool; logits (C,H,W) float32; scores (C,) predicted IoU;
-    low_res_logits (C,256,256) float32 (feed one back as ``mask_input``).
+    low_res_logits (C,s,s) float32, s = model.img_size / 4 (256 for SAM; feed one back as ``mask_input``).
     :meth:`Predictor.predict_batch` returns the same fields with a leading batch axis B.
     """
 
@@ -152,7 +152,7 @@ class Predictor:
         """Masks for one prompt set, coordinates in original-image pixels (x, y).
 
         points (N,2); labels (N,) 1 = foreground, 0 = background; box (4,) x0,y0,x1,y1;
-        mask_input (1,256,256) or (256,256) low-res logits from an earlier prediction;
+        mask_input (1,s,s) or (s,s) low-res logits from an earlier prediction (s = img_size / 4: 256 for SAM);
         text: a sentence, or text_tokens: its token ids (``<s>`` ... ``</s>``), for text-promptable models
         (EVF-SAM; ``semantic`` adds the multitask checkpoints' ``[semantic] `` prefix).
         ``multimask`` defaults to 3 masks for geometric prompts, 1 when there is text.
@@ -175,7 +175,7 @@ class Predictor:
                       semantic: bool = False) -> Prediction:
         """B prompt sets in one decoder pass; every output field gets a leading B axis.
 
-        points (B,N,2) with labels (B,N); boxes (B,4); mask_input (B,1,256,256) or (B,256,256);
+        points (B,N,2) with labels (B,N); boxes (B,4); mask_input (B,1,s,s) or (B,s,s);
         texts: B sentences, or text_tokens: B token id lists (one BEiT-3 pass, one image embedding).
         """
         self._require_image()
@@ -294,7 +294,7 @@ class Predictor:
         return torch.from_numpy(scale_boxes(b, self.original_size, self.model.img_size)).float()
 
     def _check_mask_input(self, mask_input: Any, batch: int | None) -> torch.Tensor:
-        """Single prompt (batch=1): (256,256), (1,256,256) or (1,1,256,256). Batched: (B,256,256) or (B,1,256,256)."""
+        """Single prompt (batch=1): (s,s), (1,s,s) or (1,1,s,s). Batched: (B,s,s) or (B,1,s,s); s = img_size / 4."""
         m = np.asarray(mask_input, dtype=np.float32)
         low = self.model.prompt_encoder.mask_input_size
         if batch == 1 and m.ndim == 2:
