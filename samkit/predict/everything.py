@@ -7,8 +7,9 @@ IoU) and across crops (smaller crops first); optionally small holes and islands 
 
 Speed and memory: the predicted-IoU filter runs before any upsampling (it needs no mask), and so does
 a bound on the stability score computed from the low-res logits (exact decisions: a mask is dropped
-early only when its full-resolution score is sure to fail); only the survivors are upsampled to the crop's resolution, ``upsample_chunk`` masks at a time, and each kept
-mask is turned into COCO RLE at once. Peak memory is one chunk of full-resolution logits, whatever
+early only when its full-resolution score is sure to fail); the survivors are upsampled to the crop's
+resolution only inside the window where they can be foreground (``upsample_chunk`` whole masks at a
+time when ``stability_prefilter`` is off), and each kept mask is turned into COCO RLE at once. Peak memory is one chunk of full-resolution logits, whatever
 the number of points. Differences from SAM's reference code: ``bbox`` follows the COCO convention
 (width = last - first column + 1; SAM's reference omits the + 1).
 """
@@ -165,18 +166,10 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> tuple[np
 # ---------------------------------------------------------------------------------------- RLE helpers
 
 
-def _encode_in_frame(masks: torch.Tensor, crop: list[int], height: int, width: int) -> list[dict]:
-    """(K, h, w) crop-frame bool masks -> K pycocotools RLEs in the (height, width) image frame."""
-    if masks.shape[0] == 0:
-        return []
-    x0, y0, x1, y1 = crop
-    frame = np.zeros((height, width, masks.shape[0]), dtype=np.uint8, order="F")
-    frame[y0:y1, x0:x1] = masks.permute(1, 2, 0).numpy()
-    return mask_utils.encode(frame)
-
-
 def _encode_placed(masks: list[tuple[np.ndarray, int, int]], height: int, width: int) -> list[dict]:
     """(mask (h_i, w_i) bool, top y, left x) in the (height, width) image -> pycocotools RLEs."""
+    if not masks:
+        return []
     frame = np.zeros((height, width, len(masks)), dtype=np.uint8, order="F")
     for k, (mask, y, x) in enumerate(masks):
         frame[y:y + mask.shape[0], x:x + mask.shape[1], k] = mask
@@ -333,7 +326,7 @@ class AutomaticMaskGenerator:
             if self.stability_prefilter and self.stability_score_thresh > 0:
                 blocks = support_blocks(pred.original_size, pred.input_size, low.shape[-1], model.img_size)
             if blocks is not None:
-                self._windowed_survivors(low, iou, pts, blocks, crop, height, width, index, local)
+                self._windowed_survivors(low, iou, pts, blocks, crop, offset, height, width, index, local)
                 return
             for s in range(0, low.shape[0], self.upsample_chunk):
                 logits = pred.upscale(low[s:s + self.upsample_chunk])
@@ -344,22 +337,24 @@ class AutomaticMaskGenerator:
                 boxes = masks_to_boxes(masks).double() + offset
                 inside = ~near_crop_edge(boxes, crop, width, height)
                 sel = ok.nonzero().flatten()[inside]
-                local.add(_encode_in_frame(masks[inside], crop, height, width), boxes[inside],
-                          iou[s:s + self.upsample_chunk][sel], stab[sel],
+                placed = [(m, crop[1], crop[0]) for m in masks[inside].numpy()]
+                local.add(_encode_placed(placed, height, width), boxes[inside], iou[s:s + self.upsample_chunk][sel],
+                          stab[sel],
                           pts[s:s + self.upsample_chunk][sel] + offset[:2], index)
 
     def _windowed_survivors(self, low: torch.Tensor, iou: torch.Tensor, pts: torch.Tensor, blocks: SupportBlocks,
-                            crop: list[int], height: int, width: int, index: int, local: _Candidates) -> None:
+                            crop: list[int], shift: torch.Tensor, height: int, width: int, index: int,
+                            local: _Candidates) -> None:
         """The stability filter, boxes and RLEs of (K, s, s) low-res masks, each upsampled only inside the
         window where it can be foreground (:func:`stability_bounds`), and not at all when its bound fails.
 
-        Same scores and masks as :func:`stability_score` etc. on the whole upsampled logits; per mask the
-        work is a few small numpy operations on the window.
+        Same scores, masks and boxes as :func:`stability_score` / :func:`masks_to_boxes` on the whole upsampled
+        logits (their arithmetic redone in numpy per window: torch's per-call overhead dominates at this size).
+        ``shift`` (4,) moves crop-frame boxes into the image frame.
         """
         pred, model = self.predictor, self.predictor.model
         threshold, offset = model.mask_threshold, self.stability_score_offset
         rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size, low.shape[-1], model.img_size)
-        shift = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
         for s in range(0, low.shape[0], 64):
             chunk = low[s:s + 64].float()
             bound, windows = stability_bounds(chunk, blocks, threshold, offset)

@@ -129,21 +129,17 @@ class SupportBlocks:
     col_span: np.ndarray  # (W, 2) the same for columns
 
 
-def _axis_blocks(m: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(out, s) non-negative operator -> block windows (N, width) and counts (N,); None if it is not convex."""
-    if (m < 0).any():
-        return None
-    nz = (m != 0).numpy()
-    first = nz.argmax(axis=1)
-    last = m.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
+def _axis_blocks(span: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, 2) first/last low-res index each output index reads -> block windows (N, width) and their
+    output counts (N,): consecutive output indices grouped while their reads fit in ``width`` values
+    (``width`` must be at least what one output index reads)."""
+    first, last = span[:, 0], span[:, 1]
     windows, counts = [], []
     start = 0
     while start < len(first):
         lo, hi, end = first[start], last[start], start + 1
         while end < len(first) and max(hi, last[end]) - min(lo, first[end]) < width:
             lo, hi, end = min(lo, first[end]), max(hi, last[end]), end + 1
-        if hi - lo >= width:  # one output index alone reads more than ``width`` values
-            return None
         windows.append(np.minimum(np.arange(lo, lo + width), hi))
         counts.append(end - start)
         start = end
@@ -158,15 +154,15 @@ def support_blocks(
     values (more where one pixel reads more); None if the operator is not a convex combination.
     Larger ``width`` = fewer, coarser blocks."""
     ops = upsample_operators(original_size, input_size, low_res, img_size)
+    if any(bool((m < 0).any()) for m in ops):
+        return None
     spans = []
     for m in ops:
         nz = (m != 0).numpy()
         spans.append(np.stack([nz.argmax(axis=1), m.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)], axis=1))
         width = max(width, int((spans[-1][:, 1] - spans[-1][:, 0]).max()) + 1)  # values one index reads
-    axes = [_axis_blocks(m, width) for m in ops]
-    if axes[0] is None or axes[1] is None:
-        return None
-    return SupportBlocks(axes[0][0], axes[0][1], axes[1][0], axes[1][1], spans[0], spans[1])
+    (rows, row_counts), (cols, col_counts) = (_axis_blocks(span, width) for span in spans)
+    return SupportBlocks(rows, row_counts, cols, col_counts, spans[0], spans[1])
 
 
 def postprocess_logits(
