@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shutil
 import statistics
@@ -22,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import new_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -103,8 +104,7 @@ def main() -> None:
             print(json.dumps(engine_rate(rest[0], int(rest[1]), rest[2])))
         return
     images = [str(p) for p in sorted(GRABCUT.glob("*.jpg"))[:args.images]]
-    report: dict = {"bench": "everything", "machine": platform.processor() or platform.machine(),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "split": [], "memory": [], "engines": []}
+    report = new_report("everything", split=[], memory=[], engines=[])
     for kind, name in (("split", "samkit_tiny"), ("split-relaxed", "samkit_tiny"), ("split", "sam_vit_b")):
         r = _sub(kind, name, "32", *(images if name == "samkit_tiny" else images[:2]))
         report["split"].append(r)
@@ -124,9 +124,7 @@ def main() -> None:
             report["engines"].append(r)
             print(f"{engine:5s} x{workers}: {r['images_per_s']:.2f} images/s ({r['images']} images, "
                   f"{r['seconds']:.1f} s incl. start-up)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    save_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import new_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMAGE = REPO.parent / "shared" / "data" / "GrabCut" / "data_GT" / "124080.jpg"
@@ -87,11 +88,7 @@ def main() -> None:
         print(f"{name:12s} encoder {r['encoder_s_median']:.2f} s (median of {args.encoder_runs})  "
               f"click {r['click_ms_median']:.1f} ms (median of {r['clicks']}, p90 {r['click_ms_p90']:.1f})  "
               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"bench": "predictor", "machine": platform.processor() or platform.machine(),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    save_report(new_report("predictor", results=results), args.out)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import new_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMAGE = REPO.parent / "shared" / "data" / "GrabCut" / "data_GT" / "124080.jpg"
@@ -112,11 +113,7 @@ def main() -> None:
             line = (f"text-to-mask {r['text_to_mask_ms_median']:.1f} ms (p90 {r['text_to_mask_ms_p90']:.1f}; "
                     f"set_image {r['set_image_s']:.2f} s once)")
         print(f"{case:20s} {line}  median of {r['runs']}  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"bench": "text", "machine": platform.processor() or platform.machine(),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    save_report(new_report("text", results=results), args.out)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _report import new_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 REFS = REPO.parent / "shared" / "data" / "refcoco_coco128_subset" / "refs.json"
@@ -94,9 +93,8 @@ def main() -> None:
     sam = load_frozen_sam("samkit_tiny", torch.device("cpu"))
     test = scene_data(cfgs["early"], sam, 160, "test")  # the cached test split (same for every variant)
     refs = list(open_refs(args.refs)) if args.refs.is_file() else None
-    report: dict = {"bench": "text_fusion", "machine": platform.processor() or platform.machine(),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "test_expressions": len(test["texts"]),
-                    "refcoco": str(args.refs) if refs else None, "results": {}}
+    report = new_report("text_fusion", test_expressions=len(test["texts"]),
+                        refcoco=str(args.refs) if refs else None, results={})
     for variant, cfg in cfgs.items():
         run = Path(cfg.out_dir)
         if not (run / "summary.json").is_file():
@@ -130,9 +128,7 @@ def main() -> None:
     report["results"]["oracle_box"] = entry
     print(f"oracle_box test cIoU {entry['test']['ciou']:.3f} gIoU {entry['test']['giou']:.3f}"
           + (f"   RefCOCO cIoU {entry['refcoco']['ciou']:.3f} gIoU {entry['refcoco']['giou']:.3f}" if refs else ""))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_report(report, args.out)
 
 
 if __name__ == "__main__":
