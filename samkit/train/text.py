@@ -78,6 +78,10 @@ class TextTrainConfig:
     # auxiliary loss weight: MSE between the prompt token and the frozen prompt encoder's embedding of a
     # foreground point at the target's innermost pixel (0: off; the same for every variant)
     point_distill: float = 0.0
+    # auxiliary loss weight, early fusion only: per-patch BCE of a linear head (trained, not exported) on the
+    # BEiT-3's final patch tokens against the target's coverage of each patch (dense grounding supervision
+    # that late fusion cannot have: its encoder sees no image). 0: off
+    patch_grounding: float = 0.0
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None: torch's default)
     bf16: bool = True
@@ -95,6 +99,9 @@ class TextTrainConfig:
             (self.test_scenes >= 0 and self.warmup_steps >= 0, "test_scenes and warmup_steps must be >= 0"),
             (0.0 < self.focal_alpha < 1.0, "focal_alpha must be in (0, 1)"),
             (self.point_distill >= 0.0, "point_distill must be >= 0"),
+            (self.patch_grounding >= 0.0, "patch_grounding must be >= 0"),
+            (self.patch_grounding == 0.0 or self.variant == "early",
+             f"patch_grounding needs image patches in the text encoder: variant 'early', got {self.variant!r}"),
             (self.vocab_size >= 16, "vocab_size must be >= 16"),
         ]
         check_config(checks, "text training config")
@@ -213,7 +220,7 @@ def scene_data(cfg: TextTrainConfig, sam: nn.Module, beit_size: int, split: str)
     n, k = (cfg.train_scenes, cfg.expressions_per_scene) if train else (cfg.test_scenes, 1)
     path = Path(cfg.cache_dir) / f"{cfg.model}_{split}_{n}x{k}_b{beit_size}_s{cfg.seed}.pt"
     return cached(path, lambda: build_cache(sam, open_refer_scenes(cfg.data_root, split, length=n, seed=cfg.seed),
-                                            k, beit_size, cfg.seed, bf16=train, full_targets=not train,
+                                            k, beit_size, cfg.seed, bf16=train and cfg.bf16, full_targets=not train,
                                             progress=cfg.progress))
 
 
@@ -297,15 +304,27 @@ def encode_texts(tokenizer: XlmrTokenizer, texts: list[str], limit: int,
 
 
 def prompt_logits(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Tensor, ids: torch.Tensor,
-                  padding: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                  padding: torch.Tensor | None, patches: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B,1,s,s) low-res logits and (B,1,256) prompt tokens of expressions ``index`` of ``data`` with
-    token ids ``ids``."""
+    token ids ``ids``; with ``patches`` (early fusion only) also the BEiT-3's (B,P,D) final patch tokens."""
     scenes = data["scene"][index]
     images = data["beit_images"][scenes].float()
-    tokens = prompter.text_prompt(images, ids, padding)
+    if patches:
+        out = prompter.beit3(images, ids, padding)
+        grid = prompter.beit3.cfg.num_patches
+        tokens, patch_tokens = prompter.text_hidden_fcs[0](out[:, :1]), out[:, 1:1 + grid]
+    else:
+        tokens = prompter.text_prompt(images, ids, padding)
     emb = data["embeddings"][scenes].float()
     low, _ = sam.decode(emb, extra_tokens=tokens, multimask_output=False)
-    return low, tokens
+    return (low, tokens, patch_tokens) if patches else (low, tokens)
+
+
+def patch_coverage(targets: torch.Tensor, grid: int) -> torch.Tensor:
+    """(E,s,s) low-res targets -> (E,grid*grid) fraction of each BEiT-3 patch the target covers (row-major,
+    the patch tokens' order; the BEiT-3 image and the targets span the same square scene)."""
+    return F.adaptive_avg_pool2d(targets.float()[:, None], grid)[:, 0].flatten(1)
 
 
 @torch.no_grad()
@@ -332,17 +351,25 @@ def point_embeddings(sam: nn.Module, targets: torch.Tensor, chunk: int = 512) ->
 def train_step(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Tensor,
                tokenizer: XlmrTokenizer | None, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
                grad_clip: float | None = 1.0, focal_alpha: float = 0.25, bf16: bool = True,
-               max_tokens: int = 64, pad_to: int | None = None, point_distill: float = 0.0) -> dict[str, float]:
+               max_tokens: int = 64, pad_to: int | None = None, point_distill: float = 0.0,
+               patch_head: nn.Module | None = None, patch_grounding: float = 0.0) -> dict[str, float]:
     """One optimiser step on expressions ``index`` of ``data`` (token ids padded to ``pad_to``); returns
     the loss terms. ``point_distill`` > 0 adds that times the MSE of the prompt tokens to ``data["points"]``
-    (:func:`point_embeddings`)."""
+    (:func:`point_embeddings`); ``patch_grounding`` > 0 (early fusion) adds that times the BCE of
+    ``patch_head`` (D -> 1 logit per patch token) against ``data["patches"]`` (:func:`patch_coverage`)."""
     texts = [data["texts"][int(i)] for i in index]
     ids, padding = (encode_texts(tokenizer, texts, max_tokens, pad_to) if tokenizer is not None
                     else (torch.zeros(len(texts), 1, dtype=torch.long), None))
     optimizer.zero_grad(set_to_none=True)
+    grounding = patch_grounding > 0 and patch_head is not None
     with autocast(torch.device("cpu"), bf16):
-        low, tokens = prompt_logits(prompter, sam, data, index, ids, padding)
+        low, tokens, *patch_tokens = prompt_logits(prompter, sam, data, index, ids, padding, patches=grounding)
     loss, stats = mask_loss(low, data["targets"][index], focal_alpha)
+    if grounding:
+        patch_logits = patch_head(patch_tokens[0].float())[..., 0]
+        bce = F.binary_cross_entropy_with_logits(patch_logits, data["patches"][index])
+        loss = loss + patch_grounding * bce
+        stats["patch_bce"] = float(bce.detach())
     if point_distill > 0:
         distill = F.mse_loss(tokens[:, 0].float(), data["points"][index])
         loss = loss + point_distill * distill
@@ -360,11 +387,12 @@ def train_step(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Ten
 @torch.no_grad()
 def evaluate_cached(sam: nn.Module, data: dict, prompter: nn.Module | None = None,
                     tokenizer: XlmrTokenizer | None = None, oracle_box: bool = False, batch: int = 50,
-                    max_tokens: int = 64) -> dict:
+                    max_tokens: int = 64, per_expression: bool = False) -> dict:
     """cIoU / gIoU (and per query kind) of cached test expressions, masks at the input frame's
     resolution (low-res logits upsampled bilinearly, threshold 0, as the Predictor does for a square
-    image of the frame's size). ``oracle_box``: the frozen SAM prompted with the target mask's box."""
-    from samkit.eval.refer import summarize
+    image of the frame's size). ``oracle_box``: the frozen SAM prompted with the target mask's box.
+    ``per_expression``: also ``ious``, every expression's IoU in ``data`` order (empty union: 1)."""
+    from samkit.eval.refer import per_expression_iou, summarize
 
     rows = []
     n = len(data["texts"])
@@ -386,6 +414,8 @@ def evaluate_cached(sam: nn.Module, data: dict, prompter: nn.Module | None = Non
             rows.append({"intersection": int(inter[j]), "union": int(union[j]), "group": data["kinds"][i]})
     out = summarize(rows)
     out["by_kind"] = out.pop("by_group")
+    if per_expression:
+        out["ious"] = per_expression_iou([r["intersection"] for r in rows], [r["union"] for r in rows]).tolist()
     return out
 
 
@@ -430,6 +460,12 @@ def train_text(source: TextTrainConfig | dict | str | os.PathLike) -> dict:
     max_tokens = small_beit3_config(2, **cfg.beit3).max_text_tokens
     pad_to = None if tokenizer is None else -(-max(len(tokenizer.encode(t)) for t in set(data["texts"])) // 8) * 8
     params = text_parameters(prompter)
+    patch_head = None
+    if cfg.patch_grounding > 0:
+        patch_head = nn.Linear(prompter.beit3.cfg.embed_dim, 1)
+        params = params + list(patch_head.parameters())
+        grid = prompter.beit3.cfg.img_size // prompter.beit3.cfg.patch_size
+        data["patches"] = patch_coverage(data["targets"], grid)
     optimizer = make_optimizer(params, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     if cfg.point_distill > 0:
@@ -448,7 +484,8 @@ def train_text(source: TextTrainConfig | dict | str | os.PathLike) -> dict:
             index = torch.from_numpy(rng.integers(n_expr, size=cfg.batch_size))
             lr = optimizer.param_groups[0]["lr"]
             stats = train_step(prompter, sam, data, index, tokenizer, optimizer, params, cfg.grad_clip,
-                               cfg.focal_alpha, cfg.bf16, max_tokens, pad_to, cfg.point_distill)
+                               cfg.focal_alpha, cfg.bf16, max_tokens, pad_to, cfg.point_distill,
+                               patch_head, cfg.patch_grounding)
             scheduler.step()
             recent.append(stats["loss"])
             if step % cfg.log_every == 0 or step == cfg.steps:

@@ -12,7 +12,7 @@ from samkit.models.text_tiny import TextOnlyEvfSam
 from samkit.models.text_tokenizer import BOS, EOS, PAD
 from samkit.train.text import (
     ConstantPrompt, TextTrainConfig, build_cache, build_prompter, encode_texts, evaluate_cached, load_text_config,
-    make_optimizer, point_embeddings, scene_expressions, text_parameters, train_step, train_tokenizer,
+    make_optimizer, patch_coverage, point_embeddings, scene_expressions, text_parameters, train_step, train_tokenizer,
 )
 
 TINY_BEIT3 = {"embed_dim": 32, "depth": 1, "num_heads": 2, "ffn_dim": 64, "img_size": 32, "patch_size": 16,
@@ -102,6 +102,42 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch(sam, cache, tokenizer, va
     assert metrics["num_expressions"] == len(cache["texts"]) and 0.0 <= metrics["giou"] <= 1.0
 
 
+def test_patch_coverage_is_each_patch_s_target_fraction_in_token_order():
+    target = torch.zeros(1, 64, 64, dtype=torch.bool)
+    target[0, :32, 48:] = True  # top-right: rows 0-31, columns 48-63
+    cover = patch_coverage(target, 4)  # 16 px patches, row-major like the BEiT-3 patch tokens
+    expected = torch.zeros(4, 4)
+    expected[:2, 3] = 1.0
+    assert torch.equal(cover, expected.flatten()[None])
+    assert torch.allclose(patch_coverage(target, 2), torch.tensor([[0.0, 0.5, 0.0, 0.0]]))
+
+
+def test_patch_grounding_trains_a_head_on_the_early_patch_tokens(sam, cache, tokenizer):
+    torch.manual_seed(0)
+    cfg = TextTrainConfig(variant="early", beit3=TINY_BEIT3, lr=3e-3, warmup_steps=0, patch_grounding=1.0)
+    prompter = build_prompter(cfg, sam, tokenizer.vocab_size)
+    head = torch.nn.Linear(32, 1)
+    params = text_parameters(prompter) + list(head.parameters())
+    optimizer = make_optimizer(params, cfg)
+    data = {**cache, "patches": patch_coverage(cache["targets"], 2)}
+    before = head.weight.detach().clone()
+    steps = [train_step(prompter, sam, data, torch.arange(4), tokenizer, optimizer, params, max_tokens=32,
+                        patch_head=head, patch_grounding=1.0) for _ in range(12)]
+    assert not torch.equal(head.weight, before)
+    assert steps[-1]["patch_bce"] < 0.8 * steps[0]["patch_bce"]
+    exported = prompter.state_dict()  # the head is the trainer's, not part of the exported EVF layout
+    assert all(not k.startswith("patch") for k in exported) and len(exported) == len(build_prompter(
+        cfg, sam, tokenizer.vocab_size).state_dict())
+
+
+@pytest.mark.parametrize("variant", ["late", "constant"])
+def test_patch_grounding_needs_early_fusion(variant):
+    with pytest.raises(ValueError, match="patch_grounding needs image patches"):
+        TextTrainConfig(variant=variant, patch_grounding=1.0).validate()
+    with pytest.raises(ValueError, match="patch_grounding must be >= 0"):
+        TextTrainConfig(patch_grounding=-1.0).validate()
+
+
 def test_oracle_box_baseline_segments_the_targets(sam, cache):
     metrics = evaluate_cached(sam, cache, oracle_box=True)
     assert metrics["giou"] > 0.3
@@ -133,9 +169,10 @@ def test_config_files_load_and_early_late_differ_only_in_variant():
     schedule = ("steps", "warmup_steps", "lr")  # one free token: fewer steps, a larger lr
     for v, d in cfgs.items():
         assert d["variant"] == v
-        skip = ("variant", "out_dir") + (schedule if v == "constant" else ())
+        skip = ("variant", "out_dir", "patch_grounding") + (schedule if v == "constant" else ())
         same = {k: x for k, x in cfgs["early"].items() if k not in skip}
         assert {k: x for k, x in d.items() if k not in skip} == same
+    assert cfgs["early"]["patch_grounding"] > 0 and cfgs["late"]["patch_grounding"] == 0  # early-only aux
     with pytest.raises(ValueError, match="unknown"):
         load_text_config({"varient": "early"})
     with pytest.raises(ValueError, match="variant"):
