@@ -5,7 +5,9 @@ The SAM (image encoder, prompt encoder, mask decoder) stays frozen; only the tex
 BEiT-3 plus the EVF projector (``variant`` "early": image and text encoded jointly, vision CLS -> prompt
 token; "late": text tokens only, ``<s>`` -> prompt token) or, as a no-text baseline, one learned prompt
 token ("constant"). The prompt token is appended to the decoder's sparse prompt (no points or boxes);
-loss: SAM's focal + dice (20:1) on the single-mask low-res (64x64) logits against the target.
+loss: SAM's focal + dice (20:1) on the single-mask low-res (64x64) logits against the target, optionally
+plus a point-token distillation (``point_distill``) and, for early fusion, a per-patch grounding BCE on
+the BEiT-3's patch tokens (``patch_grounding``; the head is the trainer's and is not exported).
 
 The frozen encoder's embeddings are computed once per scene and cached (``cache_dir``), with the
 BEiT-3 input image and every expression's token-free data (text, target mask at low res, query kind).
