@@ -6,9 +6,10 @@ Reads the runs of ``samkit train-text configs/samkit_tiny_text_{early,late,const
 ``summary.json``, ``model.fp16.safetensors`` / ``constant_token.pt``) and evaluates, with the same frozen
 samkit_tiny and CPU fp32:
 
-* the held-out TEST referring scenes (``--split val``: the validation scenes instead, for choosing
-  between runs without looking at the test scenes) (the cached test split of the configs: one expression per scene;
-  embeddings computed once; masks at 256 px), cIoU / gIoU overall and per query kind;
+* the held-out TEST referring scenes (the cached test split of the configs: one expression per scene;
+  embeddings computed once; masks at 256 px), cIoU / gIoU overall and per query kind; with
+  ``--split val`` the validation scenes instead (for choosing between runs without looking at the test
+  scenes; the report's ``split`` says which, its per-model key stays ``test``);
 * the RefCOCO subset ``../shared/data/refcoco_coco128_subset/refs.json`` through the Predictor
   (``samkit.eval.refer.evaluate``), a domain the models never saw.
 

@@ -146,7 +146,11 @@ class EvfSam(nn.Module):
         """
         if images.shape[0] != input_ids.shape[0]:
             images = images.expand(input_ids.shape[0], -1, -1, -1)
-        return self.text_hidden_fcs[0](self.fused_cls(images, input_ids, text_padding))
+        return self.project(self.fused_cls(images, input_ids, text_padding))
+
+    def project(self, cls: torch.Tensor) -> torch.Tensor:
+        """(B,1,D) fused CLS -> (B,1,256) prompt token (the EVF projector ``text_hidden_fcs.0``)."""
+        return self.text_hidden_fcs[0](cls)
 
 
 def pad_token_ids(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:

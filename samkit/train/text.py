@@ -307,20 +307,20 @@ def encode_texts(tokenizer: XlmrTokenizer, texts: list[str], limit: int,
 
 def prompt_logits(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Tensor, ids: torch.Tensor,
                   padding: torch.Tensor | None, patches: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B,1,s,s) low-res logits and (B,1,256) prompt tokens of expressions ``index`` of ``data`` with
-    token ids ``ids``; with ``patches`` (early fusion only) also the BEiT-3's (B,P,D) final patch tokens."""
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(B,1,s,s) low-res logits, (B,1,256) prompt tokens of expressions ``index`` of ``data`` with token ids
+    ``ids``, and with ``patches`` (early fusion only) the BEiT-3's (B,P,D) final patch tokens (else None)."""
     scenes = data["scene"][index]
     images = data["beit_images"][scenes].float()
-    if patches:
+    patch_tokens = None
+    if patches:  # one BEiT-3 pass for both: the vision CLS (-> prompt token) and the patch tokens after it
         out = prompter.beit3(images, ids, padding)
-        grid = prompter.beit3.cfg.num_patches
-        tokens, patch_tokens = prompter.text_hidden_fcs[0](out[:, :1]), out[:, 1:1 + grid]
+        tokens, patch_tokens = prompter.project(out[:, :1]), out[:, 1:1 + prompter.beit3.cfg.num_patches]
     else:
         tokens = prompter.text_prompt(images, ids, padding)
     emb = data["embeddings"][scenes].float()
     low, _ = sam.decode(emb, extra_tokens=tokens, multimask_output=False)
-    return (low, tokens, patch_tokens) if patches else (low, tokens)
+    return low, tokens, patch_tokens
 
 
 def patch_coverage(targets: torch.Tensor, grid: int) -> torch.Tensor:
@@ -365,10 +365,10 @@ def train_step(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Ten
     optimizer.zero_grad(set_to_none=True)
     grounding = patch_grounding > 0 and patch_head is not None
     with autocast(torch.device("cpu"), bf16):
-        low, tokens, *patch_tokens = prompt_logits(prompter, sam, data, index, ids, padding, patches=grounding)
+        low, tokens, patch_tokens = prompt_logits(prompter, sam, data, index, ids, padding, patches=grounding)
     loss, stats = mask_loss(low, data["targets"][index], focal_alpha)
     if grounding:
-        patch_logits = patch_head(patch_tokens[0].float())[..., 0]
+        patch_logits = patch_head(patch_tokens.float())[..., 0]
         bce = F.binary_cross_entropy_with_logits(patch_logits, data["patches"][index])
         loss = loss + patch_grounding * bce
         stats["patch_bce"] = float(bce.detach())
@@ -408,7 +408,7 @@ def evaluate_cached(sam: nn.Module, data: dict, prompter: nn.Module | None = Non
             texts = [data["texts"][int(i)] for i in index]
             ids, padding = (encode_texts(tokenizer, texts, max_tokens) if tokenizer is not None
                             else (torch.zeros(len(texts), 1, dtype=torch.long), None))
-            low, _ = prompt_logits(prompter, sam, data, index, ids, padding)
+            low, _, _ = prompt_logits(prompter, sam, data, index, ids, padding)
         pred = F.interpolate(low.float(), size=full.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
         inter = (pred & full).sum((1, 2))
         union = (pred | full).sum((1, 2))
