@@ -22,7 +22,7 @@ def run(model: str, checkpoint: str | None, data: Path, max_samples: int | None,
         save: Callable[[dict], None] = lambda res: None) -> dict:
     """All benchmarks; ``save`` gets the results so far after each one (a long run keeps what it measured)."""
     import samkit
-    from samkit.data.datasets import open_dataset
+    from samkit.data.readers import open_dataset
     from samkit.eval import evaluate_boxes, evaluate_edges, evaluate_interactive, evaluate_single_point
 
     net = samkit.load_model(model, checkpoint=checkpoint)

@@ -549,7 +549,7 @@ def _cmd_train_text(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from samkit.data.datasets import open_dataset
+    from samkit.data.readers import open_dataset
     from samkit.eval import PROTOCOLS, write_report
 
     if args.protocol == "refer":

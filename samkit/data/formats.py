@@ -1,4 +1,4 @@
-"""Writers for the mask formats samkit reads (:mod:`samkit.data.datasets`): SA-1B JSON, COCO JSON
+"""Writers for the mask formats samkit reads (:mod:`samkit.data.readers`): SA-1B JSON, COCO JSON
 (RLE or polygons), YOLO-seg text, and PNG mask folders. Everything a writer produces reads back
 through the matching reader; RLE is exact, polygons are the OpenCV contours of the mask.
 """
@@ -14,19 +14,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle, save_mask_png
+from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle, rle_to_mask, save_mask_png
+from samkit.io_utils import atomic_write_text
 
 SEGMENTATION_KINDS = ("rle", "polygon")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ polygons
@@ -75,8 +66,6 @@ def coco_document(images: Iterable[dict], segmentation: str = "rle",
     """
     if segmentation not in SEGMENTATION_KINDS:
         raise ValueError(f"segmentation must be one of {SEGMENTATION_KINDS}, got {segmentation!r}")
-    from samkit.data.masks import rle_to_mask
-
     out_images, out_anns = [], []
     for image_id, doc in enumerate(images, start=1):
         info = doc["image"]

@@ -27,7 +27,7 @@ Each sample is a :class:`RefSample`: a :class:`~samkit.data.sample.Sample` with 
 ``sentence_index``, ``mask_path`` and ``mask_source``. Samples are ordered by image (in order of first
 appearance in the file), then by file order, so the expressions of one image are consecutive.
 
-Malformed records and missing files raise :class:`~samkit.data.datasets.DatasetError` naming the file and
+Malformed records and missing files raise :class:`~samkit.data.readers.DatasetError` naming the file and
 the record index at construction (``strict=False``: the record is skipped with a warning instead).
 """
 from __future__ import annotations
@@ -44,16 +44,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from samkit.data.datasets import (
+from samkit.data.masks import save_mask_png
+from samkit.data.readers.base import (
     DatasetError,
     DatasetReader,
-    _check_size,
-    _fail,
-    _load_rgb,
-    _read_label_map,
-    _segmentation_to_mask,
+    check_size,
+    fail,
+    load_rgb,
+    read_label_map,
+    register_dataset,
 )
+from samkit.data.readers.coco import segmentation_to_mask
 from samkit.data.sample import Sample
+from samkit.io_utils import atomic_write_text
 
 MASK_SOURCES = ("auto", "png", "polygon")
 POLYGON_KEYS = ("segmentation_polygon_px", "polygon", "segmentation")  # first present one is used
@@ -201,24 +204,25 @@ class RefDataset(DatasetReader):
         image = self._image(item.image)
         h, w = image.shape[:2]
         if item.mask is not None:
-            values = _read_label_map(item.mask)
-            _check_size(values, image, item.mask, "mask")
+            values = read_label_map(item.mask)
+            check_size(values, image, item.mask, "mask")
             mask = values > 0
         else:
             try:
-                mask = _segmentation_to_mask(item.polygon, h, w)
+                mask = segmentation_to_mask(item.polygon, h, w)
             except (TypeError, ValueError, KeyError) as exc:
-                _fail(f"{self.refs_path} (record {item.meta['record']})", f"bad segmentation: {exc}")
+                fail(f"{self.refs_path} (record {item.meta['record']})", f"bad segmentation: {exc}")
         return RefSample(name, image, mask[None], None, source=str(item.image), extra=dict(item.meta),
                          sentence=item.sentence)
 
     def _image(self, path: Path) -> np.ndarray:
         """Decoded image (a copy: callers may change it); the last one is kept for the next expression."""
         if self._cache is None or self._cache[0] != path:
-            self._cache = (path, _load_rgb(path))
+            self._cache = (path, load_rgb(path))
         return self._cache[1].copy()
 
 
+@register_dataset("refer")
 def open_refs(root: str | Path, **options: Any) -> RefDataset:
     """``open_dataset("refer", ...)``: ``root`` is the refs file, or a folder holding ``refs.json`` or one
     refer-toolkit ``refs(*).p`` (with ``instances.json``)."""
@@ -237,9 +241,6 @@ def write_refs(samples: Iterable[RefSample], folder: str | Path, name: str = "re
     run of consecutive samples with the same image), ``masks/NNNNNN.png`` (0 / 255) and ``<name>``, one plain
     record per expression ({image, mask, sentence} + the JSON-ready metadata of ``META_KEYS`` and
     ``sent_id``; ``ref_id`` defaults to the sample name). Returns the refs file's path."""
-    from samkit.data.formats import atomic_write_text
-    from samkit.data.masks import save_mask_png
-
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def _read_toolkit_refs(path: Path) -> list:
     try:
         refs = _PlainUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        _fail(path, f"cannot read refer-toolkit refs file: {exc}")
+        fail(path, f"cannot read refer-toolkit refs file: {exc}")
     instances = path.parent / "instances.json"
     try:
         coco = json.loads(instances.read_text(encoding="utf-8"))
@@ -277,18 +278,18 @@ def _read_toolkit_refs(path: Path) -> list:
         files = {im["id"]: im["file_name"] for im in coco["images"]}
         names = {c["id"]: c["name"] for c in coco.get("categories", [])}
     except OSError as exc:
-        _fail(instances, f"a refer-toolkit refs file needs its instances.json beside it: {exc}")
+        fail(instances, f"a refer-toolkit refs file needs its instances.json beside it: {exc}")
     except (ValueError, KeyError, TypeError) as exc:
-        _fail(instances, f"not a COCO instances file: {exc}")
+        fail(instances, f"not a COCO instances file: {exc}")
     if not isinstance(refs, list):
-        _fail(path, "not a refer-toolkit refs file: expected a list of refs")
+        fail(path, "not a refer-toolkit refs file: expected a list of refs")
     split_by = path.stem[len("refs("):-1] if path.stem.startswith("refs(") else None
     records: list = []
     for ref in refs:
         if not isinstance(ref, dict):
-            _fail(path, f"a ref must be a dict, got {type(ref).__name__}")
+            fail(path, f"a ref must be a dict, got {type(ref).__name__}")
         if ref.get("ann_id") not in anns or ref.get("image_id") not in files:
-            _fail(path, f"ref {ref.get('ref_id')}: ann_id {ref.get('ann_id')} / image_id {ref.get('image_id')} "
+            fail(path, f"ref {ref.get('ref_id')}: ann_id {ref.get('ann_id')} / image_id {ref.get('image_id')} "
                         f"not in {instances.name}")
         ann = anns[ref["ann_id"]]
         sentences = [{"sent_id": s.get("sent_id"), "sent": s.get("sent", s.get("raw"))}
@@ -313,11 +314,11 @@ def _read_records(path: Path) -> list:
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
     except (OSError, ValueError) as exc:
-        _fail(path, f"cannot read refs file: {exc}")
+        fail(path, f"cannot read refs file: {exc}")
     if isinstance(data, dict) and isinstance(data.get("refs"), list):
         return data["refs"]
     if not isinstance(data, list):
-        _fail(path, "not a refs file: expected a JSON list of records (or {\"refs\": [...]})")
+        fail(path, "not a refs file: expected a JSON list of records (or {\"refs\": [...]})")
     return data
 
 

@@ -22,30 +22,23 @@ the GrabCut / Berkeley benchmark photos, as :class:`BSDS500Dataset` does).
 
 Samples are :class:`~samkit.data.refer.RefSample` s (``masks`` (1, H, W) the target, ``sentence``), so
 :func:`samkit.eval.refer.evaluate` runs on them as on RefCOCO. ``extra`` holds ``query``, ``target`` (object
-index), ``objects`` (per object: shape, colour, size, box, centroid, area), ``object_masks`` (N, H, W) bool,
-``background``, ``split``, ``scene_seed`` and ``dataset`` = "refer_scenes". :class:`ReferTorchDataset`
-turns any sequence of referring samples into training items in the model's input frame.
+index), ``objects`` (:class:`SceneObject` s: shape, colour, size, box, centroid, area), ``object_masks`` (N, H, W) bool,
+``background``, ``split``, ``scene_seed`` and ``dataset`` = "refer_scenes".
+:class:`samkit.train.data.ReferTorchDataset` turns referring samples into training items.
 """
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
-from samkit.data.datasets import (
-    BSDS_SPLITS,
-    IMAGE_EXTENSIONS,
-    DatasetError,
-    DatasetReader,
-    _load_rgb,
-    evaluation_image_ids,
-)
+from samkit.data.readers.base import IMAGE_EXTENSIONS, DatasetError, DatasetReader, load_rgb, register_dataset
+from samkit.data.readers.bsds import BSDS_SPLITS, evaluation_image_ids
 from samkit.data.refer import RefSample
 from samkit.data.synthetic import paste, resize_array
 
@@ -337,7 +330,7 @@ class ReferScenes(DatasetReader):
                 target, query = found
                 extra = {"dataset": "refer_scenes", "split": self.split, "scene_seed": seed, "seed": self.seed,
                          "background": background, "query": query, "target": target,
-                         "objects": [o.record() for o in objects], "object_masks": masks}
+                         "objects": objects, "object_masks": masks}
                 return RefSample(name, canvas, masks[target][None].copy(), None, source=background, extra=extra,
                                  sentence=describe(query, rng))
         raise DatasetError(f"{name}: no scene with an unambiguous expression in {_MAX_SCENES} tries",
@@ -350,7 +343,7 @@ class ReferScenes(DatasetReader):
             low = rng.uniform(40, 215, size=(4, 4, 3)).astype(np.float32)
             return "procedural", np.clip(resize_array(low, size, size), 0, 255).astype(np.uint8)
         path = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
-        image = _load_rgb(path)
+        image = load_rgb(path)
         h, w = image.shape[:2]
         side = max(1, int(min(h, w) * rng.uniform(0.5, 1.0)))
         y0, x0 = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
@@ -412,6 +405,7 @@ class ReferScenes(DatasetReader):
         return None
 
 
+@register_dataset("refer_scenes")
 def open_refer_scenes(root: str | Path, split: str = "train", length: int = 1000, seed: int = 0,
                       exclude_eval_overlap: bool | None = None, **options: Any) -> ReferScenes:
     """Referring scenes on the BSDS500 photos of ``split`` in a ``shared/data``-like ``root``
@@ -435,39 +429,3 @@ def open_refer_scenes(root: str | Path, split: str = "train", length: int = 1000
         raise DatasetError(f"no background photos left in {folder}")
     ranges = {k: tuple(v) for k, v in options.items() if k == "objects_per_scene"}
     return ReferScenes(photos, split, length, seed, root=root, **{**options, **ranges})
-
-
-# ----------------------------------------------------------------------------------- torch wrapper
-
-
-class ReferTorchDataset(torch.utils.data.Dataset):
-    """Referring samples (ReferScenes, RefDataset, ...) as training items in the model's input frame
-    (``samkit.train.data.make_item``: longer side resized to ``img_size``, zero-padded, normalised).
-
-    ``[i]`` -> {"image": (3, S, S) float32, "target": (S, S) bool, "valid": (S, S) bool, "text": str,
-    "name": str}; :func:`collate_refer` stacks them into the trainer's batch keys (images, targets,
-    valid, names) plus ``texts``. ``augment`` (an ``AugmentConfig``) never flips: a mirror image would
-    swap "left" and "right" in the expressions. Item ``i`` depends only on (seed, i)."""
-
-    def __init__(self, samples: Sequence[RefSample], img_size: int = 256, augment: Any = None, seed: int = 0) -> None:
-        self.samples, self.img_size, self.seed = samples, int(img_size), int(seed)
-        self.augment = None if augment is None else replace(augment, hflip=0.0)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict:
-        from samkit.train.data import make_item  # imported here: samkit.train builds on samkit.data
-
-        sample = self.samples[index]
-        item = make_item(sample, 0, self.img_size, self.augment, np.random.default_rng([self.seed, int(index)]))
-        return {"image": item.image, "target": item.target, "valid": item.valid, "text": sample.sentence,
-                "name": sample.name}
-
-
-def collate_refer(items: Sequence[dict]) -> dict:
-    """Batch of :class:`ReferTorchDataset` items: images (B, 3, S, S), targets / valid (B, S, S) bool,
-    texts and names (lists of B str)."""
-    return {"images": torch.stack([i["image"] for i in items]), "targets": torch.stack([i["target"] for i in items]),
-            "valid": torch.stack([i["valid"] for i in items]), "texts": [i["text"] for i in items],
-            "names": [i["name"] for i in items]}

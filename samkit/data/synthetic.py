@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from samkit.data.datasets import BSDS500Dataset, DatasetError, DatasetReader, open_dataset
+from samkit.data.readers.base import DatasetError, DatasetReader, register_dataset
+from samkit.data.readers.bsds import BSDS500Dataset
+from samkit.data.readers.coco import CocoDataset
 from samkit.data.sample import Sample
 
 MIN_OBJECT_AREA = 32 * 32  # px: smaller instance masks are not used as objects
@@ -306,6 +308,7 @@ def _scene_extra(background: Sample, kept: list[_Pasted], dropped: list[_Pasted]
 # --------------------------------------------------------------------------------------------
 
 
+@register_dataset("paste")
 def open_paste_scenes(root: str | Path, length: int = 10000, seed: int = 0, **options: Any) -> PasteScenes:
     """Paste scenes from a data folder laid out as ``shared/data``: objects from
     ``coco128-seg/annotations_coco_format.json`` (images under ``coco128-seg/``) + ``BSDS500`` train/val,
@@ -314,6 +317,6 @@ def open_paste_scenes(root: str | Path, length: int = 10000, seed: int = 0, **op
     root = Path(root)
     coco = root / "coco128-seg"
     bsds = ConcatSamples([BSDS500Dataset(root / "BSDS500", split, eval_data_root=root) for split in ("train", "val")])
-    objects = ConcatSamples([open_dataset("coco", coco / "annotations_coco_format.json", image_dir=coco), bsds])
+    objects = ConcatSamples([CocoDataset(coco / "annotations_coco_format.json", coco), bsds])
     ranges = {k: tuple(v) for k, v in options.items() if k in ("objects_per_scene", "scale")}
     return PasteScenes(objects, bsds, length, seed, root=root, **{**options, **ranges})

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from samkit.data.datasets import IMAGE_EXTENSIONS
+from samkit.data.readers import IMAGE_EXTENSIONS
 from samkit.data.formats import SEGMENTATION_KINDS, atomic_write_text, coco_document, sa1b_document, write_png_masks
 from samkit.data.image_io import load_image
 from samkit.data.masks import overlay_masks, rle_to_mask

@@ -43,13 +43,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from samkit.data.readers import read_bsds_boundaries
 from samkit.data.sample import Sample
 from samkit.eval.report import track
 from samkit.predict.boxes import nms
@@ -181,14 +181,12 @@ def _border_ramp(n: int, border: int) -> np.ndarray:
 def load_boundaries(mat_path: str | os.PathLike) -> np.ndarray:
     """BSDS500 ground truth ``.mat`` -> (K, H, W) bool boundary maps, one per annotator
     (``groundTruth{k}.Boundaries``, read by the BSDS500 dataset reader)."""
-    from samkit.data.datasets import _read_bsds_mat
-
-    return np.stack([edges > 0 for _, edges in _read_bsds_mat(Path(mat_path))])
+    return read_bsds_boundaries(mat_path)
 
 
 def sample_boundaries(sample: Sample) -> np.ndarray:
     """Human boundary maps (K, H, W) bool of a Sample: ``extra["boundaries"]``, else read from
-    ``extra["mat_path"]`` (what :class:`samkit.data.datasets.BSDS500Dataset` yields)."""
+    ``extra["mat_path"]`` (what :class:`samkit.data.readers.BSDS500Dataset` yields)."""
     if sample.extra.get("boundaries") is not None:
         return np.asarray(sample.extra["boundaries"], dtype=bool)
     if sample.extra.get("mat_path"):

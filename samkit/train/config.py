@@ -19,7 +19,7 @@ LOSS_SIZES = ("full", "low")
 
 @dataclass
 class DatasetSpec:
-    """One dataset: ``samkit.data.datasets.open_dataset(kind, root, **options)``; ``repeat`` > 1 samples it
+    """One dataset: ``samkit.data.readers.open_dataset(kind, root, **options)``; ``repeat`` > 1 samples it
     that many times more often than a dataset with ``repeat`` 1."""
 
     kind: str

@@ -7,13 +7,15 @@ uninterrupted run would have seen, whatever the number of loader workers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from samkit.data.readers import open_dataset
+from samkit.data.refer import RefSample
 from samkit.data.sample import Sample
 from samkit.errors import SamkitError
 from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resize_image, resized_shape
@@ -34,9 +36,7 @@ class TrainItem:
 
 
 def build_dataset(spec: DatasetSpec) -> Sequence[Sample]:
-    """The samples of one configured dataset (``samkit.data.datasets.open_dataset``)."""
-    from samkit.data.datasets import open_dataset
-
+    """The samples of one configured dataset (:func:`samkit.data.readers.open_dataset`)."""
     return open_dataset(spec.kind, spec.root, **spec.options)
 
 
@@ -194,3 +194,35 @@ def as_sequences(sources: Sequence[Sample] | Sequence[Sequence[Sample]]) -> list
     if len(sources) == 0 or isinstance(sources[0], Sample):
         return [sources]
     return list(sources)
+
+
+class ReferTorchDataset(torch.utils.data.Dataset):
+    """Referring samples (ReferScenes, RefDataset, ...) as training items in the model's input frame
+    (:func:`make_item`: longer side resized to ``img_size``, zero-padded, normalised).
+
+    ``[i]`` -> {"image": (3, S, S) float32, "target": (S, S) bool, "valid": (S, S) bool, "text": str,
+    "name": str}; :func:`collate_refer` stacks them into the trainer's batch keys (images, targets,
+    valid, names) plus ``texts``. ``augment`` (an ``AugmentConfig``) never flips: a mirror image would
+    swap "left" and "right" in the expressions. Item ``i`` depends only on (seed, i)."""
+
+    def __init__(self, samples: Sequence[RefSample], img_size: int = 256, augment: AugmentConfig | None = None,
+                 seed: int = 0) -> None:
+        self.samples, self.img_size, self.seed = samples, int(img_size), int(seed)
+        self.augment = None if augment is None else replace(augment, hflip=0.0)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        item = make_item(sample, 0, self.img_size, self.augment, np.random.default_rng([self.seed, int(index)]))
+        return {"image": item.image, "target": item.target, "valid": item.valid, "text": sample.sentence,
+                "name": sample.name}
+
+
+def collate_refer(items: Sequence[dict]) -> dict:
+    """Batch of :class:`ReferTorchDataset` items: images (B, 3, S, S), targets / valid (B, S, S) bool,
+    texts and names (lists of B str)."""
+    return {"images": torch.stack([i["image"] for i in items]), "targets": torch.stack([i["target"] for i in items]),
+            "valid": torch.stack([i["valid"] for i in items]), "texts": [i["text"] for i in items],
+            "names": [i["name"] for i in items]}

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.data.refer_scenes import QUERY_KINDS, candidate_queries, describe, open_refer_scenes
 from samkit.models.evf_sam import beit3_image, pad_token_ids
 from samkit.models.text_tiny import VARIANTS, build_text_model, small_beit3_config
 from samkit.models.text_tokenizer import XlmrTokenizer
@@ -134,14 +135,11 @@ def load_text_config(source: TextTrainConfig | dict | str | os.PathLike) -> Text
 def scene_expressions(sample: Any, limit: int, rng: np.random.Generator) -> list[tuple[str, int, str]]:
     """Up to ``limit`` (text, target object index, query kind) of one referring scene: its own expression
     first, then other unambiguous queries of the same layout (random targets and kinds)."""
-    from samkit.data.refer_scenes import QUERY_KINDS, SceneObject, candidate_queries, describe
-
     extra = sample.extra
     out = [(sample.sentence, int(extra["target"]), extra["query"]["type"])]
     if limit <= 1:
         return out
-    objects = [SceneObject(o["shape"], o["colour"], o["size"], tuple(o["box"]), tuple(o["centroid"]), o["area"])
-               for o in extra["objects"]]
+    objects = extra["objects"]
     size = sample.image.shape[0]
     seen = {sample.sentence}
     pairs = [(t, k) for t in range(len(objects)) for k in QUERY_KINDS]
@@ -216,8 +214,6 @@ def cached(path: Path, make: Any) -> dict:
 
 def scene_data(cfg: TextTrainConfig, sam: nn.Module, beit_size: int, split: str) -> dict:
     """The (cached) training or test data of ``cfg``."""
-    from samkit.data.refer_scenes import open_refer_scenes
-
     train = split == "train"
     n, k = (cfg.train_scenes, cfg.expressions_per_scene) if train else (cfg.test_scenes, 1)
     path = Path(cfg.cache_dir) / f"{cfg.model}_{split}_{n}x{k}_b{beit_size}_s{cfg.seed}.pt"

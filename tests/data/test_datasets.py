@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samkit.data import datasets as ds_module
-from samkit.data.datasets import (
+from samkit.data.readers import base as base_module
+from samkit.data.readers import bsds as bsds_module
+from samkit.data.readers import ritm as ritm_module
+from samkit.data.readers import (
     BerkeleyDataset,
     BSDS500Dataset,
     CocoDataset,
@@ -73,9 +75,9 @@ def test_construction_reads_no_pixels(data_dir: Path, monkeypatch: pytest.Monkey
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded at construction")
 
-    monkeypatch.setattr(ds_module, "load_image", boom)
-    monkeypatch.setattr(ds_module, "_read_label_map", boom)
-    monkeypatch.setattr(ds_module, "_read_bsds_mat", boom)
+    monkeypatch.setattr(base_module, "load_image", boom)
+    monkeypatch.setattr(ritm_module, "read_label_map", boom)
+    monkeypatch.setattr(bsds_module, "read_bsds_mat", boom)
     assert len(GrabCutDataset(data_dir / "GrabCut")) == 50
     assert len(BSDS500Dataset(data_dir / "BSDS500", "test")) == 200
     assert len(YoloSegDataset(data_dir / "coco128-seg" / "images" / "train2017")) == 128

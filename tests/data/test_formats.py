@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samkit.data.datasets import open_dataset
+from samkit.data.readers import open_dataset
 from samkit.data.formats import (
     coco_document, mask_to_polygons, read_png_masks, sa1b_document, write_png_masks, write_sa1b, write_yolo_seg,
 )

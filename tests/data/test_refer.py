@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samkit.data.datasets import DatasetError, DatasetWarning, open_dataset
+from samkit.data.readers import DatasetError, DatasetWarning, open_dataset
 from samkit.data.masks import mask_to_rle
 from samkit.data.refer import RefDataset, RefSample, group_key, write_refs
 from samkit.eval.metrics import iou

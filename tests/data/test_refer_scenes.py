@@ -1,5 +1,5 @@
 """Synthetic referring scenes: determinism, unambiguous expressions (re-checked from the masks, not from the
-generator's own bookkeeping), disjoint non-empty masks, disjoint splits, the torch wrapper, evaluation."""
+generator's own bookkeeping), disjoint non-empty masks, disjoint splits, evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from samkit.data.datasets import evaluation_image_ids, open_dataset
+from samkit.data.readers import evaluation_image_ids, open_dataset
 from samkit.data.refer_scenes import (
     AREA_RATIO,
     EXTREME_MARGIN,
@@ -18,16 +17,13 @@ from samkit.data.refer_scenes import (
     PALETTE,
     SIZES,
     ReferScenes,
-    ReferTorchDataset,
     SceneObject,
-    collate_refer,
     open_refer_scenes,
     referent,
     resolve,
     scene_seed,
 )
 from samkit.eval import evaluate_refer
-from samkit.train.config import AugmentConfig
 
 SIZE = 192
 
@@ -67,10 +63,10 @@ def test_scene_contents(val_samples: list) -> None:
         for obj, mask in zip(objects, masks):
             inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
             colour = np.median(s.image[inner], axis=0)
-            assert np.abs(colour - PALETTE[obj["colour"]]).max() < 30, (s.name, obj)
+            assert np.abs(colour - PALETTE[obj.colour]).max() < 30, (s.name, obj)
             ys, xs = np.nonzero(mask)
             extent = max(np.ptp(xs), np.ptp(ys)) + 1
-            lo, hi = SIZES[obj["size"]]
+            lo, hi = SIZES[obj.size]
             assert 0.5 * lo * SIZE <= extent <= 1.3 * hi * SIZE, (s.name, obj, extent)  # squares turn <= 20 deg
         kinds.add(s.extra["query"]["type"])
         assert s.group == "refer_scenes/val"
@@ -82,7 +78,7 @@ def _geometry(s) -> list[dict]:
     out = []
     for obj, mask in zip(s.extra["objects"], s.extra["object_masks"]):
         ys, xs = np.nonzero(mask)
-        out.append({**obj, "x0": xs.min(), "y0": ys.min(), "x1": xs.max(), "y1": ys.max(),
+        out.append({**obj.record(), "x0": xs.min(), "y0": ys.min(), "x1": xs.max(), "y1": ys.max(),
                     "cx": xs.mean(), "cy": ys.mean(), "area": xs.size})
     return out
 
@@ -177,18 +173,6 @@ def test_procedural_backgrounds_and_bad_options() -> None:
                 {"palette": ["red"]}, {"shapes": ["hexagon", "circle"]}):
         with pytest.raises(ValueError):
             ReferScenes(None, **bad)
-
-
-def test_torch_wrapper_batches(val: ReferScenes, val_samples: list) -> None:
-    data = ReferTorchDataset(val, img_size=SIZE, augment=AugmentConfig(hflip=1.0, scale_min=1.0, scale_max=1.0))
-    assert data.augment.hflip == 0.0  # a mirror image would swap "left" and "right"
-    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=3, collate_fn=collate_refer)))
-    assert batch["images"].shape == (3, 3, SIZE, SIZE) and batch["images"].dtype == torch.float32
-    assert batch["targets"].shape == (3, SIZE, SIZE) and batch["targets"].dtype == torch.bool
-    assert batch["texts"] == [s.sentence for s in val_samples[:3]] and batch["names"] == val.names[:3]
-    assert batch["valid"].all()
-    for k in range(3):  # same frame (no resize at img_size == image_size), no flip: the target is unchanged
-        assert np.array_equal(batch["targets"][k].numpy(), val_samples[k].mask)
 
 
 def test_oracle_evaluation_on_scenes(val_samples: list) -> None:

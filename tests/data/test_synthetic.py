@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samkit.data.datasets import BSDS500Dataset, DatasetError, DatasetWarning, evaluation_image_ids, open_dataset
+from samkit.data.readers import BSDS500Dataset, DatasetError, DatasetWarning, evaluation_image_ids, open_dataset
 from samkit.data.sample import Sample
 from samkit.data.synthetic import (
     FEATHER_ALPHA,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samkit.data.datasets import open_dataset
+from samkit.data.readers import open_dataset
 from samkit.data.formats import read_png_masks
 from samkit.data.masks import rle_to_mask
 from samkit.engine.everything import EverythingJob, run_local, run_ray

@@ -146,7 +146,7 @@ def test_pipeline_on_two_regions():
 
 
 def test_bsds_plumbing_with_mobile_sam(fill_mobile_sam, data_dir):
-    from samkit.data.datasets import BSDS500Dataset
+    from samkit.data.readers import BSDS500Dataset
 
     b = load_boundaries(data_dir / "BSDS500" / "groundTruth" / "test" / "100007.mat")
     assert b.shape == (5, 321, 481) and b.dtype == bool and b.any(axis=(1, 2)).all()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import samkit
-from samkit.data.datasets import open_dataset
+from samkit.data.readers import open_dataset
 from samkit.eval import evaluate_interactive
 
 pytestmark = pytest.mark.slow

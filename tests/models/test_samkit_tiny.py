@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 import samkit
-from samkit.data.datasets import open_dataset
+from samkit.data.readers import open_dataset
 from samkit.models.load import cached_path
 from samkit.models.registry import REGISTRY, SAMKIT_TINY_SIZE
 

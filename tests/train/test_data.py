@@ -4,10 +4,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from samkit.data.refer_scenes import ReferScenes
 from samkit.data.sample import Sample
 from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
 from samkit.train.config import AugmentConfig, TrainConfig
-from samkit.train.data import SampleMix, StepBatches, as_sequences, eligible_objects, low_res_targets, make_item
+from samkit.train.data import (
+    ReferTorchDataset,
+    SampleMix,
+    StepBatches,
+    as_sequences,
+    collate_refer,
+    eligible_objects,
+    low_res_targets,
+    make_item,
+)
 
 
 def test_item_without_augmentation_is_the_inference_frame(tiny_samples):
@@ -88,3 +98,17 @@ def test_sample_mix_repeat_weights():
 def test_unlabelled_image_has_no_eligible_objects():
     empty = Sample("bg", np.zeros((8, 10, 3), np.uint8), np.zeros((0, 8, 10), bool))
     assert eligible_objects(empty, 1e-4).size == 0
+
+
+def test_refer_torch_dataset_batches() -> None:
+    scenes = ReferScenes(None, "val", length=3, image_size=128)
+    samples = list(scenes)
+    data = ReferTorchDataset(scenes, img_size=128, augment=AugmentConfig(hflip=1.0, scale_min=1.0, scale_max=1.0))
+    assert data.augment.hflip == 0.0  # a mirror image would swap "left" and "right"
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=3, collate_fn=collate_refer)))
+    assert batch["images"].shape == (3, 3, 128, 128) and batch["images"].dtype == torch.float32
+    assert batch["targets"].shape == (3, 128, 128) and batch["targets"].dtype == torch.bool
+    assert batch["texts"] == [s.sentence for s in samples] and batch["names"] == scenes.names
+    assert batch["valid"].all()
+    for k in range(3):  # same frame (no resize at img_size == image_size), no flip: the target is unchanged
+        assert np.array_equal(batch["targets"][k].numpy(), samples[k].mask)
