@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from samkit.cli import SAMPLE_IMAGE
+from samkit.cli.models import SAMPLE_IMAGE
 from samkit.models.evf_load import save_evf_directory
 from samkit.predict.predictor import Predictor
 from tests.test_cli import assert_error, read_masks, run_cli

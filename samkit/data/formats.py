@@ -1,12 +1,14 @@
 """Writers for the mask formats samkit reads (:mod:`samkit.data.readers`): SA-1B JSON, COCO JSON
 (RLE or polygons), YOLO-seg text, and PNG mask folders. Everything a writer produces reads back
-through the matching reader; RLE is exact, polygons are the OpenCV contours of the mask.
+through the matching reader; RLE is exact, polygons are the OpenCV contours of the mask. Also the
+``masks.json`` of ``samkit segment`` (:func:`segment_document`), LabelMe JSON and label-map PNGs.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle, rle_to_mask, save_mask_png
-from samkit.io_utils import atomic_write_text
+from samkit.io_utils import atomic_path, atomic_write_text
 
 SEGMENTATION_KINDS = ("rle", "polygon")
 
@@ -133,3 +135,85 @@ def read_png_masks(folder: str | os.PathLike) -> np.ndarray:
     if not files:
         raise FileNotFoundError(f"no mask_*.png files in {folder}")
     return np.stack([np.asarray(Image.open(f).convert("L")) > 127 for f in files])
+
+
+# ------------------------------------------------------------------------------ samkit segment: masks.json
+
+
+@dataclass(frozen=True)
+class SegmentPrompts:
+    """The prompts of one ``samkit segment`` run, in original-image pixels (the ``prompts`` of masks.json)."""
+
+    points: list[tuple[float, float]]
+    labels: list[int]
+    box: tuple[float, float, float, float] | None = None
+    mask_input: str | None = None
+    multimask: bool = False
+    text: str | None = None
+    semantic: bool = False
+
+    def record(self) -> dict:
+        """The ``prompts`` entry of masks.json."""
+        return {"points": [list(p) for p in self.points], "labels": list(self.labels),
+                "box": None if self.box is None else list(self.box), "mask_input": self.mask_input,
+                "multimask": self.multimask, "text": self.text, "semantic": self.semantic}
+
+
+def mask_annotation(index: int, mask: np.ndarray, predicted_iou: float, mask_file: str,
+                    logits_file: str | None = None) -> dict:
+    """One ``annotations`` entry of masks.json for an (H, W) mask."""
+    ann = {"id": index, "segmentation": mask_to_rle(mask), "bbox": mask_bbox_xywh(mask), "area": mask_area(mask),
+           "predicted_iou": float(predicted_iou), "mask_file": mask_file}
+    if logits_file is not None:
+        ann["logits_file"] = logits_file
+    return ann
+
+
+def segment_document(file_name: str | None, height: int, width: int, model: str, embedding: str | None,
+                     prompts: SegmentPrompts, annotations: list[dict]) -> dict:
+    """masks.json of ``samkit segment``::
+
+        {"image": {"file_name": "photo.jpg" | null, "height": H, "width": W},
+         "model": "mobile_sam",                      # architecture (registry name)
+         "embedding": "photo.safetensors" | null,    # --embedding file used instead of the encoder
+         "prompts": {"points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1] | null,
+                     "mask_input": "prev.png" | null, "multimask": false,
+                     "text": "the dog on the left" | null, "semantic": false},
+         "annotations": [                            # sorted by predicted IoU, descending
+           {"id": 0, "segmentation": {"size": [H, W], "counts": "<COCO compressed RLE>"},
+            "bbox": [x, y, w, h], "area": 1234, "predicted_iou": 0.93, "mask_file": "mask_0.png",
+            "logits_file": "logits_0.npy"}]}         # logits_file: only with --save-logits
+
+    Coordinates are original-image pixels; ``box`` is the box given to the model (after clipping).
+    """
+    return {"image": {"file_name": file_name, "height": int(height), "width": int(width)}, "model": model,
+            "embedding": embedding, "prompts": prompts.record(), "annotations": annotations}
+
+
+# ------------------------------------------------------------------------------- LabelMe and label maps
+
+
+def labelme_document(file_name: str, height: int, width: int, masks: Iterable[np.ndarray],
+                     label: str = "object") -> dict:
+    """LabelMe JSON: one polygon shape per connected part of each mask (group_id = the mask's index)."""
+    shapes = []
+    for i, mask in enumerate(masks):
+        for polygon in mask_to_polygons(mask):
+            points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2).tolist()
+            shapes.append({"label": label, "points": points, "group_id": i, "description": "",
+                           "shape_type": "polygon", "flags": {}})
+    return {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": file_name, "imageData": None,
+            "imageHeight": int(height), "imageWidth": int(width)}
+
+
+def write_label_map(path: str | os.PathLike, masks: Iterable[np.ndarray], height: int, width: int) -> Path:
+    """One 16-bit PNG: 0 background, i + 1 where mask i is (later masks drawn over earlier ones: pass them
+    largest first and small objects stay visible). Masks are read one at a time."""
+    labels = np.zeros((height, width), dtype=np.uint16)
+    for value, mask in enumerate(masks, start=1):
+        if value > np.iinfo(np.uint16).max:
+            raise ValueError(f"a 16-bit label map holds at most {np.iinfo(np.uint16).max} masks")
+        labels[np.asarray(mask, dtype=bool)] = value
+    with atomic_path(path) as tmp:
+        Image.fromarray(labels).save(tmp, format="PNG")
+    return Path(path)

@@ -29,6 +29,7 @@ from samkit.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 200_000_000
 MAX_PIXELS_ENV = "SAMKIT_MAX_IMAGE_PIXELS"
+MIN_IMAGE_SIDE = 8  # px: the CLI and the everything engine refuse smaller images (masks would be noise)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _PALETTE_MODES = ("P", "PA")
@@ -60,6 +61,14 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
         f"unsupported image source of type {type(source).__name__}: "
         "expected a path, a PIL image or a numpy array"
     )
+
+
+def require_min_size(image: np.ndarray, name: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE) -> None:
+    """Raise ``ImageError`` when a side of the (H, W, ...) image is under ``min_side`` pixels."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageError(f"image too small: {name} is {w} x {h} pixels; samkit needs at least "
+                         f"{min_side} x {min_side} (upscale it first)")
 
 
 def resolve_max_pixels(max_pixels: int | None = None) -> int:

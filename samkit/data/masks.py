@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -67,34 +67,86 @@ def mask_colors(count: int) -> list[Color]:
 
 def overlay_masks(
     image: np.ndarray,
-    masks: np.ndarray,
+    masks: np.ndarray | Iterable[np.ndarray],
     alpha: float = 0.5,
     colors: Sequence[Color] | np.ndarray | None = None,
+    contour_width: int | None = None,
+    max_side: int | None = None,
 ) -> np.ndarray:
-    """Tint each of the (N, H, W) masks over the (H, W, 3) uint8 image; return a new (H, W, 3) uint8.
+    """Tint the masks over the (H, W, 3) uint8 image and outline each; return a new (H, W, 3) uint8.
 
-    Mask i is blended with ``colors[i]`` (default :func:`mask_colors`) at opacity ``alpha``
-    and its contour is drawn 1 px wide on the mask's own boundary pixels, so pixels outside
-    every mask are left unchanged. Later masks are painted over earlier ones.
+    ``masks``: an (N, H, W) array or an iterable of (H, W) masks (read one at a time, so a large image
+    never holds them all). Each pixel is blended once, with the colour of the last mask covering it
+    (``colors[i]``, default :func:`mask_colors`), at opacity ``alpha``: the photo stays visible however
+    many masks overlap. Then every mask's border is drawn in its colour, ``contour_width`` px wide
+    (default: 1 px per 500 px of the shorter side, at least 1) on the mask's own pixels, so pixels
+    outside every mask are left unchanged. ``max_side``: draw on the image downscaled to at most this many
+    pixels on its longer side (each mask is downscaled as it is read), for very large images.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
-    masks = np.asarray(masks)
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
-        raise ValueError(f"masks must be Nx{image.shape[0]}x{image.shape[1]}, got {masks.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    palette = mask_colors(len(masks)) if colors is None else [tuple(int(v) for v in c) for c in colors]
-    if len(palette) < len(masks):
-        raise ValueError(f"got {len(palette)} colours for {len(masks)} masks")
+    if isinstance(masks, np.ndarray) and masks.ndim == 2:
+        masks = masks[None]
+    if isinstance(masks, np.ndarray):
+        if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+            raise ValueError(f"masks must be Nx{image.shape[0]}x{image.shape[1]}, got {masks.shape}")
+        if colors is not None and len(colors) < len(masks):
+            raise ValueError(f"got {len(colors)} colours for {len(masks)} masks")
+    full = image.shape[:2]
+    if max_side is not None and max(full) > max_side:
+        scale = max_side / max(full)
+        size = (max(1, round(full[1] * scale)), max(1, round(full[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        masks = (cv2.resize(np.asarray(m, dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks)
+    width = contour_width or max(1, round(min(image.shape[:2]) / 500))
+    band = np.ones((2 * width + 1, 2 * width + 1), np.uint8)  # erosion by this leaves a `width` px border
+    owner = np.zeros(image.shape[:2], dtype=np.int32)  # 1 + index of the last mask covering each pixel
+    edge = np.zeros(image.shape[:2], dtype=np.int32)  # 1 + index of the last mask outlined at each pixel
+    count = 0
+    for count, mask in enumerate(masks, start=1):
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"masks must be Nx{full[0]}x{full[1]}, got a mask of {mask.shape}")
+        owner[mask] = count
+        pixels = mask.view(np.uint8)
+        edge[pixels > cv2.erode(pixels, band)] = count
+    palette = mask_colors(count) if colors is None else [tuple(int(v) for v in c) for c in colors]
+    if len(palette) < count:
+        raise ValueError(f"got {len(palette)} colours for {count} masks")
+    table = np.asarray([(0, 0, 0), *palette[:count]], dtype=np.float32)  # row 0: no mask
     out = image.copy()
-    for mask, color in zip(masks.astype(bool), palette):
-        tint = np.asarray(color, dtype=np.float32)
-        out[mask] = np.rint((1.0 - alpha) * out[mask] + alpha * tint).astype(np.uint8)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, color, thickness=1)
+    covered = owner > 0
+    out[covered] = np.rint((1.0 - alpha) * out[covered] + alpha * table[owner[covered]]).astype(np.uint8)
+    outlined = edge > 0
+    out[outlined] = table[edge[outlined]].astype(np.uint8)
+    return out
+
+
+def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, Color]]) -> np.ndarray:
+    """A legend in the top-left corner of a copy of the (H, W, 3) uint8 image: one colour swatch and
+    text per entry, on a dark translucent panel (sized to the image: readable from 300 to 10000 px)."""
+    out = image.copy()
+    if not entries:
+        return out
+    h, w = out.shape[:2]
+    scale = max(0.4, min(h, w) / 900)
+    thick = max(1, round(scale * 1.5))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (_, text_h), base = cv2.getTextSize("Ag", font, scale, thick)
+    line = text_h + base + max(4, round(6 * scale))
+    pad = max(4, round(8 * scale))
+    text_w = max(cv2.getTextSize(text, font, scale, thick)[0][0] for text, _ in entries)
+    panel_w = min(w, pad * 3 + line + text_w)
+    panel_h = min(h, pad * 2 + line * len(entries))
+    region = out[:panel_h, :panel_w]
+    region[:] = np.rint(region * 0.35).astype(np.uint8)  # darken: white text reads on any photo
+    for i, (text, color) in enumerate(entries):
+        top = pad + i * line
+        cv2.rectangle(out, (pad, top + 2), (pad + line - 6, top + line - 4), tuple(int(c) for c in color), -1)
+        cv2.putText(out, text, (pad * 2 + line - 6, top + text_h + 2), font, scale, (255, 255, 255), thick,
+                    cv2.LINE_AA)
     return out
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -13,17 +15,36 @@ import numpy as np
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], max_items: int | None = None, progress: bool = False, desc: str = "") -> Iterator[T]:
-    """The first ``max_items`` (all when None) of ``items``, with a tqdm bar when ``progress``."""
+LOG_EVERY = 10  # samples per progress line in "log" mode
+
+
+def track(items: Iterable[T], max_items: int | None = None, progress: bool | str = False,
+          desc: str = "") -> Iterator[T]:
+    """The first ``max_items`` (all when None) of ``items``, with a tqdm bar when ``progress`` is True, or
+    one stderr line per :data:`LOG_EVERY` samples (count, elapsed, rate) when it is ``"log"`` (for logs)."""
     total = len(items) if hasattr(items, "__len__") else None
     if max_items is not None:
         items = itertools.islice(items, int(max_items))
         total = int(max_items) if total is None else min(total, int(max_items))
     if not progress:
         return iter(items)
+    if progress == "log":
+        return _log_lines(items, total, desc)
     from tqdm import tqdm
 
     return iter(tqdm(items, total=total, desc=desc, unit="img"))
+
+
+def _log_lines(items: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
+    t0 = time.perf_counter()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        if done % LOG_EVERY == 0 or done == total:
+            elapsed = time.perf_counter() - t0
+            print(f"{desc}: {done}/{total if total is not None else '?'} samples, {elapsed:.1f} s "
+                  f"({done / elapsed if elapsed > 0 else 0.0:.2f}/s)", file=sys.stderr, flush=True)
 
 
 def write_report(results: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:

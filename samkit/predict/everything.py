@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import cv2
@@ -36,6 +36,61 @@ from samkit.predict.transforms import SupportBlocks, scale_coords, support_block
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop
+# SAM's defaults for the three thresholds, used when neither the caller nor the model gives one
+SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "stability_score_offset": 1.0}
+FILTERS = ("pred_iou", "stability", "crop_edge", "duplicate", "small_region")  # what removes a candidate
+
+
+@dataclass(frozen=True)
+class EverythingSettings:
+    """The settings of :class:`AutomaticMaskGenerator` (the CLI derives one flag per field, with the
+    ``help`` in its metadata and the default shown).
+
+    The three thresholds default to None, meaning: the model's recommendation when it has one
+    (``model.recommended_amg``, a dict with keys ``amg_pred_iou_thresh``, ``amg_stability_score_thresh``,
+    ``amg_stability_score_offset``), else SAM's default (:data:`SAM_THRESHOLDS`); :meth:`resolve` decides.
+    """
+
+    points_per_side: int = field(default=32, metadata={"help": "N x N grid of point prompts per crop"})
+    points_per_batch: int = field(default=64, metadata={"help": "points decoded at once (memory vs speed)"})
+    pred_iou_thresh: float | None = field(default=None, metadata={
+        "help": "keep masks whose predicted IoU is above T (default: the model's recommendation, else 0.88)"})
+    stability_score_thresh: float | None = field(default=None, metadata={
+        "help": "keep masks whose stability score is >= T (default: the model's recommendation, else 0.95)"})
+    stability_score_offset: float | None = field(default=None, metadata={
+        "help": "logit offset of the stability score (default: the model's recommendation, else 1.0)"})
+    box_nms_thresh: float = field(default=0.7, metadata={"help": "box IoU above which the lower-scored mask is dropped"})
+    crop_n_layers: int = field(default=0, metadata={"help": "layers of zoomed-in crops (0: whole image only)"})
+    crop_nms_thresh: float = field(default=0.7, metadata={"help": "box NMS threshold across crops"})
+    crop_overlap_ratio: float = field(default=512 / 1500, metadata={"help": "overlap of neighbouring crops"})
+    crop_n_points_downscale_factor: int = field(default=1, metadata={
+        "help": "crop layer i gets points-per-side / F**i points per side"})
+    min_mask_region_area: int = field(default=0, metadata={
+        "help": "fill holes and drop islands smaller than N pixels (0: off)"})
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1 or self.points_per_batch < 1 or self.crop_n_points_downscale_factor < 1:
+            raise ValueError("points_per_side, points_per_batch and crop_n_points_downscale_factor must be >= 1")
+        if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
+            raise ValueError("crop_n_layers and min_mask_region_area must be >= 0")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names, in order."""
+        return tuple(f.name for f in fields(cls))
+
+    def resolve(self, model: Any) -> EverythingSettings:
+        """These settings with every None threshold replaced: the model's recommendation
+        (``model.recommended_amg``; ``model`` may be a :class:`Predictor`) if any, else SAM's default."""
+        model = model.model if isinstance(model, Predictor) else model
+        recommended = getattr(model, "recommended_amg", None) or {}
+        chosen = {name: float(recommended.get(f"amg_{name}", default))
+                  for name, default in SAM_THRESHOLDS.items() if getattr(self, name) is None}
+        return replace(self, **chosen)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The settings as :class:`AutomaticMaskGenerator` keyword arguments."""
+        return asdict(self)
 
 
 # ------------------------------------------------------------------------------------ point grids / crops
@@ -220,12 +275,14 @@ class AutomaticMaskGenerator:
 
     Each record: ``segmentation`` ((H,W) bool array, uncompressed or COCO RLE per ``output_mode``),
     ``area``, ``bbox`` [x, y, w, h], ``predicted_iou``, ``point_coords`` [[x, y]],
-    ``stability_score``, ``crop_box`` [x, y, w, h].
+    ``stability_score``, ``crop_box`` [x, y, w, h]. The three thresholds left None are resolved by
+    :meth:`EverythingSettings.resolve`. After :meth:`generate`, ``filtered`` holds the number of
+    ``candidates`` (masks decoded) and how many each of :data:`FILTERS` removed.
     """
 
     def __init__(self, model: Any, points_per_side: int | None = 32, points_per_batch: int = 64,
-                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
-                 stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
+                 pred_iou_thresh: float | None = None, stability_score_thresh: float | None = None,
+                 stability_score_offset: float | None = None, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", upsample_chunk: int = 16,
@@ -249,9 +306,11 @@ class AutomaticMaskGenerator:
         self.predictor = model if isinstance(model, Predictor) else Predictor(model)
         self.point_grids = grids
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
+        thresholds = EverythingSettings(pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+                                        stability_score_offset=stability_score_offset).resolve(self.predictor.model)
+        self.pred_iou_thresh = thresholds.pred_iou_thresh
+        self.stability_score_thresh = thresholds.stability_score_thresh
+        self.stability_score_offset = thresholds.stability_score_offset
         self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
@@ -261,6 +320,7 @@ class AutomaticMaskGenerator:
         self.upsample_chunk = upsample_chunk
         self.stability_prefilter = stability_prefilter  # exact shortcut (see stability_bounds)
         self.timings: dict[str, float] = {}
+        self.filtered: dict[str, int] = {}  # last image: candidates decoded, and how many each filter removed
 
     # -- public ------------------------------------------------------------------------------
     def generate(self, image: np.ndarray | Image.Image | str | os.PathLike) -> list[dict]:
@@ -270,6 +330,7 @@ class AutomaticMaskGenerator:
         rgb = load_image(image)
         height, width = rgb.shape[:2]
         self.timings = {"encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
+        self.filtered = dict.fromkeys(("candidates", *FILTERS), 0)
         crops, layers = crop_boxes(height, width, self.crop_n_layers, self.crop_overlap_ratio)
         found = _Candidates()
         for index, (crop, layer) in enumerate(zip(crops, layers)):
@@ -280,10 +341,13 @@ class AutomaticMaskGenerator:
             if len(crops) > 1 and len(keep):
                 crop_t = torch.tensor(crops, dtype=torch.float64)[data["crop"]]
                 keep = nms(data["boxes"], 1.0 / box_area(crop_t).clamp_min(1), self.crop_nms_thresh)
+                self.filtered["duplicate"] += len(found.rles) - len(keep)
             rles = [found.rles[i] for i in keep.tolist()]
             data = {k: v[keep] for k, v in data.items()}
             if self.min_mask_region_area > 0 and rles:
+                before = len(rles)
                 rles, data = self._clean_small_regions(rles, data)
+                self.filtered["small_region"] += before - len(rles)
             records = self._records(rles, data, crops)
         return records
 
@@ -303,6 +367,7 @@ class AutomaticMaskGenerator:
             if not local.rles:
                 return
             keep = nms(data["boxes"], data["iou"], self.box_nms_thresh)
+            self.filtered["duplicate"] += len(local.rles) - len(keep)
             found.add([local.rles[i] for i in keep.tolist()], data["boxes"][keep], data["iou"][keep],
                       data["stability"][keep], data["points"][keep], index)
 
@@ -319,6 +384,8 @@ class AutomaticMaskGenerator:
         with _timer(self.timings, "postprocess"), torch.inference_mode():
             pts = torch.from_numpy(points).repeat_interleave(low.shape[0] // len(points), dim=0)
             keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+            self.filtered["candidates"] += len(keep)
+            self.filtered["pred_iou"] += int((~keep).sum())
             low, iou, pts = low[keep], iou[keep], pts[keep]
             offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
             threshold = model.mask_threshold
@@ -336,6 +403,8 @@ class AutomaticMaskGenerator:
                 masks = logits[ok] > threshold
                 boxes = masks_to_boxes(masks).double() + offset
                 inside = ~near_crop_edge(boxes, crop, width, height)
+                self.filtered["stability"] += int((~ok).sum())
+                self.filtered["crop_edge"] += int((~inside).sum())
                 sel = ok.nonzero().flatten()[inside]
                 placed = [(m, crop[1], crop[0]) for m in masks[inside].numpy()]
                 local.add(_encode_placed(placed, height, width), boxes[inside], iou[s:s + self.upsample_chunk][sel],
@@ -359,6 +428,7 @@ class AutomaticMaskGenerator:
             chunk = low[s:s + 64].float()
             bound, windows = stability_bounds(chunk, blocks, threshold, offset)
             masks, boxes, sel, stabs = [], [], [], []
+            self.filtered["stability"] += int((bound < self.stability_score_thresh).sum())
             for j in (bound >= self.stability_score_thresh).nonzero().flatten().tolist():
                 y0, y1, x0, x1 = windows[j].tolist()
                 r0, r1 = blocks.row_span[y0, 0], blocks.row_span[y1 - 1, 1] + 1  # low-res rows/cols read
@@ -368,6 +438,7 @@ class AutomaticMaskGenerator:
                 union = np.count_nonzero(logits > threshold - offset)
                 stab = np.count_nonzero(logits > threshold + offset) / union if union else 0.0
                 if stab < self.stability_score_thresh:
+                    self.filtered["stability"] += 1
                     continue
                 mask = logits > threshold
                 ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -379,6 +450,7 @@ class AutomaticMaskGenerator:
                 continue
             box_t = torch.tensor(boxes, dtype=torch.float64) + shift
             inside = (~near_crop_edge(box_t, crop, width, height)).tolist()
+            self.filtered["crop_edge"] += inside.count(False)
             idx = torch.tensor([i for i, ok in zip(sel, inside) if ok], dtype=torch.long)
             if len(idx):
                 local.add(_encode_placed([m for m, ok in zip(masks, inside) if ok], height, width), box_t[inside],

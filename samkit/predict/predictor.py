@@ -157,6 +157,18 @@ class Predictor:
         (EVF-SAM; ``semantic`` adds the multitask checkpoints' ``[semantic] `` prefix).
         ``multimask`` defaults to 3 masks for geometric prompts, 1 when there is text.
         """
+        low, iou = self.predict_low_res(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
+        logits = self.upscale(low)
+        return Prediction((logits > self.model.mask_threshold).numpy(), logits.numpy(), iou.numpy(), low.numpy())
+
+    def predict_low_res(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
+                        multimask: bool | None = None, text: str | None = None, text_tokens: Any = None,
+                        semantic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict` without the full-resolution step: low-res logits (C,s,s) and predicted IoU (C,).
+
+        For callers that upsample one mask (or one band of rows) at a time: a very large image never
+        holds all C full-resolution masks (see :func:`~samkit.predict.transforms.upsample_operators`).
+        """
         self._require_image()
         ids = token_ids(self.model, None if text is None else [text],
                         None if text_tokens is None else [text_tokens], semantic)
@@ -167,8 +179,9 @@ class Predictor:
             raise PromptError("no prompt given: pass points (with labels), a box, mask_input, or text")
         extra = None if ids is None else self._text_prompts(ids)
         multimask = ids is None if multimask is None else multimask
-        out = self._run(None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask, extra)
-        return Prediction(*(a[0] for a in out))
+        low, iou = self.decode_low_res(None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask,
+                                       extra)
+        return low[0], iou[0]
 
     def predict_batch(self, points: Any = None, labels: Any = None, boxes: Any = None, mask_input: Any = None,
                       multimask: bool = False, texts: Any = None, text_tokens: Any = None,

@@ -1,0 +1,145 @@
+"""What several commands share: the model to load (--model/--checkpoint/--device/--threads), output folders
+that describe one run, and progress lines for logs."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from samkit.errors import CheckpointError, SamkitError
+from samkit.models.load import load_model
+from samkit.models.registry import REGISTRY
+from samkit.predict.predictor import Predictor
+
+DEFAULT_MODEL = "samkit_tiny"  # `segment` / `embed` / `eval` / `everything` without --model or --checkpoint
+DEFAULT_TEXT_MODEL = "samkit_tiny_text"  # `segment --text` / `eval refer` without a model: the bundled text model
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """--model / --checkpoint / --device as given (None = not given)."""
+
+    name: str | None = None
+    checkpoint: str | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ModelChoice:
+        return cls(args.model, args.checkpoint, getattr(args, "device", "cpu"))
+
+    def model_or_checkpoint(self, default: str) -> tuple[str, str | None]:
+        """(name or path, checkpoint) as :func:`samkit.load_model` takes them."""
+        if self.checkpoint is None:
+            return self.name or default, None
+        if not Path(self.checkpoint).exists():  # a file, or a Hugging Face-format directory (EVF-SAM)
+            raise CheckpointError(f"checkpoint not found: {self.checkpoint}")
+        name = self.name or checkpoint_arch(self.checkpoint)
+        return (self.checkpoint, None) if name is None else (name, self.checkpoint)
+
+
+def checkpoint_arch(path: str | os.PathLike) -> str | None:
+    """The registry architecture a samkit ``.safetensors`` file records in its metadata (``arch``), else None."""
+    if Path(path).is_dir() or not os.fspath(path).endswith(".safetensors"):
+        return None
+    try:
+        with safe_open(os.fspath(path), "pt") as f:
+            arch = (f.metadata() or {}).get("arch")
+    except (SafetensorError, OSError):
+        return None  # load_model gives the precise error
+    return arch if arch in REGISTRY else None
+
+
+def setup_runtime(args: argparse.Namespace) -> None:
+    """Apply --threads and check --device before anything slow runs."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    device = getattr(args, "device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SamkitError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SamkitError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+
+
+def load_predictor(choice: ModelChoice, default: str) -> Predictor:
+    """A predictor for --model / --checkpoint (``default`` when neither is given) on --device."""
+    source, checkpoint = choice.model_or_checkpoint(default)
+    return Predictor(load_model(source, checkpoint=checkpoint, device=choice.device))
+
+
+# ----------------------------------------------------------------------------------------- out folders
+
+
+def check_writable(out: Path, what: str = "--out") -> None:
+    """Fail now (before any model runs) unless ``out`` is, or can be created as, a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise SamkitError(f"{what} {out} exists and is not a directory")
+    parent = out if out.exists() else out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SamkitError(f"cannot create {what} {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SamkitError(f"cannot write to {what} {out}: {parent} is not writable")
+
+
+def earlier_outputs(out: Path, patterns: Iterable[str]) -> list[Path]:
+    """Files and folders directly in ``out`` whose names match ``patterns`` (outputs of an earlier run)."""
+    if not out.is_dir():
+        return []
+    pats = list(patterns)
+    return sorted(p for p in out.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in pats))
+
+
+def claim_out(out: Path, patterns: Iterable[str], overwrite: bool) -> list[Path]:
+    """Check ``out`` before a run: writable, and holding no earlier run's outputs unless ``overwrite``.
+
+    Returns the earlier outputs to remove once the new run has published its own (``overwrite``).
+    """
+    check_writable(out)
+    found = earlier_outputs(out, patterns)
+    if found and not overwrite:
+        names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise SamkitError(f"--out {out} holds the outputs of an earlier run ({names}); pass --overwrite to "
+                          "replace them, or choose another folder")
+    return found
+
+
+def remove_stale(found: Iterable[Path], written: set[str]) -> None:
+    """Delete the earlier run's outputs that the new run did not replace (names not in ``written``)."""
+    for path in found:
+        if path.name in written:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- progress
+
+
+def logs_lines() -> bool:
+    """True when stderr is not a terminal (a log file, CI): print a line per step instead of a bar."""
+    return not sys.stderr.isatty()
+
+
+class LineLog:
+    """One stderr line per finished step (``[i/n] <text> (<seconds> s, elapsed <total> s)``), for logs."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done, self.t0 = label, total, 0, time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        print(f"{self.label}: [{self.done}/{self.total}] {text} (elapsed {elapsed:.1f} s)", file=sys.stderr,
+              flush=True)
