@@ -39,7 +39,8 @@ def evaluate(predictor: Any, samples: Iterable[Sample], max_samples: int | None 
             ious = np.atleast_1d(iou(np.asarray(out.masks, dtype=bool), gt, sample.ignore))
             best = int(np.argmax(out.scores))
             objects.append({"name": sample.name, "instance": index, "point": [click.x, click.y],
-                            "ious": [float(v) for v in ious], "chosen": best,
+                            "ious": [float(v) for v in ious], "scores": [float(v) for v in np.atleast_1d(out.scores)],
+                            "chosen": best,
                             "iou": float(ious[best]), "iou_oracle": float(ious.max())})
     return {
         "protocol": "single_point",

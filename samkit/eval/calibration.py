@@ -1,0 +1,153 @@
+"""Does a model's predicted IoU mean something? Score quality, IoU-head calibration and the
+everything-mode thresholds a model recommends.
+
+* :func:`score_quality`: from single-point records (every mask's predicted and real IoU), the
+  Spearman rank correlation and calibration error of predicted vs real IoU, and how much picking the
+  top-scored mask loses against the oracle pick.
+* :func:`fit_affine` / :func:`calibrate_iou_head`: a least-squares map real ~ a * predicted + b, folded
+  into the IoU head's last linear layer (the state-dict layout is unchanged).
+* :func:`fit_amg_thresholds`: the strictest everything-mode thresholds on validation images that still
+  keep a useful number of masks and find the validation objects.
+
+Fit on a validation split of the training data, never on an evaluation set.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from samkit.data.sample import Sample
+from samkit.eval.metrics import iou
+from samkit.predict.boxes import nms
+
+
+def score_pairs(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, real) IoU of every mask of single-point ``records`` (each with ``scores`` and
+    ``ious`` lists, as :func:`samkit.eval.single_point.evaluate` returns them): two (N,) arrays."""
+    pred = np.concatenate([np.asarray(r["scores"], dtype=np.float64) for r in records]) if records else np.zeros(0)
+    real = np.concatenate([np.asarray(r["ious"], dtype=np.float64) for r in records]) if records else np.zeros(0)
+    return pred, real
+
+
+def calibration_error(pred: np.ndarray, real: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of predicted IoU: pairs binned by predicted value (``bins`` equal
+    bins on [0, 1]), |mean predicted - mean real| per bin weighted by the bin's share."""
+    pred, real = np.asarray(pred, dtype=np.float64), np.asarray(real, dtype=np.float64)
+    if pred.size == 0:
+        return float("nan")
+    which = np.clip((pred * bins).astype(int), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.mean() * abs(pred[sel].mean() - real[sel].mean())
+    return float(total)
+
+
+def score_quality(records: Sequence[dict]) -> dict:
+    """Predicted-IoU quality of single-point ``records``: Spearman and Pearson correlation of
+    predicted vs real IoU over all masks, calibration error (ECE, 10 bins), mean |error|, and mIoU
+    of the top-scored mask vs the oracle mask (``pick_gap`` = oracle - by score)."""
+    pred, real = score_pairs(records)
+    by_score = [r["ious"][int(np.argmax(r["scores"]))] for r in records]
+    oracle = [max(r["ious"]) for r in records]
+    ok = pred.size > 1 and np.ptp(pred) > 0 and np.ptp(real) > 0
+    return {
+        "num_objects": len(records),
+        "num_masks": int(pred.size),
+        "spearman": float(spearmanr(pred, real).statistic) if ok else None,
+        "pearson": float(np.corrcoef(pred, real)[0, 1]) if ok else None,
+        "calibration_error": calibration_error(pred, real),
+        "mean_abs_error": float(np.abs(pred - real).mean()) if pred.size else None,
+        "predicted_range": [float(pred.min()), float(pred.max())] if pred.size else None,
+        "miou_by_score": float(np.mean(by_score)) if records else None,
+        "miou_oracle": float(np.mean(oracle)) if records else None,
+        "pick_gap": float(np.mean(oracle) - np.mean(by_score)) if records else None,
+    }
+
+
+def fit_affine(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
+    """Least-squares (a, b) with real ~ a * pred + b; a is kept >= 0.05 so the map never reverses or
+    flattens the ranking."""
+    pred, real = np.asarray(pred, dtype=np.float64), np.asarray(real, dtype=np.float64)
+    if pred.size < 2 or np.ptp(pred) == 0:
+        return 1.0, float(real.mean() - pred.mean()) if pred.size else 0.0
+    a, b = np.polyfit(pred, real, 1)
+    a = max(float(a), 0.05)
+    return a, float(real.mean() - a * pred.mean())
+
+
+@torch.no_grad()
+def calibrate_iou_head(model: nn.Module, a: float, b: float) -> None:
+    """Fold ``iou -> a * iou + b`` into the mask decoder's IoU head (its last Linear layer), in place."""
+    layers = [m for m in model.mask_decoder.iou_prediction_head.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ValueError("the model's IoU head has no linear layer to calibrate")
+    last = layers[-1]
+    last.weight.mul_(a)
+    last.bias.mul_(a).add_(b)
+
+
+def amg_candidates(pred_iou: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88),
+                   stability: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)) -> list[dict[str, float]]:
+    """Threshold settings to try, strictest first (by pred_iou + stability, descending)."""
+    grid = [{"pred_iou_thresh": p, "stability_score_thresh": s} for p in pred_iou for s in stability]
+    return sorted(grid, key=lambda g: g["pred_iou_thresh"] + g["stability_score_thresh"], reverse=True)
+
+
+def select_records(records: Sequence[dict], pred_iou_thresh: float, stability_score_thresh: float,
+                   box_nms_thresh: float = 0.7) -> list[dict]:
+    """What everything-mode (one crop) keeps of ``records`` from a run with looser thresholds and no
+    NMS: the records passing both thresholds, then box NMS by predicted IoU (as the generator)."""
+    kept = [r for r in records if r["predicted_iou"] > pred_iou_thresh and r["stability_score"] >= stability_score_thresh]
+    if len(kept) < 2:
+        return kept
+    xywh = torch.tensor([r["bbox"] for r in kept], dtype=torch.float64)
+    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    scores = torch.tensor([r["predicted_iou"] for r in kept], dtype=torch.float64)
+    return [kept[i] for i in nms(boxes, scores, box_nms_thresh).tolist()]
+
+
+def fit_amg_thresholds(runs: dict[float, Sequence[tuple[Sample, list[dict]]]],
+                       candidates: Sequence[dict[str, float]] | None = None,
+                       min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5) -> dict:
+    """Choose everything-mode thresholds on validation images.
+
+    ``runs``: for each stability offset, per validation sample (one or more object masks) the records
+    of one everything-mode run at that offset with the loosest thresholds of ``candidates``,
+    ``box_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``; each setting is then applied
+    with :func:`select_records`. A setting qualifies when the median number of masks per image lies
+    in [min_masks, max_masks] and no image gets none; among those the highest object recall (share of
+    validation objects matched by a kept mask at IoU >= ``recall_iou``) wins, ties going to the
+    strictest. When none qualifies, the setting whose median count is nearest the range (then the
+    best recall) is chosen and ``qualified`` is False. Returns {"thresholds", "qualified", "table"}.
+    """
+    candidates = list(candidates or amg_candidates())
+    table = []
+    for offset, per_image in runs.items():
+        for setting in candidates:
+            counts, hits, objects = [], 0, 0
+            for sample, records in per_image:
+                kept = select_records(records, setting["pred_iou_thresh"], setting["stability_score_thresh"])
+                counts.append(len(kept))
+                masks = np.stack([r["segmentation"] for r in kept]) if kept else None
+                for gt in sample.masks:
+                    objects += 1
+                    if masks is not None and float(np.max(iou(masks, gt, sample.ignore))) >= recall_iou:
+                        hits += 1
+            table.append({**setting, "stability_score_offset": offset, "median_masks": float(np.median(counts)),
+                          "min_masks": int(min(counts)), "max_masks": int(max(counts)),
+                          "recall": hits / max(objects, 1)})
+    ok = [row for row in table if min_masks <= row["median_masks"] <= max_masks and row["min_masks"] > 0]
+    if ok:
+        best_recall = max(row["recall"] for row in ok)
+        chosen = next(row for row in ok if row["recall"] >= best_recall - 1e-9)  # strictest of the best
+    else:
+        def miss(row: dict) -> float:
+            return max(min_masks - row["median_masks"], row["median_masks"] - max_masks, 0.0)
+        chosen = min(table, key=lambda row: (miss(row), -row["recall"]))
+    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset")
+    return {"thresholds": {k: chosen[k] for k in keys}, "qualified": bool(ok), "table": table}

@@ -1,0 +1,87 @@
+"""Predicted-IoU quality, IoU-head calibration and everything-threshold fitting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import samkit
+from samkit.data.sample import Sample
+from samkit.eval.calibration import (
+    calibrate_iou_head, calibration_error, fit_affine, fit_amg_thresholds, score_quality, select_records,
+)
+
+
+def test_calibration_error_is_zero_when_calibrated_and_measures_a_bias():
+    real = np.linspace(0.0, 1.0, 101)
+    assert calibration_error(real, real) == pytest.approx(0.0, abs=1e-12)
+    assert calibration_error(np.clip(real + 0.2, 0, 1), real) > 0.1
+
+
+def test_score_quality_ranks_and_picks():
+    records = [{"scores": [0.9, 0.5, 0.1], "ious": [0.8, 0.6, 0.2]},
+               {"scores": [0.2, 0.7, 0.4], "ious": [0.1, 0.9, 0.3]}]
+    q = score_quality(records)
+    assert q["spearman"] > 0.8
+    assert q["pick_gap"] == pytest.approx(0.0)
+    swapped = [{"scores": r["scores"][::-1], "ious": r["ious"]} for r in records]
+    assert score_quality(swapped)["pick_gap"] > 0.1
+
+
+def test_fit_affine_recovers_a_linear_map():
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(0.2, 0.5, 500)
+    a, b = fit_affine(pred, 2.0 * pred - 0.1 + rng.normal(0, 0.01, 500))
+    assert a == pytest.approx(2.0, abs=0.05) and b == pytest.approx(-0.1, abs=0.02)
+
+
+def test_calibrating_the_iou_head_maps_its_outputs_and_keeps_the_layout():
+    model = samkit.load_model("samkit_tiny").eval()
+    features = torch.randn(1, 256, 16, 16)
+    points = (torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]]))
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        _, before = model.decode(features, points=points, multimask_output=True)
+        calibrate_iou_head(model, 1.7, 0.05)
+        _, after = model.decode(features, points=points, multimask_output=True)
+    assert torch.allclose(after, 1.7 * before + 0.05, atol=1e-4)
+    assert {k: v.shape for k, v in model.state_dict().items()} == keys
+
+
+def _record(mask: np.ndarray, score: float, stability: float) -> dict:
+    ys, xs = np.nonzero(mask)
+    return {"segmentation": mask, "predicted_iou": score, "stability_score": stability,
+            "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]}
+
+
+def test_select_records_thresholds_then_nms():
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:10] = True
+    b = np.zeros((20, 20), bool)
+    b[2:10, 2:11] = True  # almost the same box as a
+    c = np.zeros((20, 20), bool)
+    c[12:18, 12:18] = True
+    recs = [_record(a, 0.9, 0.95), _record(b, 0.8, 0.95), _record(c, 0.7, 0.5)]
+    assert [r["predicted_iou"] for r in select_records(recs, 0.5, 0.9)] == [0.9]  # b suppressed, c unstable
+    assert len(select_records(recs, 0.5, 0.4)) == 2
+    assert select_records(recs, 0.95, 0.0) == []
+
+
+def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_recall():
+    gt = np.zeros((40, 40), bool)
+    gt[5:25, 5:25] = True
+    samples, runs = [], []
+    for k in range(3):
+        recs = [_record(gt, 0.95, 0.97)]
+        for j in range(12):  # small, distinct boxes of middling scores
+            m = np.zeros((40, 40), bool)
+            y, x = divmod(j, 4)
+            m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
+            recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.9))
+        samples.append(Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None))
+        runs.append((samples[-1], recs))
+    fit = fit_amg_thresholds({1.0: runs}, min_masks=10, max_masks=60)
+    assert fit["qualified"]
+    assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
+    assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
+    assert fit["thresholds"]["stability_score_offset"] == 1.0
