@@ -73,6 +73,10 @@ class EvfSam(nn.Module):
     def img_size(self) -> int:
         return self.visual_model.img_size
 
+    def set_input_size(self, img_size: int) -> None:
+        """Run the SAM backbone at another input frame (:meth:`Sam.set_input_size`); BEiT-3 keeps its own."""
+        self.visual_model.set_input_size(img_size)
+
     @property
     def mask_threshold(self) -> float:
         return self.visual_model.mask_threshold

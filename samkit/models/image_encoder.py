@@ -152,8 +152,18 @@ class ImageEncoderViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
+    def set_input_size(self, img_size: int) -> None:
+        """Take (B,3,img_size,img_size) inputs: the position embedding (stored for the frame it was built
+        with) is resized (bicubic) to the patch grid in :meth:`forward`; the weights are unchanged."""
+        self.img_size = img_size
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x) + self.pos_embed
+        x = self.patch_embed(x)
+        pos = self.pos_embed
+        if pos.shape[1:3] != x.shape[1:3]:
+            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bicubic",
+                                align_corners=False).permute(0, 2, 3, 1)
+        x = x + pos
         for block in self.blocks:
             x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))

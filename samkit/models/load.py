@@ -14,7 +14,7 @@ from samkit.errors import CheckpointError, SamkitError
 from samkit.models.evf_load import load_evf_directory
 from samkit.models.hf_format import fetch_directory, is_complete
 from samkit.models.hub import cache_dir, download, guess_architecture, load_state_dict_file, load_weights
-from samkit.models.input_size import set_input_size
+from samkit.models.model_file import read_model_info
 from samkit.models.registry import ModelSpec, resolve_name
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -93,7 +93,7 @@ def load_model(name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | 
         load_weights(model, state, arch)
         img_size = trained_input_size(source)
         if img_size is not None and img_size != model.img_size:
-            set_input_size(model, img_size)
+            model.set_input_size(img_size)
         return _ready(model, source, device)
     try:
         spec = resolve_name(source)
@@ -141,15 +141,9 @@ def _builder(spec: ModelSpec) -> Callable[..., nn.Module]:
 def trained_input_size(path: str | os.PathLike) -> int | None:
     """The input frame a samkit-exported ``.safetensors`` file was trained at (its ``img_size``
     metadata), or None (other files: the architecture's default frame)."""
-    if not os.fspath(path).endswith(".safetensors"):
-        return None
-    from safetensors import safe_open
-
     try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            value = (f.metadata() or {}).get("img_size")
-        return int(value) if value is not None else None
-    except (OSError, ValueError, RuntimeError):
+        return read_model_info(path).img_size
+    except CheckpointError:
         return None
 
 

@@ -13,8 +13,12 @@ class Sam(nn.Module):
     """Image encoder + prompt encoder + mask decoder, state-dict layout of the released checkpoints.
 
     ``image_encoder`` maps (B,3,1024,1024) normalised, padded images to (B,256,64,64) embeddings.
-    ``arch`` is the registry name of the architecture (set by the builders).
+    ``arch`` is the registry name of the architecture (set by the builders). :meth:`set_input_size` runs
+    the same weights at another input frame (a model trained at 256 or 512 has exactly the registry's
+    state-dict keys and shapes).
     """
+
+    patch_size: int = 16  # input pixels per embedding cell, for every registered encoder
 
     mask_threshold: float = 0.0
     has_text_encoder: bool = False  # text prompts need an EvfSam
@@ -27,6 +31,24 @@ class Sam(nn.Module):
         self.mask_decoder = mask_decoder
         self.img_size = img_size
         self.arch = arch
+
+    def set_input_size(self, img_size: int) -> None:
+        """Take (B,3,img_size,img_size) inputs: prompt frame, embedding grid (img_size / 16), mask-input
+        size (4x the grid) and the image encoder's frame (its ``set_input_size``, when it has one: SAM's
+        ViT resizes its position embedding; TinyViT is size-agnostic). Weights are unchanged."""
+        patch = self.patch_size
+        if img_size % patch or img_size < 4 * patch:
+            raise ValueError(f"img_size must be a multiple of {patch} and at least {4 * patch}, got {img_size}")
+        grid = img_size // patch
+        pe = self.prompt_encoder
+        pe.input_image_size = (img_size, img_size)
+        pe.image_embedding_size = (grid, grid)
+        pe.mask_input_size = (4 * grid, 4 * grid)
+        self.img_size = img_size
+        self._pe_key = None  # dense_pe caches the grid's encoding: recompute it
+        set_encoder_size = getattr(self.image_encoder, "set_input_size", None)
+        if set_encoder_size is not None:
+            set_encoder_size(img_size)
 
     @property
     def device(self) -> torch.device:

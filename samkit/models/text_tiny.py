@@ -16,19 +16,25 @@ The tokenizer is a sentencepiece model trained on the synthetic training express
 """
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import torch
 
+from samkit.errors import CheckpointError
 from samkit.models.beit3 import Beit3, Beit3Config
+from samkit.models.build_sam import SAMKIT_TINY_SIZE, build_samkit_tiny
 from samkit.models.evf_sam import EvfSam
+from samkit.models.hub import load_state_dict_file, load_weights
+from samkit.models.model_file import read_model_info
+from samkit.models.registry import register_model, resolve_name
 from samkit.models.text_tokenizer import XlmrTokenizer
 
 VARIANTS = ("early", "late")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 TINY_TEXT_WEIGHTS = "samkit_tiny_text.fp16.safetensors"
 TINY_TEXT_TOKENIZER = "samkit_tiny_text.spm.model"
+TOKENIZER_NAME = "tokenizer.model"  # a training run's tokenizer, next to its model.fp16.safetensors
 
 
 def small_beit3_config(vocab_size: int, embed_dim: int = 192, depth: int = 4, num_heads: int = 4,
@@ -63,11 +69,14 @@ def build_text_model(visual_model: torch.nn.Module, cfg: Beit3Config, variant: s
     return cls(visual_model, Beit3(cfg), arch=arch)
 
 
+@register_model("samkit_tiny_text",
+                "samkit's demo text model: frozen samkit_tiny + small early-fusion BEiT-3 trained here on synthetic "
+                "referring scenes (docs/samkit_tiny_text.md)",
+                filename=TINY_TEXT_WEIGHTS, bundled=TINY_TEXT_WEIGHTS, img_size=SAMKIT_TINY_SIZE,
+                aliases=("tiny_text",))
 def build_samkit_tiny_text() -> EvfSam:
     """samkit_tiny_text: frozen samkit_tiny + small BEiT-3 + projector (layout and variant from the bundled
     file's metadata), with the bundled tokenizer attached (docs/samkit_tiny_text.md)."""
-    from samkit.models.registry import build_samkit_tiny
-
     path = WEIGHTS_DIR / TINY_TEXT_TOKENIZER
     tokenizer = XlmrTokenizer(path) if path.is_file() else None
     variant, cfg = shipped_layout(tokenizer.vocab_size if tokenizer is not None else SHIPPED_VOCAB_SIZE)
@@ -80,13 +89,28 @@ def shipped_layout(vocab_size: int) -> tuple[str, Beit3Config]:
     """(variant, BEiT-3 config) of the bundled weights: their metadata, else the defaults."""
     path = WEIGHTS_DIR / TINY_TEXT_WEIGHTS
     if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if "beit3" in meta:
-            return meta.get("variant", SHIPPED_VARIANT), Beit3Config(**json.loads(meta["beit3"]))
+        info = read_model_info(path)
+        if info.beit3 is not None:
+            return info.variant or SHIPPED_VARIANT, Beit3Config(**info.beit3)
     return SHIPPED_VARIANT, small_beit3_config(vocab_size)
+
+
+def load_text_model(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu") -> EvfSam:
+    """An exported text model (``model.fp16.safetensors`` of a training run, or the bundled file): layout
+    from its metadata (variant, BEiT-3 config, backbone), weights strictly loaded, ``tokenizer`` (default:
+    the run's ``tokenizer.model`` next to it) attached; eval mode."""
+    path = Path(path)
+    info = read_model_info(path)
+    if info.beit3 is None:
+        raise CheckpointError(f"{path} is not an exported samkit text model (no 'beit3' metadata)")
+    model = build_text_model(resolve_name(info.backbone or "samkit_tiny").builder(), Beit3Config(**info.beit3),
+                             info.variant or "early")
+    load_weights(model, load_state_dict_file(path), model.arch)
+    tok = Path(tokenizer) if tokenizer is not None else path.with_name(TOKENIZER_NAME)
+    model.tokenizer = XlmrTokenizer(tok) if tok.is_file() else None
+    model.weights = str(path)
+    return model.to(device).eval()
 
 
 # Defaults when the bundled file is missing (what it was when exported; see docs/samkit_tiny_text.md).

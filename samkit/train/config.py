@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from samkit.train.optim import OptimConfig
+
 MODES = ("finetune", "scratch")
-SCHEDULES = ("cosine", "step", "constant")
 LOSS_SIZES = ("full", "low")
 
 
@@ -43,8 +44,9 @@ class AugmentConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; see ``configs/`` for examples."""
+class TrainConfig(OptimConfig):
+    """Everything a training run needs; see ``configs/`` for examples. The optimiser fields are
+    :class:`~samkit.train.optim.OptimConfig`'s."""
 
     out_dir: str = "runs/train"
     model: str = "mobile_sam"  # registry name
@@ -54,16 +56,8 @@ class TrainConfig:
     img_size: int = 1024
     batch_size: int = 1
     steps: int = 1000
-    # optimiser (AdamW) and schedule (linear warm-up, then cosine / step decay / constant)
-    lr: float = 1e-4
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 50
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
-    decay_steps: list[int] = field(default_factory=list)  # step schedule: multiply by decay_gamma at each
-    decay_gamma: float = 0.1
-    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+    # optimiser (AdamW) and schedule: the fields of OptimConfig (lr, weight_decay, betas, warmup_steps,
+    # schedule, min_lr_ratio, decay_steps, decay_gamma, grad_clip), with its defaults
     # interactive simulation
     decoder_warmup_steps: int = 0  # from scratch: box-filling steps for the decoder first (samkit.train.warmup)
     decoder_warmup_lr: float = 2e-4
@@ -91,13 +85,12 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ValueError on an inconsistent config; returns self."""
         checks = [
+            *self.optim_checks(),
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.loss_size in LOSS_SIZES, f"loss_size must be one of {LOSS_SIZES}, got {self.loss_size!r}"),
             (self.img_size % 16 == 0 and self.img_size >= 64,
              f"img_size must be a multiple of 16, at least 64, got {self.img_size}"),
             (self.batch_size >= 1 and self.steps >= 1, "batch_size and steps must be >= 1"),
-            (0 <= self.warmup_steps, "warmup_steps must be >= 0"),
             (0 <= self.decoder_warmup_steps, "decoder_warmup_steps must be >= 0"),
             (self.click_rounds >= 0 and self.mask_only_rounds >= 0, "round counts must be >= 0"),
             (0.0 <= self.box_prob <= 1.0, "box_prob must be in [0, 1]"),
@@ -122,9 +115,7 @@ class TrainConfig:
                                 for d in data["datasets"]]
         if isinstance(data.get("augment"), dict):
             data["augment"] = _from_dict(AugmentConfig, data["augment"], "augment")
-        if "betas" in data:
-            data["betas"] = tuple(float(b) for b in data["betas"])
-        return cls(**data).validate()
+        return cls(**cls.coerce(data)).validate()
 
 
 def check_config(checks: list[tuple[bool, str]], what: str) -> None:

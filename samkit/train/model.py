@@ -1,5 +1,5 @@
-"""Models for training: registry architectures at any input size (:mod:`samkit.models.input_size`),
-plain state-dict export. A model trained at 256 or 512 has exactly the registry's state-dict keys and
+"""Models for training: registry architectures at any input size (``Sam.set_input_size``), plain
+state-dict export (the fp16 ``.safetensors`` export is :func:`samkit.models.model_file.write_model_file`). A model trained at 256 or 512 has exactly the registry's state-dict keys and
 shapes and loads with :func:`samkit.load_model`.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from samkit.io_utils import atomic_path
 from samkit.models.hub import load_state_dict_file, load_weights
-from samkit.models.input_size import set_input_size
 from samkit.models.load import fetch_checkpoint
 from samkit.models.registry import resolve_name
 from samkit.models.sam import Sam
@@ -30,7 +30,7 @@ def build_model(name: str, img_size: int = 1024, init_checkpoint: str | os.PathL
     if init_checkpoint is not None:
         path = fetch_checkpoint(spec) if os.fspath(init_checkpoint) == PRETRAINED else Path(init_checkpoint)
         load_weights(model, load_state_dict_file(path), spec.name)
-    set_input_size(model, img_size)
+    model.set_input_size(img_size)
     return model.train()
 
 
@@ -58,22 +58,7 @@ def export_state_dict(model: Sam, path: str | os.PathLike) -> Path:
     return path
 
 
-def export_safetensors_fp16(model: Sam, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write the state dict with floating tensors in float16 as safetensors (``model.fp16.safetensors``)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
-             for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
-
-
 def atomic_save(obj: object, path: Path) -> None:
     """torch.save via a temporary file, so a crash never leaves a truncated ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -12,13 +12,9 @@ Output folder layout::
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import random
-import resource
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -31,13 +27,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samkit.data.sample import Sample
+from samkit.io_utils import atomic_write_text
+from samkit.models.model_file import ModelFileInfo, write_model_file
 from samkit.models.sam import Sam
 from samkit.train.config import TrainConfig, save_config
 from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset, low_res_targets
+from samkit.train.device import autocast, bf16_supported, peak_memory_mb, resolve_device
 from samkit.train.losses import LossTerms, sam_loss
-from samkit.train.model import (
-    atomic_save, build_model, export_safetensors_fp16, export_state_dict, set_train_mode, trainable_parameters,
-)
+from samkit.train.model import atomic_save, build_model, export_state_dict, set_train_mode, trainable_parameters
+from samkit.train.optim import build_optimizer, build_schedule, clip_gradients
 from samkit.train.prompts import Prompts, correction_clicks, first_prompts, round_schedule
 from samkit.train.warmup import geometry_warmup
 
@@ -58,66 +56,6 @@ class TrainResult:
     log_path: Path
     steps: int
     final_loss: float | None
-
-
-# ------------------------------------------------------------------------------------------ runtime
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is available on ``device`` (any CPU; CUDA GPUs with bf16 support)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when ``enabled`` and supported, else a no-op context."""
-    if enabled and bf16_supported(device):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: allocated CUDA memory on a GPU, the process's max RSS on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
-
-
-# ------------------------------------------------------------------------------ optimiser / schedule
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of ``cfg.lr`` for optimiser step ``step`` (0-based): linear warm-up over
-    ``warmup_steps``, then cosine to ``min_lr_ratio``, step decay at ``decay_steps``, or constant."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "cosine":
-        progress = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg.schedule == "step":
-        return cfg.decay_gamma ** sum(step >= s for s in cfg.decay_steps)
-    return 1.0
-
-
-def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices and kernels only (not on biases, norms or 1-D tables)."""
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
 
 # ----------------------------------------------------------------------------------- interaction
@@ -155,8 +93,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model: Sam = build_model(cfg.model, cfg.img_size, cfg.init_checkpoint).to(self.device)
         self.params = trainable_parameters(self.model, cfg.mode)
-        self.optimizer = make_optimizer(self.params, cfg)
-        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.optimizer = build_optimizer(self.params, cfg)
+        self.scheduler = build_schedule(self.optimizer, cfg, cfg.steps)
         self.step = 0
         self.samples = self._samples(samples)
 
@@ -235,9 +173,7 @@ class Trainer:
         stats = self.simulate(features, targets, valid, rng)
         if scratch:
             embeddings.backward(features.grad)
-        grad_norm = None
-        if self.cfg.grad_clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip))
+        grad_norm = clip_gradients(self.params, self.cfg)
         self.optimizer.step()
         self.scheduler.step()
         return {**stats, "grad_norm": grad_norm}
@@ -335,8 +271,8 @@ class Trainer:
     def _finish(self, last: dict | None) -> TrainResult:
         model_path = export_state_dict(self.model, self.out_dir / "model.pt")
         if self.cfg.export_fp16:
-            export_safetensors_fp16(self.model, self.out_dir / "model.fp16.safetensors",
-                                    {"arch": self.cfg.model, "img_size": str(self.cfg.img_size)})
+            write_model_file(self.model, self.out_dir / "model.fp16.safetensors",
+                             ModelFileInfo(arch=self.cfg.model, img_size=self.cfg.img_size))
         plot_losses(self.log_path, self.out_dir / "loss_curve.png")
         if last is None and self.log_path.is_file():  # resumed a finished run: nothing new was trained
             last = next(reversed(read_log(self.log_path)), None)
@@ -377,9 +313,7 @@ def _truncate_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from samkit.models.registry import build_mobile_sam
+from samkit.models.build_sam import build_mobile_sam
 
 
 @pytest.fixture(scope="session")

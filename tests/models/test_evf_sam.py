@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from samkit.errors import CheckpointError, DownloadError, SamkitError
-from samkit.models import registry
+from samkit.models import build_sam, registry
 from samkit.models.beit3 import BEIT3_CONFIGS, Beit3
 from samkit.models.evf_load import evf_config, save_evf_directory
 from samkit.models.evf_sam import EvfSam, beit3_image, pad_token_ids
@@ -59,7 +59,7 @@ def test_base_config_layout():
 
 def test_any_backbone_and_bad_options():
     with torch.device("meta"):
-        model = registry.build_evf_sam("mobile_sam", "base")
+        model = build_sam.build_evf_sam("mobile_sam", "base")
     assert model.backbone == "mobile_sam" and isinstance(model, EvfSam)
     assert model.text_hidden_fcs[0][0].weight.shape == (768, 768)
     assert model.text_hidden_fcs[0][2].weight.shape == (256, 768)
@@ -250,7 +250,7 @@ def test_pytorch_bin_round_trip_and_directory_path(tiny, tmp_path, image):
 def test_meta_build_path_loads_every_weight(tmp_path):
     """A ViT backbone (no buffers outside the state dict) is built on the meta device and loaded by assignment."""
     torch.manual_seed(1)
-    model = registry.build_evf_sam("sam_vit_b", TINY_BEIT3)
+    model = build_sam.build_evf_sam("sam_vit_b", TINY_BEIT3)
     out = save_evf_directory(model, tmp_path / "ckpt")
     config = json.loads((out / "config.json").read_text())
     assert config["sam_scale"] == "base" and config["samkit_backbone"] == "sam_vit_b" and "samkit_beit3" in config
@@ -261,7 +261,7 @@ def test_meta_build_path_loads_every_weight(tmp_path):
 
 def test_released_config_keys():
     with torch.device("meta"):
-        model = registry.build_evf_sam()
+        model = build_sam.build_evf_sam()
     config = evf_config(model, torch.float16)
     assert config["sam_scale"] == "huge" and config["mm_extractor_scale"] == "large"
     assert config["hidden_size"] == 1024 and config["out_dim"] == 256 and config["torch_dtype"] == "float16"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from samkit.errors import CheckpointError, DownloadError, SamkitError
-from samkit.models import registry
+from samkit.models import build_sam, registry
 from samkit.models.load import load_model
 from tests.models.test_hub import _Server, server  # noqa: F401 (loopback HTTP server fixture)
 
@@ -17,7 +17,7 @@ from tests.models.test_hub import _Server, server  # noqa: F401 (loopback HTTP s
 @pytest.fixture(scope="module")
 def mobile_ckpt(tmp_path_factory, fill_state_dict):
     """A mobile_sam checkpoint file with deterministic fill.py weights (not the released weights)."""
-    model = registry.build_mobile_sam()
+    model = build_sam.build_mobile_sam()
     state = fill_state_dict(model.state_dict())
     path = tmp_path_factory.mktemp("ckpt") / "mobile_sam.pt"
     torch.save(state, path)

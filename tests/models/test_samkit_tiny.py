@@ -11,7 +11,8 @@ from safetensors import safe_open
 import samkit
 from samkit.data.readers import open_dataset
 from samkit.models.load import cached_path
-from samkit.models.registry import REGISTRY, SAMKIT_TINY_SIZE
+from samkit.models.build_sam import SAMKIT_TINY_SIZE
+from samkit.models.registry import REGISTRY
 
 
 @pytest.fixture

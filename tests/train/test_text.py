@@ -10,9 +10,10 @@ from samkit.data.refer_scenes import ReferScenes
 from samkit.models.evf_sam import EvfSam
 from samkit.models.text_tiny import TextOnlyEvfSam
 from samkit.models.text_tokenizer import BOS, EOS, PAD
+from samkit.train.optim import build_optimizer
 from samkit.train.text import (
     ConstantPrompt, TextTrainConfig, build_cache, build_prompter, encode_texts, evaluate_cached, load_text_config,
-    make_optimizer, patch_coverage, point_embeddings, scene_expressions, text_parameters, train_step, train_tokenizer,
+    patch_coverage, point_embeddings, scene_expressions, text_parameters, train_step, train_tokenizer,
 )
 
 TINY_BEIT3 = {"embed_dim": 32, "depth": 1, "num_heads": 2, "ffn_dim": 64, "img_size": 32, "patch_size": 16,
@@ -89,7 +90,7 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch(sam, cache, tokenizer, va
     prompter = build_prompter(cfg, sam, tokenizer.vocab_size)
     params = text_parameters(prompter)
     frozen = {k: v.clone() for k, v in sam.state_dict().items()}
-    optimizer = make_optimizer(params, cfg)
+    optimizer = build_optimizer(params, cfg)
     index = torch.arange(4)
     tok = None if variant == "constant" else tokenizer
     data = {**cache, "points": point_embeddings(sam, cache["targets"])}
@@ -118,7 +119,7 @@ def test_patch_grounding_trains_a_head_on_the_early_patch_tokens(sam, cache, tok
     prompter = build_prompter(cfg, sam, tokenizer.vocab_size)
     head = torch.nn.Linear(32, 1)
     params = text_parameters(prompter) + list(head.parameters())
-    optimizer = make_optimizer(params, cfg)
+    optimizer = build_optimizer(params, cfg)
     data = {**cache, "patches": patch_coverage(cache["targets"], 2)}
     before = head.weight.detach().clone()
     steps = [train_step(prompter, sam, data, torch.arange(4), tokenizer, optimizer, params, max_tokens=32,
@@ -177,3 +178,14 @@ def test_config_files_load_and_early_late_differ_only_in_variant():
         load_text_config({"varient": "early"})
     with pytest.raises(ValueError, match="variant"):
         load_text_config({"variant": "middle"})
+
+
+def test_optimiser_fields_are_checked_as_in_train_config():
+    """The text config shares TrainConfig's optimiser fields and their checks (OptimConfig)."""
+    for bad, message in (({"schedule": "cosnie"}, "schedule must be one of"), ({"lr": 0.0}, "lr must be > 0"),
+                         ({"warmup_steps": -1}, "warmup_steps"), ({"grad_clip": 0.0}, "grad_clip")):
+        with pytest.raises(ValueError, match=message):
+            TextTrainConfig(**bad).validate()
+        with pytest.raises(ValueError, match=message):
+            load_text_config(bad)
+    assert TextTrainConfig(schedule="step", decay_steps=[10]).validate().schedule == "step"
