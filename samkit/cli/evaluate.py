@@ -13,6 +13,7 @@ from samkit.data.readers import open_dataset
 from samkit.data.refer import open_refs
 from samkit.errors import SamkitError
 from samkit.eval import PROTOCOLS, evaluate_refer, write_report
+from samkit.predict.grabcut import BASELINE_NAME, GrabCutPredictor
 from samkit.predict.predictor import Predictor
 from samkit.predict.text import require_text_encoder
 
@@ -22,7 +23,9 @@ DESCRIPTION = (
     "--coco-json FILE --images DIR; edges: zero-shot ODS/OIS on BSDS500 (--root, --split test); refer: "
     "referring-expression cIoU/gIoU/precision@0.5-0.9 of a text-promptable model on --refs FILE (RefCOCO-style "
     "refs.json). Writes <protocol>.json and plots into --out (refer: --out may also be a .json file, or left out) "
-    "and prints the headline figures as a table. Without a terminal, progress is one line per 10 samples.")
+    "and prints the headline figures as a table. Without a terminal, progress is one line per 10 samples. "
+    f"--model {BASELINE_NAME} evaluates OpenCV's GrabCut driven by the same clicks (the classical baseline; "
+    "interactive and single-point).")
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
@@ -56,6 +59,17 @@ def _load(choice: ModelChoice, default: str) -> Predictor:
     return load_predictor(choice, default)
 
 
+def _load_segmenter(args: argparse.Namespace) -> Predictor | GrabCutPredictor:
+    """``--model opencv_grabcut``: the classical baseline (clicks only); else the model's predictor."""
+    if args.model != BASELINE_NAME:
+        return _load(ModelChoice.from_args(args), DEFAULT_MODEL)
+    if args.checkpoint is not None:
+        raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --checkpoint")
+    if args.protocol not in ("interactive", "single-point"):
+        raise SamkitError(f"--model {BASELINE_NAME} answers clicks: use it with eval interactive or single-point")
+    return GrabCutPredictor()
+
+
 def _progress() -> bool | str:
     """A bar on a terminal, else a line per batch of samples (see :func:`samkit.eval.report.track`)."""
     return "log" if logs_lines() else True
@@ -85,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
         common["max_clicks"] = args.max_clicks
     if args.protocol == "edges":
         common["points_per_side"] = args.points_per_side
-    predictor = _load(ModelChoice.from_args(args), DEFAULT_MODEL)
+    predictor = _load_segmenter(args)
     results = PROTOCOLS[args.protocol](predictor, *data, **common)
-    results["model"] = predictor.model.arch
-    results["weights"] = getattr(predictor.model, "weights", None)
+    model = getattr(predictor, "model", None)
+    results["model"] = BASELINE_NAME if model is None else model.arch
+    results["weights"] = getattr(model, "weights", None)
     files = write_report(results, args.out, args.protocol.replace("-", "_"))
     print(format_table(results))
     print("wrote " + ", ".join(str(f) for f in files))

@@ -1,9 +1,12 @@
 """The classical baseline: OpenCV GrabCut behind the predictor interface, on real GrabCut photos."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from samkit.cli import main
 from samkit.data.readers import open_dataset
 from samkit.errors import PromptError
 from samkit.eval.clicks import interior_point
@@ -54,3 +57,14 @@ def test_bad_input_gives_clear_errors(grabcut):
         pred.predict(points=np.array([[10, 10], [20, 20]]), labels=np.array([1]))
     with pytest.raises(PromptError, match="mask_input"):
         pred.predict(points=np.array([[10, 10]]), labels=np.array([1]), mask_input=np.zeros((1, 64, 64)))
+
+
+def test_cli_evaluates_the_baseline(data_dir, tmp_path, capsys):
+    code = main(["eval", "interactive", "--dataset", "grabcut", "--root", str(data_dir / "GrabCut"),
+                 "--model", "opencv_grabcut", "--max-samples", "1", "--max-clicks", "2", "--out", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "interactive.json").read_text())
+    assert result["model"] == "opencv_grabcut" and result["num_objects"] == 1
+    assert main(["eval", "boxes", "--coco-json", "x.json", "--images", ".", "--model", "opencv_grabcut",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "answers clicks" in capsys.readouterr().err
