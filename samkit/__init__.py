@@ -9,16 +9,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from samkit.errors import CheckpointError, DownloadError, ImageError, PromptError, SamkitError
+from samkit.runtime import passive_openmp
+
+passive_openmp()  # before anything imports torch: see samkit.runtime
 
 __version__ = "0.1.0"
 
 _LAZY = {"load_model": "samkit.models.load", "list_models": "samkit.models.registry",
-         "Prediction": "samkit.predict.predictor", "Predictor": "samkit.predict.predictor"}
+         "Prediction": "samkit.predict.predictor", "Predictor": "samkit.predict.predictor",
+         "load_refiner": "samkit.refine.file"}
 
 if TYPE_CHECKING:
     from samkit.models.load import load_model
     from samkit.models.registry import list_models
     from samkit.predict.predictor import Prediction, Predictor
+    from samkit.refine.file import load_refiner
 
 
 def __getattr__(name: str) -> Any:
@@ -32,5 +37,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CheckpointError", "DownloadError", "ImageError", "Prediction", "Predictor", "PromptError", "SamkitError",
-    "__version__", "list_models", "load_model",
+    "__version__", "list_models", "load_model", "load_refiner",
 ]

@@ -1,8 +1,11 @@
-"""Segmentation metrics: IoU with an ignore region, NoC / NoF and mIoU@k from per-click IoU arrays."""
+"""Segmentation metrics: IoU with an ignore region, boundary IoU, NoC / NoF and mIoU@k from per-click IoU
+arrays, and clicks left on the wrong side of a mask."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 
@@ -24,6 +27,30 @@ def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> f
     n_union = np.count_nonzero(union, axis=(-2, -1))
     out = np.where(n_union > 0, n_inter / np.maximum(n_union, 1), 1.0)
     return float(out) if out.ndim == 0 else out
+
+
+def boundary_region(mask: np.ndarray, width: int) -> np.ndarray:
+    """The (H, W) bool pixels of ``mask`` within ``width`` pixels of its contour (the image border counts
+    as outside): the mask minus its erosion by a 3x3 square ``width`` times (Cheng et al. 2021)."""
+    m = np.pad(np.asarray(mask, dtype=np.uint8), 1)
+    eroded = cv2.erode(m, np.ones((3, 3), np.uint8), iterations=int(width))[1:-1, 1:-1]
+    return np.asarray(mask, dtype=bool) & ~eroded.astype(bool)
+
+
+def boundary_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None,
+                 dilation_ratio: float = 0.02) -> float:
+    """Boundary IoU (Cheng et al. 2021) of bool (H, W) masks: the IoU of their :func:`boundary_region` s of
+    width ``dilation_ratio`` x the image diagonal (at least 1 px); ``ignore`` as in :func:`iou`."""
+    h, w = np.shape(gt)
+    width = max(1, round(dilation_ratio * math.hypot(h, w)))
+    return float(iou(boundary_region(pred, width), boundary_region(gt, width), ignore))
+
+
+def wrong_side_clicks(mask: np.ndarray, clicks: Sequence[Sequence[int]]) -> int:
+    """How many clicks ``[x, y, label]`` (label 1 foreground, 0 background) the (H, W) bool ``mask``
+    contradicts: a positive click outside it or a negative click inside it."""
+    m = np.asarray(mask, dtype=bool)
+    return sum(int(m[int(y), int(x)] != bool(label)) for x, y, label in clicks)
 
 
 def noc(ious: np.ndarray, threshold: float, max_clicks: int | None = None) -> np.ndarray:

@@ -14,7 +14,9 @@ from PIL import Image
 from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.models.sam import Sam
+from samkit.predict.threads import thread_budget
 from samkit.runtime import tune_allocator
+from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
 from samkit.predict.transforms import postprocess_logits, preprocess, resized_shape, scale_boxes, scale_coords
 
@@ -69,11 +71,21 @@ class Predictor:
 
     >>> pred = Predictor(model); pred.set_image(rgb)
     >>> out = pred.predict(points=[[x, y]], labels=[1])
+
+    ``threads``: torch intra-op threads for the encoder and decoder; None (default) decides at each
+    call from the CPUs that are free then (:func:`samkit.runtime.default_threads`).
+
+    ``refiner``: a :class:`~samkit.predict.refining.MaskRefiner` (``samkit.load_refiner(...)``) that
+    :meth:`predict` runs on the masks (``refine``); its image-only work runs in :meth:`set_image`.
     """
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, refiner: MaskRefiner | None = None, threads: int | None = None) -> None:
         tune_allocator()
         self.model = model.eval()
+        self.threads = threads
+        if refiner is not None:
+            refiner.check_model(self.model)
+        self.refiner = refiner
         self.reset_image()
 
     # -- image / embedding ------------------------------------------------------------------
@@ -94,11 +106,13 @@ class Predictor:
         (EXIF orientation applied; grayscale/RGBA/16-bit/palette converted to RGB)."""
         rgb = load_image(image)
         x, input_size = preprocess(rgb, self.model.img_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), thread_budget(self.threads):
             self._set_features(self.model.encode_image(x.to(self.model.device)))
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
         self.text_image = self.model.text_image(rgb) if has_text_encoder(self.model) else None
+        if self.refiner is not None:
+            self.refiner.set_image(rgb, self.features)
 
     def _set_features(self, features: torch.Tensor) -> None:
         # Channels-last = token-major, the layout the mask decoder works in: converted once per image.
@@ -127,10 +141,12 @@ class Predictor:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def load_embedding(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> None:
+    def load_embedding(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None,
+                       image: np.ndarray | Image.Image | str | os.PathLike | None = None) -> None:
         """Load an embedding written by :meth:`save_embedding`; no image encoder is run.
 
-        ``image_size`` (H, W) of the original image is checked against the file when given.
+        ``image_size`` (H, W) of the original image is checked against the file when given. ``image``: the
+        image itself, for a refiner (its image-only features are recomputed from it; the file holds SAM's only).
         """
         meta, features = read_embedding(path, with_features=True)
         if meta["arch"] != self.model.arch:
@@ -144,11 +160,23 @@ class Predictor:
         self.original_size = original
         self.input_size = resized_shape(*self.original_size, self.model.img_size)
         self.text_image = None  # the file holds SAM's features only: text prompts need set_image
+        if self.refiner is not None:
+            self._refiner_image(image)
+
+    def _refiner_image(self, image: np.ndarray | Image.Image | str | os.PathLike | None) -> None:
+        """Give the refiner the image of a loaded embedding (without one, refining needs set_image)."""
+        self.refiner.reset_image()
+        if image is None:
+            return
+        rgb = load_image(image)
+        if rgb.shape[:2] != self.original_size:
+            raise SamkitError(f"image of size {rgb.shape[:2]} (H, W) for an embedding of {self.original_size}")
+        self.refiner.set_image(rgb, self.features)
 
     # -- prompting --------------------------------------------------------------------------
     def predict(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
                 multimask: bool | None = None, text: str | None = None, text_tokens: Any = None,
-                semantic: bool = False) -> Prediction:
+                semantic: bool = False, refine: bool | None = None) -> Prediction:
         """Masks for one prompt set, coordinates in original-image pixels (x, y).
 
         points (N,2); labels (N,) 1 = foreground, 0 = background; box (4,) x0,y0,x1,y1;
@@ -156,10 +184,25 @@ class Predictor:
         text: a sentence, or text_tokens: its token ids (``<s>`` ... ``</s>``), for text-promptable models
         (EVF-SAM; ``semantic`` adds the multitask checkpoints' ``[semantic] `` prefix).
         ``multimask`` defaults to 3 masks for geometric prompts, 1 when there is text.
+        ``refine``: run the predictor's refiner on the masks (default: when there is one); scores and
+        ``low_res_logits`` stay SAM's (feed those back as ``mask_input``).
         """
+        refine = self._check_refine(refine)
         low, iou = self.predict_low_res(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
         logits = self.upscale(low)
+        if refine:
+            logits = self._refine_logits(logits, points, labels)
         return Prediction((logits > self.model.mask_threshold).numpy(), logits.numpy(), iou.numpy(), low.numpy())
+
+    def _check_refine(self, refine: bool | None) -> bool:
+        if refine and self.refiner is None:
+            raise SamkitError("refine=True needs a refiner: samkit.Predictor(model, refiner=samkit.load_refiner(...))")
+        return self.refiner is not None if refine is None else bool(refine)
+
+    def _refine_logits(self, logits: torch.Tensor, points: Any, labels: Any) -> torch.Tensor:
+        """(C,H,W) logits -> the refiner's (C,H,W), given the (already checked) clicks."""
+        return self.refiner.refine(logits, None if points is None else np.asarray(points, dtype=np.float64),
+                                   None if labels is None else np.asarray(labels))
 
     def predict_low_res(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
                         multimask: bool | None = None, text: str | None = None, text_tokens: Any = None,
@@ -236,7 +279,7 @@ class Predictor:
         boxes (B,4), masks (B,1,s,s), extra_tokens (B,T,256) (text prompts). Returns low-res logits (B,M,s,s)
         and IoU predictions (B,M), float32 CPU."""
         dev = self.model.device
-        with torch.inference_mode():
+        with torch.inference_mode(), thread_budget(self.threads):
             low, iou = self.model.decode(
                 self.features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),

@@ -1,0 +1,27 @@
+"""The hook through which :class:`~samkit.predict.predictor.Predictor` runs a mask refiner (e.g. SAM-REF,
+:mod:`samkit.refine`) without importing it: any object with these methods will do."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class MaskRefiner(Protocol):
+    """A refiner of the predictor's full-resolution logits, with its own per-image cache."""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a SamkitError when the refiner was not made for ``model`` (embedding size, input frame)."""
+
+    def set_image(self, image: np.ndarray, embedding: torch.Tensor) -> None:
+        """Cache the image-only work: image (H,W,3) uint8 RGB, embedding (1,E,g,g) the model's for it."""
+
+    def reset_image(self) -> None:
+        """Forget the cached image (the predictor's image changed without the refiner seeing it)."""
+
+    def refine(self, logits: torch.Tensor, points: np.ndarray | None = None,
+               labels: np.ndarray | None = None) -> torch.Tensor:
+        """Logits (C,H,W) at the image's resolution + the clicks (points (N,2) x,y pixels, labels (N,))
+        -> refined logits (C,H,W) float32 CPU. Raises a SamkitError without an image."""

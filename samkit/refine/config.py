@@ -1,0 +1,61 @@
+"""The refiner's hyper-parameters and the SAM it was trained behind, as stored in a refiner file."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from samkit.errors import CheckpointError
+
+SELECTOR_MODES = ("dynamic", "always", "never")
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """SAM-REF refiner settings (arXiv 2408.11535): a Global Fusion Refiner at ``work_size`` (longer side),
+    a Local Fusion Refiner on ``crop_size`` square crops, and the Dynamic Selector's error-ratio ``threshold``.
+
+    ``sam_arch`` / ``embed_dim`` / ``sam_img_size``: the frozen SAM whose embedding and logits it reads.
+    ``selector`` and ``use_global`` are run-time switches (ablations): "dynamic" runs the local stage when
+    the error ratio exceeds ``threshold``, "always" / "never" on every click / not at all.
+    """
+
+    sam_arch: str = "samkit_tiny"
+    embed_dim: int = 256
+    sam_img_size: int = 256
+    work_size: int = 256
+    channels: int = 24
+    embed_channels: int = 24
+    blocks: int = 2
+    click_radius: float = 3.0  # disk radius, in pixels of the frame the clicks are drawn in
+    crop_size: int = 96
+    local_channels: int = 16
+    local_blocks: int = 2
+    min_crop: int = 64  # smallest crop side, in original-image pixels
+    crop_margin: float = 0.25  # the error region's box grows by this fraction of its side
+    feather: int = 6  # paste-back ramp width, in original-image pixels
+    threshold: float = 0.05
+    selector: str = "dynamic"
+    use_global: bool = True
+
+    def validate(self) -> RefinerConfig:
+        """Raise CheckpointError on impossible settings; returns self."""
+        if self.selector not in SELECTOR_MODES:
+            raise CheckpointError(f"refiner selector must be one of {SELECTOR_MODES}, got {self.selector!r}")
+        sizes = (self.embed_dim, self.sam_img_size, self.work_size, self.channels, self.embed_channels,
+                 self.crop_size, self.local_channels, self.min_crop)
+        if min(sizes) < 1 or self.blocks < 0 or self.local_blocks < 0 or self.work_size % 2:
+            raise CheckpointError(f"refiner sizes must be positive (work_size even), got {self}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RefinerConfig:
+        """Build from a plain dict; unknown keys raise CheckpointError (a file from another tool)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"unknown refiner settings: {', '.join(unknown)}")
+        return cls(**data).validate()

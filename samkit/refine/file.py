@@ -1,0 +1,98 @@
+"""The refiner file: a ``.safetensors`` state dict (floating tensors in float16) with string metadata
+
+- ``format``: ``samkit-refiner/1``; ``arch``: ``samref`` (the refiner's architecture);
+- ``backbone`` / ``img_size`` / ``embed_dim``: the SAM it was trained behind (registry name, input frame,
+  embedding channels);
+- ``refiner``: the :class:`~samkit.refine.config.RefinerConfig` as JSON; any other key (training recipe,
+  figures) is kept as is.
+
+The key names follow samkit's model files (``arch``, ``img_size``, ``backbone``); this module reads and
+writes the refiner's own keys. :func:`load_refiner` takes a bundled name (``samkit_tiny_ref``) or a path.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from samkit.errors import CheckpointError
+from samkit.io_utils import atomic_path
+from samkit.models.load import BUNDLED_DIR
+from samkit.refine.config import RefinerConfig
+from samkit.refine.refiner import SamRefiner
+
+REFINER_FORMAT = "samkit-refiner/1"
+REFINER_ARCH = "samref"
+BUNDLED_REFINERS = {"samkit_tiny_ref": "samkit_tiny_ref.fp16.safetensors"}
+TRAIN_COMMAND = "samkit train-refiner configs/samkit_tiny_ref.json"
+
+
+def refiner_metadata(cfg: RefinerConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The file's metadata for a refiner of ``cfg`` (``extra``: more string keys, e.g. the recipe)."""
+    return {**(extra or {}), "format": REFINER_FORMAT, "arch": REFINER_ARCH, "backbone": cfg.sam_arch,
+            "img_size": str(cfg.sam_img_size), "embed_dim": str(cfg.embed_dim), "refiner": json.dumps(cfg.to_dict())}
+
+
+def save_refiner(refiner: SamRefiner, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write ``refiner`` as a refiner file (float16 tensors), through a temporary file. Returns ``path``."""
+    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in refiner.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=refiner_metadata(refiner.cfg, extra))
+    return Path(path)
+
+
+def read_refiner_file(path: str | os.PathLike) -> tuple[RefinerConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(config, float16 state dict, metadata) of a refiner file; CheckpointError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"refiner file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != REFINER_FORMAT:
+                raise CheckpointError(f"{path} is not a samkit refiner file (format {meta.get('format')!r})")
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable refiner file (truncated or corrupt): "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    try:
+        cfg = RefinerConfig.from_dict(json.loads(meta["refiner"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: malformed refiner settings ({exc})") from None
+    return cfg, state, meta
+
+
+def resolve_refiner(name_or_path: str | os.PathLike) -> Path:
+    """The file of a bundled refiner name, or the given path."""
+    name = os.fspath(name_or_path)
+    if name in BUNDLED_REFINERS:
+        path = BUNDLED_DIR / BUNDLED_REFINERS[name]
+        if not path.is_file():
+            raise CheckpointError(f"refiner {name} is not bundled yet (no {path.name} in samkit/weights): train "
+                                  f"it with '{TRAIN_COMMAND}' (docs/refiner.md)")
+        return path
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"unknown refiner {name!r}: not a file, and not one of {', '.join(BUNDLED_REFINERS)}")
+    return path
+
+
+def load_refiner(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> SamRefiner:
+    """A refiner by bundled name (``samkit_tiny_ref``) or path, in float32, in eval mode on ``device``."""
+    path = resolve_refiner(name_or_path)
+    cfg, state, meta = read_refiner_file(path)
+    refiner = SamRefiner(cfg)
+    expected = refiner.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{path} does not match its refiner settings: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, wrong shapes {bad[:3]}")
+    refiner.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    refiner.file_metadata = meta
+    return refiner.to(device).eval()

@@ -1,0 +1,184 @@
+"""SAM-REF (arXiv 2408.11535) behind a frozen SAM: the global stage, the dynamic selector and the local
+stage, with the image-only work cached per image.
+
+Per image (:meth:`SamRefiner.set_image`): the image normalised at full resolution and the global stage's
+:class:`~samkit.refine.global_refiner.ImageBranch` features (image + SAM embedding) in the work frame.
+Per click (:meth:`SamRefiner.refine`): click disks and SAM's logits enter the global stage's
+:class:`~samkit.refine.global_refiner.PromptFusion`; its error map blends its answer with SAM's; the
+selector decides whether the local stage refines the largest error region at full resolution.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samkit.errors import CheckpointError, SamkitError
+from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
+from samkit.refine.click_maps import click_maps, scale_points
+from samkit.refine.config import RefinerConfig
+from samkit.refine.crops import Box, crop_box, crop_resize, paste
+from samkit.refine.global_refiner import GlobalRefiner, ImageFeatures
+from samkit.refine.layers import blend, squash_logits
+from samkit.refine.local_refiner import LocalRefiner
+from samkit.refine.selector import DynamicSelector
+
+
+@dataclass
+class ImageState:
+    """What :meth:`SamRefiner.set_image` caches: ``image`` (1,3,H,W) normalised at full resolution,
+    ``features`` in the work frame (h, w)."""
+
+    image: torch.Tensor
+    features: ImageFeatures
+    original_size: tuple[int, int]
+    work_size: tuple[int, int]
+
+
+def normalise(image: np.ndarray) -> torch.Tensor:
+    """(H,W,3) uint8 RGB -> (1,3,H,W) float32 with SAM's pixel statistics."""
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)
+    return ((x - torch.tensor(PIXEL_MEAN).view(3, 1, 1)) / torch.tensor(PIXEL_STD).view(3, 1, 1))[None]
+
+
+def prompt_maps(points: torch.Tensor | None, labels: torch.Tensor | None, logits: torch.Tensor,
+                radius: float) -> torch.Tensor:
+    """A refiner's prompt input (B,3,h,w): click disks (points (B,N,2) in the logits' frame, labels (B,N))
+    and squashed logits (B,1,h,w)."""
+    maps = click_maps(points, labels, logits.shape[-2:], radius, batch=logits.shape[0]).to(logits)
+    if maps.shape[0] != logits.shape[0]:
+        maps = maps.expand(logits.shape[0], -1, -1, -1)
+    return torch.cat([maps, squash_logits(logits)], dim=1)
+
+
+def local_inputs(image: torch.Tensor, logits: torch.Tensor, box: Box, points: torch.Tensor | None,
+                 labels: torch.Tensor | None, cfg: RefinerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local stage's inputs for one crop: image (1,3,H,W), logits (H,W), points (1,N,2) x,y and labels
+    (1,N) in the same frame -> image crop (1,3,S,S) and prompt maps (1,3,S,S), S = ``crop_size``."""
+    x0, y0, x1, y1 = box
+    s = cfg.crop_size
+    crop_logits = crop_resize(logits[None, None], box, s)
+    crop_points = None
+    if points is not None:
+        shifted = points - torch.tensor([x0, y0], dtype=points.dtype)
+        crop_points = scale_points(shifted, (y1 - y0, x1 - x0), (s, s))
+    radius = cfg.click_radius * s / max(cfg.work_size, 1) * 2  # disks about twice as wide as the crop's scale
+    return crop_resize(image, box, s), prompt_maps(crop_points, labels, crop_logits, radius)
+
+
+class SamRefiner(nn.Module):
+    """The refiner of one SAM model (``cfg.sam_arch`` / ``embed_dim`` / ``sam_img_size``).
+
+    >>> ref.set_image(rgb, embedding)                     # once per image: (H,W,3) uint8, (1,E,g,g)
+    >>> logits = ref.refine(sam_logits, points, labels)   # per click: (C,H,W) -> (C,H,W)
+    """
+
+    def __init__(self, cfg: RefinerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.global_refiner = GlobalRefiner(cfg)
+        self.local_refiner = LocalRefiner(cfg)
+        self.selector = DynamicSelector(cfg.threshold, cfg.selector)
+        self.use_global = cfg.use_global
+        self.state: ImageState | None = None
+        self.last_local: list[bool] = []  # whether the local stage ran, per mask of the last refine()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise CheckpointError when ``model`` is not the kind of SAM this refiner was trained behind
+        (embedding size, input frame); warn when only the architecture name differs."""
+        cfg = self.cfg
+        embed_dim = model.prompt_encoder.embed_dim
+        if embed_dim != cfg.embed_dim or model.img_size != cfg.sam_img_size:
+            raise CheckpointError(
+                f"the refiner was trained for {cfg.sam_arch} (embedding {cfg.embed_dim}, input frame "
+                f"{cfg.sam_img_size}), not {getattr(model, 'arch', '?')} (embedding {embed_dim}, input frame "
+                f"{model.img_size})")
+        if getattr(model, "arch", cfg.sam_arch) != cfg.sam_arch:
+            warnings.warn(f"the refiner was trained behind {cfg.sam_arch}, the model is {model.arch}", stacklevel=2)
+
+    # -- per image --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, embedding: torch.Tensor) -> None:
+        """Cache the image-only work: ``image`` (H,W,3) uint8 RGB, ``embedding`` (1,E,g,g) SAM's for it."""
+        cfg = self.cfg
+        grid = cfg.sam_img_size // 16
+        if tuple(embedding.shape) != (1, cfg.embed_dim, grid, grid):
+            raise SamkitError(f"image embedding of shape {tuple(embedding.shape)}: the refiner expects "
+                              f"(1, {cfg.embed_dim}, {grid}, {grid}) from {cfg.sam_arch}")
+        H, W = int(image.shape[0]), int(image.shape[1])
+        ih, iw = resized_shape(H, W, cfg.sam_img_size)
+        full = normalise(image).to(self.device)
+        work_size = resized_shape(H, W, cfg.work_size)
+        work = F.interpolate(full, size=work_size, mode="bilinear", align_corners=False, antialias=True)
+        features = self.global_refiner.image_branch(work, embedding.to(self.device, torch.float32),
+                                                    (ih / cfg.sam_img_size, iw / cfg.sam_img_size))
+        self.state = ImageState(full, features, (H, W), work_size)
+
+    def reset_image(self) -> None:
+        self.state = None
+
+    # -- per click --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def refine(self, logits: torch.Tensor, points: np.ndarray | None = None,
+               labels: np.ndarray | None = None) -> torch.Tensor:
+        """SAM's logits (C,H,W) at the image's resolution, the clicks so far (points (N,2) x,y original
+        pixels, labels (N,) 1/0) -> refined logits (C,H,W) float32 on the CPU."""
+        st = self.state
+        if st is None:
+            raise SamkitError("the refiner has no image: call set_image(), or load_embedding(..., image=...)")
+        if tuple(logits.shape[-2:]) != st.original_size:
+            raise SamkitError(f"logits of size {tuple(logits.shape[-2:])} for an image of {st.original_size}")
+        logits = logits.to(self.device, torch.float32)
+        pts = lab = None
+        if points is not None and len(points):
+            pts = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(1, -1, 2).to(self.device)
+            lab = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(1, -1).to(self.device)
+        out, error_prob = self._global(logits, pts, lab)
+        self.last_local = []
+        refined = []
+        for c in range(out.shape[0]):
+            run = self.selector(error_prob[c], _mask_in(out[c], error_prob.shape[-2:]))
+            self.last_local.append(run)
+            refined.append(self._local(out[c], error_prob[c], pts, lab) if run else out[c])
+        return torch.stack(refined).cpu()
+
+    def _global(self, logits: torch.Tensor, pts: torch.Tensor | None,
+                lab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global stage: (C,H,W) logits -> blended logits (C,H,W) and error probabilities (C,h,w) in the
+        work frame (without the global stage: SAM's own uncertainty, 1 - |2p - 1|)."""
+        st = self.state
+        work_logits = F.interpolate(logits[:, None], size=st.work_size, mode="bilinear", align_corners=False,
+                                    antialias=True)
+        if not self.use_global:
+            p = torch.sigmoid(work_logits[:, 0])
+            return logits, 1 - (2 * p - 1).abs()
+        work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
+        maps = prompt_maps(work_pts, lab, work_logits, self.cfg.click_radius)
+        delta, err = self.global_refiner.fusion(st.features.expand(logits.shape[0]), maps)
+        up = F.interpolate(torch.cat([delta, err], 1), size=st.original_size, mode="bilinear", align_corners=False)
+        return blend(logits, up[:, 0], up[:, 1]), torch.sigmoid(err[:, 0])
+
+    def _local(self, logits: torch.Tensor, error_prob: torch.Tensor, pts: torch.Tensor | None,
+               lab: torch.Tensor | None) -> torch.Tensor:
+        """Local stage on one mask: (H,W) logits -> (H,W), around the largest error region (or the last click)."""
+        cfg, st = self.cfg, self.state
+        last = None if pts is None else (float(pts[0, -1, 0]), float(pts[0, -1, 1]))
+        box = crop_box((error_prob > 0.5).cpu().numpy(), st.original_size, last, cfg.min_crop, cfg.crop_margin)
+        if box is None:
+            return logits
+        image, maps = local_inputs(st.image, logits, box, pts, lab, cfg)
+        delta, err = self.local_refiner(image, maps)
+        return paste(logits, (torch.sigmoid(err) * delta)[0, 0], box, cfg.feather)
+
+
+def _mask_in(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H,W) logits -> (h,w) bool mask in the work frame (nearest)."""
+    return F.interpolate(logits[None, None], size=tuple(size), mode="nearest")[0, 0] > 0

@@ -1,0 +1,65 @@
+"""The refiner file: round trip, bundled name, and one-line errors for foreign, truncated or mismatched files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import samkit
+from samkit.errors import CheckpointError
+from samkit.models.load import BUNDLED_DIR
+from samkit.predict.predictor import Predictor
+from samkit.refine import RefinerConfig, SamRefiner, load_refiner, read_refiner_file, save_refiner
+
+
+def test_round_trip(refiner, tmp_path):
+    path = save_refiner(refiner, tmp_path / "r.fp16.safetensors", {"note": "test"})
+    cfg, state, meta = read_refiner_file(path)
+    assert cfg == refiner.cfg and meta["note"] == "test" and meta["backbone"] == "samkit_tiny"
+    assert meta["img_size"] == "256" and meta["embed_dim"] == "256" and meta["arch"] == "samref"
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    loaded = samkit.load_refiner(path)
+    for k, v in refiner.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v.half().float())
+    assert path.stat().st_size < 4 * 2**20  # a few MB in fp16
+
+
+def test_bundled_name_not_there_yet():
+    if (BUNDLED_DIR / "samkit_tiny_ref.fp16.safetensors").is_file():
+        assert isinstance(load_refiner("samkit_tiny_ref"), SamRefiner)
+    else:
+        with pytest.raises(CheckpointError, match="samkit_tiny_ref is not bundled yet.*train-refiner"):
+            load_refiner("samkit_tiny_ref")
+
+
+def test_unknown_name():
+    with pytest.raises(CheckpointError, match="unknown refiner 'nope'"):
+        load_refiner("nope")
+
+
+def test_foreign_and_truncated_files(refiner, tmp_path):
+    with pytest.raises(CheckpointError, match="not a samkit refiner file"):
+        load_refiner(BUNDLED_DIR / "samkit_tiny.fp16.safetensors")  # a model file, not a refiner
+    path = save_refiner(refiner, tmp_path / "r.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as err:
+        load_refiner(cut)
+    assert "\n" not in str(err.value)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_refiner(text)
+
+
+def test_refiner_of_another_model(tiny, tmp_path):
+    other = SamRefiner(RefinerConfig(sam_arch="sam_vit_b", sam_img_size=1024))
+    path = save_refiner(other, tmp_path / "vitb_ref.safetensors")
+    with pytest.raises(CheckpointError, match=r"trained for sam_vit_b \(embedding 256, input frame 1024\), "
+                                              r"not samkit_tiny .*input frame 256"):
+        Predictor(tiny, refiner=load_refiner(path))
+
+
+def test_embedding_of_another_model(refiner):
+    with pytest.raises(samkit.SamkitError, match="expects"):
+        refiner.set_image(np.zeros((32, 32, 3), np.uint8), torch.zeros(1, 256, 64, 64))
