@@ -53,23 +53,18 @@ from samkit.data.readers import read_bsds_boundaries
 from samkit.data.sample import Sample
 from samkit.eval.report import track
 from samkit.predict.boxes import nms
-from samkit.predict.everything import point_grid as unit_point_grid
+from samkit.predict.everything import point_grid
 
 BSDS_MAX_DIST = 0.0075
 
 
 # -- edge map from a promptable segmenter ----------------------------------------------------
-def point_grid(height: int, width: int, points_per_side: int) -> np.ndarray:
-    """(n*n, 2) x, y pixel coordinates of the centres of an n x n grid of cells over the image."""
-    return unit_point_grid(points_per_side) * np.array([width, height], dtype=np.float64)
-
-
 def grid_probabilities(predictor: Any, height: int, width: int, points_per_side: int = 16,
                        batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masks for the point grid (image already set): probabilities (M, H, W) float16,
     boxes (M, 4) x0, y0, x1, y1 (inclusive pixels; -1 for an empty mask), scores (M,); M = 3 n^2.
     Holds all M maps: 2 * M * H * W bytes (237 MB for a BSDS image with the 16 x 16 grid)."""
-    points = point_grid(height, width, points_per_side)
+    points = point_grid(points_per_side) * np.array([width, height], dtype=np.float64)  # (n*n, 2) pixels
     probs, boxes, scores = [], [], []
     for start in range(0, len(points), batch_size):
         pts = points[start:start + batch_size, None]

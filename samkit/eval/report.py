@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 T = TypeVar("T")
 
@@ -30,8 +31,6 @@ def track(items: Iterable[T], max_items: int | None = None, progress: bool | str
         return iter(items)
     if progress == "log":
         return _log_lines(items, total, desc)
-    from tqdm import tqdm
-
     return iter(tqdm(items, total=total, desc=desc, unit="img"))
 
 

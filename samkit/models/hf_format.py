@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from samkit.errors import CheckpointError, DownloadError
 from samkit.models.hub import download, load_state_dict_file
@@ -147,8 +148,6 @@ def _split(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, t
 
 def _write(shard: dict[str, torch.Tensor], path: Path, safetensors: bool) -> None:
     if safetensors:
-        from safetensors.torch import save_file
-
         save_file(shard, str(path), metadata={"format": "pt"})
     else:
         torch.save(shard, path)

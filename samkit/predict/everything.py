@@ -30,6 +30,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samkit.data.image_io import load_image
+from samkit.data.masks import mask_to_uncompressed_rle
 from samkit.predict.boxes import box_area, masks_to_boxes, nms
 from samkit.predict.predictor import Predictor
 from samkit.predict.transforms import SupportBlocks, scale_coords, support_blocks, upsample_operators
@@ -233,8 +234,6 @@ def _encode_placed(masks: list[tuple[np.ndarray, int, int]], height: int, width:
 
 def _rle_to_uncompressed(rle: dict) -> dict:
     """pycocotools RLE -> ``{"size": [H, W], "counts": [int, ...]}`` (runs over the column-major order)."""
-    from samkit.data.masks import mask_to_uncompressed_rle
-
     return mask_to_uncompressed_rle(mask_utils.decode(rle))
 
 

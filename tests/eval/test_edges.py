@@ -11,7 +11,7 @@ from samkit import Predictor
 from samkit.data.sample import Sample
 from samkit.eval import edges
 from samkit.eval.edges import (average_precision, boundary_counts, edge_nms, load_boundaries,
-                               match_boundaries, ods_ois, point_grid, precision_recall_f, thresholds_for)
+                               match_boundaries, ods_ois, precision_recall_f, thresholds_for)
 from samkit.predict.predictor import Prediction
 
 # 20 x 20 image, max_dist 0.04 -> tolerance 0.04 * sqrt(800) = 1.13 px: 1 px apart matches, diagonal (1.41) not.
@@ -101,10 +101,6 @@ def test_ods_ois_ap_on_two_images():
     assert r["ap"] == pytest.approx(sum(1 - 1.2 * (k / 100 - 0.5) for k in range(50, 101)) / 100)
     assert average_precision(np.array([1.0]), np.array([0.5])) == 0.0
     np.testing.assert_allclose(thresholds_for(3), [0.25, 0.5, 0.75])
-
-
-def test_point_grid_in_pixels():
-    np.testing.assert_allclose(point_grid(20, 40, 2), [[10, 5], [30, 5], [10, 15], [30, 15]])
 
 
 class TwoRegions:
