@@ -156,4 +156,6 @@ def _build(arch: str) -> nn.Module:
 
 def _ready(model: nn.Module, weights: str, device: str | torch.device) -> nn.Module:
     model.weights = weights  # where the weights came from: a path, or "random"
+    # everything-mode thresholds stored with the weights (samkit model files), used when the user sets none
+    model.recommended_amg = read_model_info(weights).recommended_amg if os.path.isfile(weights) else {}
     return model.to(device).eval()

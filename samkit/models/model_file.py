@@ -27,6 +27,7 @@ from samkit.io_utils import atomic_path
 
 MODEL_FILE_SUFFIX = ".safetensors"
 _KNOWN = ("arch", "img_size", "variant", "backbone", "beit3")
+AMG_KEYS = ("amg_pred_iou_thresh", "amg_stability_score_thresh", "amg_stability_score_offset")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,20 @@ class ModelFileInfo:
             if value is not None:
                 known[key] = json.dumps(value) if key == "beit3" else str(value)
         return {**{k: str(v) for k, v in self.extra.items()}, **known}
+
+    @property
+    def recommended_amg(self) -> dict[str, float]:
+        """Everything-mode thresholds the model recommends (``amg_pred_iou_thresh``,
+        ``amg_stability_score_thresh``, ``amg_stability_score_offset``; fitted on validation data when
+        the model was made), as floats; empty when the file has none."""
+        out = {}
+        for key in AMG_KEYS:
+            if key in self.extra:
+                try:
+                    out[key] = float(self.extra[key])
+                except ValueError:
+                    raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}") from None
+        return out
 
     def get(self, key: str, default: Any = None) -> Any:
         """A known field, or an ``extra`` key as stored; ``default`` when absent."""

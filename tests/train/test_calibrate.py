@@ -1,0 +1,32 @@
+"""Calibrating a model to ship: IoU head fitted on validation objects, everything thresholds stored in
+the model file and used by everything-mode when the user sets none."""
+from __future__ import annotations
+
+import pytest
+
+import samkit
+from samkit.data.readers import open_dataset
+from samkit.predict.everything import AutomaticMaskGenerator
+from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
+
+
+def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_path):
+    val = open_dataset("berkeley", data_dir / "ECSSD")  # a training-data split, never an evaluation set
+    points, amg = split_validation(val, 4, 1)
+    assert not {s.name for s in points} & {s.name for s in amg}
+    model = samkit.load_model("samkit_tiny")
+    report = calibrate_model(model, points, amg, points_per_side=8)
+    assert report.after["num_masks"] == 12
+    # the affine map is folded into the head: the fitted line's residual is what is left
+    assert report.after["mean_abs_error"] <= report.before["mean_abs_error"] + 1e-6
+    assert set(report.thresholds) == {"pred_iou_thresh", "stability_score_thresh", "stability_score_offset"}
+    path = write_calibrated(model, report, tmp_path / "calibrated.fp16.safetensors")
+
+    loaded = samkit.load_model(path)
+    expected = {f"amg_{k}": pytest.approx(v, abs=1e-4) for k, v in report.thresholds.items()}
+    assert loaded.recommended_amg == expected
+    generator = AutomaticMaskGenerator(loaded, points_per_side=4)
+    assert generator.pred_iou_thresh == pytest.approx(report.thresholds["pred_iou_thresh"], abs=1e-4)
+    assert generator.stability_score_offset == pytest.approx(report.thresholds["stability_score_offset"], abs=1e-4)
+    explicit = AutomaticMaskGenerator(loaded, points_per_side=4, pred_iou_thresh=0.99)
+    assert explicit.pred_iou_thresh == 0.99  # a user's setting wins over the recommendation
