@@ -1,11 +1,13 @@
 """Benchmarks of the field: interactive clicks (NoC/NoF, mIoU@k), single point, box-prompted
 mask AP on COCO, zero-shot edges on BSDS500 (ODS/OIS). Each protocol's ``evaluate`` takes a
-predictor (anything with ``set_image`` / ``predict`` / ``predict_batch``) and returns a JSON-ready
+:class:`~samkit.eval.protocol.Segmenter` (``set_image`` / ``predict``; boxes and edges need a
+:class:`~samkit.eval.protocol.BatchSegmenter`, + ``predict_batch``) and returns a JSON-ready
 dict; :func:`write_report` writes it as JSON plus plots. Referring segmentation (cIoU / gIoU on
 RefCOCO-style expressions) takes a text segmenter or a text-promptable predictor, see :mod:`samkit.eval.refer`."""
 from samkit.eval import boxes, edges, interactive, refer, single_point
 from samkit.eval.clicks import Click, interior_point, next_click
 from samkit.eval.metrics import click_metrics, iou, miou_at_k, noc, nof
+from samkit.eval.protocol import BatchSegmenter, Segmentation, Segmenter
 from samkit.eval.report import write_report
 
 evaluate_interactive = interactive.evaluate
@@ -24,7 +26,8 @@ PROTOCOLS = {
 }
 
 __all__ = [
-    "PROTOCOLS", "Click", "boxes", "click_metrics", "edges", "evaluate_boxes", "evaluate_edges",
-    "evaluate_interactive", "evaluate_refer", "evaluate_single_point", "interactive", "interior_point", "iou",
-    "miou_at_k", "next_click", "noc", "nof", "refer", "single_point", "write_report",
+    "PROTOCOLS", "BatchSegmenter", "Click", "Segmentation", "Segmenter", "boxes", "click_metrics", "edges",
+    "evaluate_boxes", "evaluate_edges", "evaluate_interactive", "evaluate_refer", "evaluate_single_point",
+    "interactive", "interior_point", "iou", "miou_at_k", "next_click", "noc", "nof", "refer", "single_point",
+    "write_report",
 ]

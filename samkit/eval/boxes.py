@@ -19,12 +19,13 @@ import numpy as np
 
 from samkit.data.image_io import load_image
 from samkit.data.masks import mask_to_rle
+from samkit.eval.protocol import BatchSegmenter
 from samkit.eval.report import track
 
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
 
 
-def evaluate(predictor: Any, coco_json_path: str | os.PathLike, image_dir: str | os.PathLike,
+def evaluate(predictor: BatchSegmenter, coco_json_path: str | os.PathLike, image_dir: str | os.PathLike,
              max_samples: int | None = None, progress: bool = False, batch_size: int = 32) -> dict:
     """Mask AP of ``predictor`` (set_image / predict_batch) prompted with the GT boxes of the
     COCO annotation file; images are read from ``image_dir / file_name``. ``max_samples``: the first
@@ -59,7 +60,7 @@ def evaluate(predictor: Any, coco_json_path: str | os.PathLike, image_dir: str |
     }
 
 
-def predict_image(predictor: Any, gt: Any, image_id: int, image_dir: Path, batch_size: int = 32) -> list[dict]:
+def predict_image(predictor: BatchSegmenter, gt: Any, image_id: int, image_dir: Path, batch_size: int = 32) -> list[dict]:
     """COCO segmentation results for the non-crowd GT boxes of one image (one per box)."""
     info = gt.loadImgs(image_id)[0]
     anns = _prompt_anns(gt, image_id)

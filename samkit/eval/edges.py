@@ -43,7 +43,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import cv2
 import numpy as np
@@ -51,6 +50,7 @@ import torch
 
 from samkit.data.readers import read_bsds_boundaries
 from samkit.data.sample import Sample
+from samkit.eval.protocol import BatchSegmenter
 from samkit.eval.report import track
 from samkit.predict.boxes import nms
 from samkit.predict.everything import point_grid
@@ -59,7 +59,7 @@ BSDS_MAX_DIST = 0.0075
 
 
 # -- edge map from a promptable segmenter ----------------------------------------------------
-def grid_probabilities(predictor: Any, height: int, width: int, points_per_side: int = 16,
+def grid_probabilities(predictor: BatchSegmenter, height: int, width: int, points_per_side: int = 16,
                        batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masks for the point grid (image already set): probabilities (M, H, W) float16,
     boxes (M, 4) x0, y0, x1, y1 (inclusive pixels; -1 for an empty mask), scores (M,); M = 3 n^2.
@@ -102,7 +102,7 @@ def sobel_max(probs: Iterable[np.ndarray]) -> np.ndarray:
     return edges
 
 
-def detect_edges(predictor: Any, image: np.ndarray, points_per_side: int = 16, nms_iou: float = 0.7,
+def detect_edges(predictor: BatchSegmenter, image: np.ndarray, points_per_side: int = 16, nms_iou: float = 0.7,
                  batch_size: int = 64) -> np.ndarray:
     """SAM's zero-shot edge map of ``image`` (H, W, 3): (H, W) float32 in [0, 1], thinned by edge NMS."""
     h, w = image.shape[:2]
@@ -328,7 +328,7 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.nansum(ap) / 100)
 
 
-def evaluate(predictor: Any, samples: Iterable[Sample], points_per_side: int = 16,
+def evaluate(predictor: BatchSegmenter, samples: Iterable[Sample], points_per_side: int = 16,
              thresholds: int | Sequence[float] = 99, max_dist: float = BSDS_MAX_DIST,
              max_samples: int | None = None, progress: bool = False, nms_iou: float = 0.7) -> dict:
     """Zero-shot edge detection benchmark on Samples with human boundaries (:func:`sample_boundaries`:

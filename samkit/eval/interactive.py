@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from samkit.data.sample import Sample
 from samkit.eval.clicks import next_click
 from samkit.eval.metrics import boundary_iou, click_metrics, iou, wrong_side_clicks
+from samkit.eval.protocol import Segmenter
 from samkit.eval.report import track
 
 
-def evaluate(predictor: Any, samples: Iterable[Sample], max_clicks: int = 20,
+def evaluate(predictor: Segmenter, samples: Iterable[Sample], max_clicks: int = 20,
              iou_thresholds: Sequence[float] = (0.85, 0.90, 0.95), max_samples: int | None = None,
              progress: bool = False) -> dict:
     """Run the click protocol on every object of ``samples`` with ``predictor`` (anything with
@@ -77,7 +78,8 @@ class ObjectRun(NamedTuple):
     wrong_side: list[bool]
 
 
-def simulate_object(predictor: Any, gt: np.ndarray, ignore: np.ndarray | None, max_clicks: int) -> ObjectRun | None:
+def simulate_object(predictor: Segmenter, gt: np.ndarray, ignore: np.ndarray | None,
+                    max_clicks: int) -> ObjectRun | None:
     """Click on one object (predictor's image already set). gt (H, W) bool, ignore (H, W) bool.
     None when gt has no pixel to click on."""
     pred = np.zeros_like(gt, dtype=bool)

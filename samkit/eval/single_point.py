@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 
 from samkit.data.sample import Sample
 from samkit.eval.clicks import interior_point
 from samkit.eval.metrics import iou
+from samkit.eval.protocol import Segmenter
 from samkit.eval.report import track
 
 
-def evaluate(predictor: Any, samples: Iterable[Sample], max_samples: int | None = None,
+def evaluate(predictor: Segmenter, samples: Iterable[Sample], max_samples: int | None = None,
              progress: bool = False) -> dict:
     """One-click mIoU of ``predictor`` (set_image / predict) on every object of ``samples``.
 
