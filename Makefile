@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[test,ray]'
+	$(PIP) install --quiet -e '.[test,ray,onnx]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -17,6 +17,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from samkit.errors import CheckpointError, DownloadError, ImageError, PromptError, SamkitError
+from samkit.runtime import passive_openmp
+
+passive_openmp()  # before anything imports torch: see samkit.runtime
 
 __version__ = "0.1.0"
 

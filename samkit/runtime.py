@@ -1,10 +1,14 @@
-"""Process-level tuning for interactive CPU inference."""
+"""Process-level tuning for interactive CPU inference: allocator, OpenMP waiting, thread counts.
+
+Imports no torch: :func:`passive_openmp` must run before torch loads its OpenMP runtime.
+"""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -33,3 +37,53 @@ def tune_allocator() -> bool:
         return _TUNED
     _TUNED = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 25)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _TUNED
+
+
+
+def passive_openmp() -> bool:
+    """Make OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``, unless set).
+
+    torch's CPU kernels run each operator as an OpenMP parallel region. GNU OpenMP's default is to
+    spin for a while at every barrier; when other processes want the same cores, the spinning
+    threads take the time slices the working ones need, and a sam_vit_b click measured 0.8-1.3 s
+    instead of 0.07-0.1 s on a loaded 2-core VM (bench/speed.py). libgomp reads the setting once,
+    when torch loads it: returns False (and changes nothing) when torch is already imported.
+    Called by ``import samkit``; ``SAMKIT_OMP_PASSIVE=0`` leaves OpenMP's default alone.
+    """
+    if "torch" in sys.modules or os.environ.get("SAMKIT_OMP_PASSIVE", "1") == "0":
+        return False
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return True
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def busy_elsewhere() -> int:
+    """Threads runnable right now besides the caller (``/proc/loadavg``'s running count - 1); 0 where unknown."""
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - 1)
+
+
+def default_threads() -> int:
+    """Intra-op threads for the next call: the CPUs this process may use that nothing else is using
+    now, at least 1. A thread that has to share its core with another process holds up every
+    operator's barrier, so on a loaded machine fewer threads are faster (bench/speed.py)."""
+    cpus = available_cpus()
+    return max(1, min(cpus, cpus - busy_elsewhere()))
+

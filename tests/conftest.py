@@ -39,3 +39,14 @@ def fill_state_dict(parity_dir: Path):
     finally:
         sys.path.remove(str(parity_dir))
     return fn
+
+
+@pytest.fixture(scope="session")
+def samkit_tiny_onnx(tmp_path_factory):
+    """The bundled samkit_tiny exported to ONNX (fp32 and int8) once per session: (model, folder, report)."""
+    import samkit
+    from samkit.export.onnx import export_onnx
+
+    model = samkit.load_model("samkit_tiny")
+    folder = tmp_path_factory.mktemp("onnx") / "samkit_tiny"
+    return model, folder, export_onnx(model, folder, quantize="int8")

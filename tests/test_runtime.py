@@ -23,3 +23,49 @@ def test_applied_on_glibc_linux():
 
 def test_switched_off_by_env():
     assert _run("0") == "False False"
+
+
+def _env_after_import(extra_env: dict[str, str], code: str) -> str:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SAMKIT_OMP_PASSIVE")}
+    env.update(extra_env)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_openmp_threads_sleep_when_samkit_is_imported_first():
+    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    assert _env_after_import({}, f"import samkit; {show}") == "PASSIVE"
+    assert _env_after_import({"OMP_WAIT_POLICY": "ACTIVE"}, f"import samkit; {show}") == "ACTIVE"
+    assert _env_after_import({"SAMKIT_OMP_PASSIVE": "0"}, f"import samkit; {show}") == "None"
+    # too late once torch (and its OpenMP runtime) is loaded: left alone, and it says so
+    code = "import torch; from samkit.runtime import passive_openmp; print(passive_openmp())"
+    assert _env_after_import({}, code) == "False"
+
+
+def test_default_threads_leave_out_cores_that_are_busy():
+    import time
+
+    from samkit.runtime import available_cpus, busy_elsewhere, default_threads
+
+    assert 1 <= default_threads() <= available_cpus()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert max(busy_elsewhere() for _ in range(20)) >= 1  # the hog is runnable the whole time
+        assert min(default_threads() for _ in range(20)) <= max(1, available_cpus() - 1)
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_thread_budget_restores_the_setting():
+    import torch
+
+    from samkit.predict.threads import thread_budget
+
+    before = torch.get_num_threads()
+    with thread_budget(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

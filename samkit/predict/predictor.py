@@ -14,6 +14,7 @@ from PIL import Image
 from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.models.sam import Sam
+from samkit.predict.threads import thread_budget
 from samkit.runtime import tune_allocator
 from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
@@ -71,13 +72,17 @@ class Predictor:
     >>> pred = Predictor(model); pred.set_image(rgb)
     >>> out = pred.predict(points=[[x, y]], labels=[1])
 
+    ``threads``: torch intra-op threads for the encoder and decoder; None (default) decides at each
+    call from the CPUs that are free then (:func:`samkit.runtime.default_threads`).
+
     ``refiner``: a :class:`~samkit.predict.refining.MaskRefiner` (``samkit.load_refiner(...)``) that
     :meth:`predict` runs on the masks (``refine``); its image-only work runs in :meth:`set_image`.
     """
 
-    def __init__(self, model: Sam, refiner: MaskRefiner | None = None) -> None:
+    def __init__(self, model: Sam, refiner: MaskRefiner | None = None, threads: int | None = None) -> None:
         tune_allocator()
         self.model = model.eval()
+        self.threads = threads
         if refiner is not None:
             refiner.check_model(self.model)
         self.refiner = refiner
@@ -101,7 +106,7 @@ class Predictor:
         (EXIF orientation applied; grayscale/RGBA/16-bit/palette converted to RGB)."""
         rgb = load_image(image)
         x, input_size = preprocess(rgb, self.model.img_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), thread_budget(self.threads):
             self._set_features(self.model.encode_image(x.to(self.model.device)))
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
@@ -274,7 +279,7 @@ class Predictor:
         boxes (B,4), masks (B,1,s,s), extra_tokens (B,T,256) (text prompts). Returns low-res logits (B,M,s,s)
         and IoU predictions (B,M), float32 CPU."""
         dev = self.model.device
-        with torch.inference_mode():
+        with torch.inference_mode(), thread_budget(self.threads):
             low, iou = self.model.decode(
                 self.features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),

@@ -1,0 +1,287 @@
+"""Export a SAM-family model to ONNX: the image encoder and the prompt-encoder + mask-decoder graph.
+
+:func:`export_onnx` writes into one folder ``encoder.onnx``, ``decoder.onnx`` (the decoder takes any
+number of points, an optional box as two points labelled 2 and 3, an optional mask input, and the
+original image size; interface in :mod:`samkit.predict.onnx_runtime`), with ``--quantize int8`` also
+``encoder.int8.onnx`` / ``decoder.int8.onnx`` (ONNX Runtime dynamic quantisation of the MatMul/Gemm
+weights), and ``samkit_onnx.json``: the model's geometry and the validation against PyTorch made at
+export (max |logit| difference, mask agreement; for int8 also mask IoU against fp32). Files appear
+only when every step succeeded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from samkit.data.image_io import load_image
+from samkit.data.sample import Sample
+from samkit.errors import SamkitError
+from samkit.eval.clicks import interior_point
+from samkit.eval.metrics import iou
+from samkit.models.load import load_model
+from samkit.models.sam import Sam
+from samkit.predict.onnx_runtime import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, INSTALL_HINT,
+                                         MANIFEST, MANIFEST_FORMAT, OnnxPredictor, graph_files, onnxruntime_module)
+from samkit.predict.predictor import Predictor
+from samkit.predict.transforms import upsample_operators
+
+DEFAULT_OPSET = 17
+SAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "sample.png"
+
+
+class EncoderGraph(nn.Module):
+    """The image encoder as exported: (1,3,S,S) normalised, padded image -> (1,C,g,g) embedding."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(image)
+
+
+class DecoderGraph(nn.Module):
+    """Prompt encoder + mask decoder + upsampling to the original size, with traceable inputs only
+    (no optional arguments): see :mod:`samkit.predict.onnx_runtime` for the interface.
+
+    Points are embedded as SAM's prompt encoder does (+0.5 pixel centre, Fourier features, one learned
+    embedding per label, -1 = padding); ``has_mask_input`` blends the mask path with the no-mask
+    embedding. The full-resolution logits are ``rows @ low_res @ cols.T`` with the bilinear operators
+    of :func:`samkit.predict.transforms.upsample_operators` built in the graph from ``orig_im_size``.
+    """
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+        s = model.prompt_encoder.mask_input_size[0]
+        # The first upsampling step (low-res grid -> padded S x S input frame) does not depend on the image.
+        self.register_buffer("up", self._up_matrix(model.img_size, s), persistent=False)
+
+    @staticmethod
+    def _up_matrix(img_size: int, low: int) -> torch.Tensor:
+        """(S, s) bilinear operator low-res -> padded input frame (both axes are the same)."""
+        up, _ = upsample_operators((img_size, img_size), (img_size, img_size), low, img_size)
+        return up
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.model.prompt_encoder
+        emb = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
+        lab = labels[..., None]
+        emb = torch.where(lab == -1, pe.not_a_point_embed.weight, emb)
+        for i, point_embed in enumerate(pe.point_embeddings):
+            emb = emb + (lab == i).to(emb.dtype) * point_embed.weight
+        return emb
+
+    def _axis_operator(self, out_len: torch.Tensor, inp_len: torch.Tensor) -> torch.Tensor:
+        """(out_len, s): bilinear resize of the first ``inp_len`` input-frame rows to ``out_len``,
+        composed with the low-res -> input-frame step (each output row blends two rows of ``up``)."""
+        i = torch.arange(out_len.to(torch.int64), dtype=torch.float32)
+        src = ((i + 0.5) * (inp_len.to(torch.float32) / out_len) - 0.5).clamp(min=0.0)
+        last = inp_len - 1
+        i0 = torch.minimum(src.floor().to(torch.int64), last)
+        i1 = torch.minimum(i0 + 1, last)
+        frac = (src - i0.to(torch.float32))[:, None]
+        return (1.0 - frac) * self.up[i0] + frac * self.up[i1]
+
+    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                mask_input: torch.Tensor, has_mask_input: torch.Tensor, orig_im_size: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        pe = model.prompt_encoder
+        sparse = self._embed_points(point_coords, point_labels)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense = has_mask_input * pe.mask_downscaling(mask_input) + (1.0 - has_mask_input) * no_mask
+        low, iou = model.mask_decoder.predict_masks(image_embeddings, model.dense_pe(), sparse, dense)
+        size = orig_im_size.to(torch.float32)
+        resized = torch.floor(size * (model.img_size / size.max()) + 0.5).to(torch.int64)  # resized_shape
+        rows = self._axis_operator(size[0], resized[0])
+        cols = self._axis_operator(size[1], resized[1])
+        masks = torch.matmul(torch.matmul(rows, low), cols.transpose(0, 1))
+        return masks, iou, low
+
+
+def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None = None, opset: int = DEFAULT_OPSET,
+                image: Any = None, pretrained: bool = True) -> dict:
+    """Write the encoder and decoder graphs of ``model`` (a SAM-family model, or a name / checkpoint
+    path for :func:`samkit.load_model`, with ``pretrained``) into the folder ``out`` and validate them
+    against PyTorch on ``image`` (default: the bundled sample).
+
+    ``quantize``: None or "int8". Returns the report also written to ``out/samkit_onnx.json``.
+    Existing export files in ``out`` are replaced; nothing is written when any step fails.
+    """
+    onnxruntime_module()  # fail early, one line, when the extra is missing
+    _require_onnx()
+    if quantize not in (None, "int8"):
+        raise SamkitError(f"quantize must be int8, got {quantize!r}")
+    if not isinstance(model, nn.Module):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*random weights.*")
+            model = load_model(model, pretrained=pretrained)
+    if getattr(model, "has_text_encoder", False):
+        raise SamkitError(f"{model.arch}: text-promptable models cannot be exported to ONNX (export its SAM backbone)")
+    rgb = load_image(SAMPLE_IMAGE if image is None else image)
+    out = Path(out)
+    created = _make_folder(out)
+    model = model.eval().float()
+    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
+    done = False
+    try:
+        report = {"format": MANIFEST_FORMAT, "arch": model.arch, "img_size": int(model.img_size),
+                  "low_res": int(model.prompt_encoder.mask_input_size[0]), "mask_threshold": float(model.mask_threshold),
+                  "weights": str(getattr(model, "weights", "")), "opset": opset,
+                  "torch": torch.__version__, "onnxruntime": onnxruntime_module().__version__,
+                  "decoder_inputs": list(DECODER_INPUTS), "decoder_outputs": list(DECODER_OUTPUTS),
+                  "files": {}, "validation": {}}
+        t0 = time.perf_counter()
+        enc, dec = graph_files("fp32")
+        _export_encoder(model, tmp / enc, opset)
+        _export_decoder(model, tmp / dec, opset)
+        report["files"]["fp32"] = [enc, dec]
+        if quantize:
+            report["files"][quantize] = list(quantize_graphs(tmp))
+        report["export_s"] = round(time.perf_counter() - t0, 2)
+        (tmp / MANIFEST).write_text(json.dumps(report, indent=2) + "\n")
+        report["validation"] = validate(model, tmp, rgb, precisions=list(report["files"]))
+        (tmp / MANIFEST).write_text(json.dumps(report, indent=2) + "\n")
+        for f in [*sum(report["files"].values(), []), MANIFEST]:
+            os.replace(tmp / f, out / f)
+        done = True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and not done:
+            shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export and the quantiser need it)
+    except ImportError:
+        raise SamkitError(f"the onnx package is not installed: {INSTALL_HINT}") from None
+
+
+def _make_folder(out: Path) -> bool:
+    """Create ``out`` if needed (returns whether it was created); SamkitError when it cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise SamkitError(f"{out} exists and is not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SamkitError(f"cannot create the output folder {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise SamkitError(f"the output folder {out} is not writable")
+    return created
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
+            dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
+    """TorchScript-based exporter: the decoder's output size comes from an input's values, which it
+    records as a dynamic shape (the dynamo exporter needs sizes known from input shapes)."""
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def _export_encoder(model: Sam, path: Path, opset: int) -> None:
+    x = torch.zeros(1, 3, model.img_size, model.img_size)
+    _export(EncoderGraph(model), (x,), path, [ENCODER_INPUT], [ENCODER_OUTPUT], {}, opset)
+
+
+def _export_decoder(model: Sam, path: Path, opset: int) -> None:
+    g = model.prompt_encoder.image_embedding_size[0]
+    s = model.prompt_encoder.mask_input_size[0]
+    args = (torch.zeros(1, model.mask_decoder.transformer_dim, g, g), torch.full((1, 3, 2), 10.0),
+            torch.tensor([[1.0, 2.0, 3.0]]), torch.zeros(1, 1, s, s), torch.ones(1), torch.tensor([480.0, 640.0]))
+    axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
+            "masks": {2: "height", 3: "width"}}
+    _export(DecoderGraph(model), args, path, list(DECODER_INPUTS), list(DECODER_OUTPUTS), axes, opset)
+
+
+def quantize_graphs(folder: Path, precision: str = "int8") -> tuple[str, str]:
+    """Dynamically quantise the fp32 graphs in ``folder``: int8 weights of MatMul/Gemm (per tensor,
+    signed), activations quantised per call; convolutions stay fp32. Returns the new file names."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    names = graph_files(precision)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs a "consider pre-processing" hint per call
+    try:
+        for src, dst in zip(graph_files("fp32"), names):
+            quantize_dynamic(folder / src, folder / dst, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        logging.getLogger().setLevel(quiet)
+    return names
+
+
+def validate(model: Sam, folder: Path, rgb: np.ndarray, precisions: list[str]) -> dict:
+    """Exported graphs against PyTorch on one image and a fixed prompt set (one and two points, a box,
+    box + point, a fed-back mask): max |difference| of the embedding and of the logits, correlation of
+    the full-resolution logits, share of pixels whose mask agrees (worst prompt), mean mask IoU."""
+    ref = Predictor(model)
+    ref.set_image(rgb)
+    prompts = _validation_prompts(ref)
+    expected = [ref.predict(**p) for p in prompts]
+    result = {"image_hw": list(rgb.shape[:2]), "prompts": len(prompts)}
+    for precision in precisions:
+        pred = OnnxPredictor(folder, precision=precision)
+        pred.set_image(rgb)
+        got = [pred.predict(**p) for p in prompts]
+        agree = [float(np.mean(g.masks == e.masks)) for g, e in zip(got, expected)]
+        ious = [iou(gm, em) for g, e in zip(got, expected) for gm, em in zip(g.masks, e.masks)]
+        result[precision] = {
+            "embedding_max_abs_diff": float((pred.features - ref.features).abs().max()),
+            "low_res_logit_max_abs_diff": max(float(np.abs(g.low_res_logits - e.low_res_logits).max())
+                                              for g, e in zip(got, expected)),
+            "logit_max_abs_diff": max(float(np.abs(g.logits - e.logits).max()) for g, e in zip(got, expected)),
+            "iou_pred_max_abs_diff": max(float(np.abs(g.scores - e.scores).max()) for g, e in zip(got, expected)),
+            "logit_correlation": float(np.corrcoef(np.concatenate([g.logits.ravel() for g in got]),
+                                                   np.concatenate([e.logits.ravel() for e in expected]))[0, 1]),
+            "mask_pixel_agreement": min(agree),
+            "mask_iou_mean": float(np.mean(ious)),
+        }
+    return result
+
+
+def _validation_prompts(pred: Predictor) -> list[dict]:
+    h, w = pred.original_size
+    first = {"points": [[w * 0.5, h * 0.5]], "labels": [1], "multimask": True}
+    low = pred.predict(**first).low_res_logits
+    return [
+        first,
+        {"points": [[w * 0.3, h * 0.4], [w * 0.7, h * 0.6]], "labels": [1, 0], "multimask": False},
+        {"box": [w * 0.2, h * 0.2, w * 0.8, h * 0.9], "multimask": False},
+        {"box": [w * 0.1, h * 0.3, w * 0.6, h * 0.7], "points": [[w * 0.4, h * 0.5]], "labels": [1]},
+        {"points": [[w * 0.5, h * 0.5]], "labels": [1], "mask_input": low[0][None], "multimask": False},
+    ]
+
+
+def first_click_agreement(reference: Predictor, candidate: Predictor, samples: Iterable[Sample]) -> np.ndarray:
+    """IoU between the two predictors' masks for each object's first click, as the interactive
+    benchmark makes it (the interior point farthest from the boundary, 3 masks, the best-scored one
+    kept by each predictor): (n_objects,)."""
+    out = []
+    for sample in samples:
+        reference.set_image(sample.image)
+        candidate.set_image(sample.image)
+        for gt in sample.masks:
+            click = interior_point(gt, sample.ignore)
+            if click is None:
+                continue
+            a, b = (p.predict(points=[[click.x, click.y]], labels=[1], multimask=True) for p in (reference, candidate))
+            out.append(iou(b.masks[b.best], a.masks[a.best]))
+    return np.asarray(out)

@@ -1,0 +1,205 @@
+"""ONNX Runtime inference of graphs written by :mod:`samkit.export.onnx` (``pip install samkit[onnx]``).
+
+A folder holds ``encoder.onnx`` and ``decoder.onnx`` (fp32), optionally ``encoder.int8.onnx`` and
+``decoder.int8.onnx``, and ``samkit_onnx.json`` (architecture, input frame, threshold, validation).
+
+>>> pred = OnnxPredictor("exported/", precision="int8")   # same API and Prediction fields as Predictor
+>>> pred.set_image(rgb); out = pred.predict(points=[[x, y]], labels=[1])
+
+The decoder graph follows SAM's own ONNX interface: image_embeddings (1,C,g,g); point_coords (1,N,2)
+in the input frame and point_labels (1,N) (1 foreground, 0 background, 2/3 box corners, -1 padding);
+mask_input (1,1,4g,4g) with has_mask_input (1,) 1 or 0; orig_im_size (2,) H, W. Outputs: masks
+(1,4,H,W) full-resolution logits, iou_predictions (1,4), low_res_masks (1,4,4g,4g); index 0 is the
+single-mask output, 1..3 the multimask outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from samkit.errors import SamkitError
+from samkit.predict.predictor import Prediction, Predictor
+from samkit.runtime import default_threads
+
+MANIFEST = "samkit_onnx.json"
+MANIFEST_FORMAT = "samkit-onnx/1"
+PRECISIONS = ("fp32", "int8")
+INSTALL_HINT = "pip install samkit[onnx]"
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
+
+
+def onnxruntime_module() -> Any:
+    """The ``onnxruntime`` module, or a one-line SamkitError naming the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SamkitError(f"ONNX Runtime is not installed: {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+def graph_files(precision: str) -> tuple[str, str]:
+    """(encoder, decoder) file names of a precision in an export folder."""
+    if precision not in PRECISIONS:
+        raise SamkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return f"encoder{suffix}.onnx", f"decoder{suffix}.onnx"
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The export folder's ``samkit_onnx.json``; SamkitError when it is not an export folder."""
+    path = Path(folder) / MANIFEST
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SamkitError(f"{folder} is not a samkit ONNX export folder (no {MANIFEST}): "
+                          "write one with `samkit export onnx MODEL --out DIR`") from None
+    except (OSError, ValueError) as e:
+        raise SamkitError(f"cannot read {path}: {e}") from None
+    if meta.get("format") != MANIFEST_FORMAT:
+        raise SamkitError(f"{path} is not a samkit ONNX manifest (format {meta.get('format')!r})")
+    return meta
+
+
+def session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for one graph; ``threads`` intra-op threads (default
+    :func:`samkit.runtime.default_threads`), no spin-waiting (see :mod:`samkit.runtime`)."""
+    ort = onnxruntime_module()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(os.fspath(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def decoder_feeds(features: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask_input: np.ndarray | None,
+                  original_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Inputs of the decoder graph: features (1,C,g,g), coords (N,2) input-frame x,y, labels (N,)
+    (box corners already appended as labels 2, 3; padding as -1), mask_input (1,1,s,s) or None."""
+    s = 4 * features.shape[-1]
+    return {
+        "image_embeddings": np.ascontiguousarray(features, dtype=np.float32),
+        "point_coords": np.asarray(coords, dtype=np.float32)[None],
+        "point_labels": np.asarray(labels, dtype=np.float32)[None],
+        "mask_input": (np.zeros((1, 1, s, s), np.float32) if mask_input is None
+                       else np.asarray(mask_input, dtype=np.float32).reshape(1, 1, s, s)),
+        "has_mask_input": np.array([0.0 if mask_input is None else 1.0], dtype=np.float32),
+        "orig_im_size": np.array(original_size, dtype=np.float32),
+    }
+
+
+def sparse_prompt(points: tuple[torch.Tensor, torch.Tensor] | None, box: torch.Tensor | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One prompt set as the graph's point list, in the prompt encoder's order: points (N,2) with labels
+    (N,), then the box (4,) as two corners labelled 2 and 3, or one padding point (label -1) when there
+    is no box (SAM pads point-only prompts)."""
+    coords, labels = [np.zeros((0, 2), np.float32)], [np.zeros((0,), np.float32)]
+    if points is not None:
+        coords.append(points[0].numpy().astype(np.float32))
+        labels.append(points[1].numpy().astype(np.float32))
+    if box is not None:
+        coords.append(box.numpy().astype(np.float32).reshape(2, 2))
+        labels.append(np.array([2, 3], np.float32))
+    else:
+        coords.append(np.zeros((1, 2), np.float32))
+        labels.append(np.array([-1], np.float32))
+    return np.concatenate(coords), np.concatenate(labels)
+
+
+class OnnxSam:
+    """ONNX Runtime stand-in for :class:`samkit.models.sam.Sam` at inference: ``encode_image`` and
+    ``decode`` with the same shapes, plus :meth:`run_decoder` (the graph's full-resolution output)."""
+
+    has_text_encoder = False
+    device = torch.device("cpu")
+
+    def __init__(self, folder: str | os.PathLike, precision: str = "fp32", threads: int | None = None) -> None:
+        meta = read_manifest(folder)
+        enc_name, dec_name = graph_files(precision)
+        missing = [n for n in (enc_name, dec_name) if not (Path(folder) / n).is_file()]
+        if missing:
+            hint = " (export with --quantize int8)" if precision == "int8" else ""
+            raise SamkitError(f"{folder} has no {', '.join(missing)}{hint}")
+        self.folder, self.precision, self.meta = Path(folder), precision, meta
+        self.arch = meta["arch"]
+        self.img_size = int(meta["img_size"])
+        self.mask_threshold = float(meta["mask_threshold"])
+        low = int(meta["low_res"])
+        self.prompt_encoder = SimpleNamespace(mask_input_size=(low, low))
+        self.encoder = session(self.folder / enc_name, threads)
+        self.decoder = session(self.folder / dec_name, threads)
+
+    def eval(self) -> OnnxSam:
+        return self
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """(1,3,S,S) normalised, padded image -> (1,C,g,g) embedding."""
+        out = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: x.float().numpy()})[0]
+        return torch.from_numpy(out)
+
+    def run_decoder(self, features: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None,
+                    box: torch.Tensor | None, mask_input: torch.Tensor | None,
+                    original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One prompt set (points ((N,2), (N,)), box (4,), mask_input (1,s,s), input frame) -> all 4
+        outputs: logits (4,H,W), iou (4,), low-res logits (4,s,s)."""
+        coords, labels = sparse_prompt(points, box)
+        feeds = decoder_feeds(features.numpy(), coords, labels,
+                              None if mask_input is None else mask_input.numpy(), original_size)
+        masks, iou, low = self.decoder.run(list(DECODER_OUTPUTS), feeds)
+        return masks[0], iou[0], low[0]
+
+    def decode(self, image_embeddings: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None = None,
+               boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+               multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`Sam.decode`: prompts (B of them) -> low-res logits (B,M,s,s), IoU (B,M); one graph run each."""
+        b = next(t.shape[0] for t in (points[0] if points else None, boxes, mask_input, image_embeddings)
+                 if t is not None)
+        sel = slice(1, None) if multimask_output else slice(0, 1)
+        size = (self.img_size, self.img_size)
+        lows, ious = [], []
+        for i in range(b):
+            _, iou, low = self.run_decoder(
+                image_embeddings[min(i, image_embeddings.shape[0] - 1)][None],
+                None if points is None else (points[0][i], points[1][i]),
+                None if boxes is None else boxes[i], None if mask_input is None else mask_input[i], size)
+            lows.append(low[sel])
+            ious.append(iou[sel])
+        return torch.from_numpy(np.stack(lows)), torch.from_numpy(np.stack(ious))
+
+
+class OnnxPredictor(Predictor):
+    """:class:`~samkit.predict.predictor.Predictor` on an exported folder, run by ONNX Runtime.
+
+    ``precision``: "fp32" or "int8" (the folder's dynamically quantised graphs); ``threads``: intra-op
+    threads (default :func:`samkit.runtime.default_threads`). Same prompts, checks and
+    :class:`Prediction` fields; the full-resolution logits are the graph's own ``masks`` output.
+    Text prompts are not exported.
+    """
+
+    def __init__(self, folder: str | os.PathLike, precision: str = "fp32", threads: int | None = None) -> None:
+        super().__init__(OnnxSam(folder, precision, threads))
+
+    def _run(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+             masks: torch.Tensor | None, multimask: bool,
+             extra_tokens: torch.Tensor | None = None) -> tuple[np.ndarray, ...]:
+        if extra_tokens is not None:
+            raise SamkitError("text prompts are not part of the ONNX export: use the torch Predictor")
+        b = next(t.shape[0] for t in (pts[0] if pts else None, boxes, masks) if t is not None)
+        sel = slice(1, None) if multimask else slice(0, 1)
+        outs = [self.model.run_decoder(self.features, None if pts is None else (pts[0][i], pts[1][i]),
+                                       None if boxes is None else boxes[i], None if masks is None else masks[i],
+                                       self.original_size) for i in range(b)]
+        logits, iou, low = (np.stack([o[k][sel] for o in outs]) for k in range(3))
+        return logits > self.mask_threshold, logits, iou, low
+
+    @property
+    def mask_threshold(self) -> float:
+        return self.model.mask_threshold
