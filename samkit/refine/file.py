@@ -1,13 +1,13 @@
-"""The refiner file: a ``.safetensors`` state dict (floating tensors in float16) with string metadata
+"""The refiner file: a samkit model file (:mod:`samkit.models.model_file`: ``.safetensors``, floating
+tensors in float16, string metadata) whose metadata says
 
-- ``format``: ``samkit-refiner/1``; ``arch``: ``samref`` (the refiner's architecture);
+- ``arch``: ``samref`` (the refiner's architecture); ``format``: ``samkit-refiner/1``;
 - ``backbone`` / ``img_size`` / ``embed_dim``: the SAM it was trained behind (registry name, input frame,
   embedding channels);
 - ``refiner``: the :class:`~samkit.refine.config.RefinerConfig` as JSON; any other key (training recipe,
   figures) is kept as is.
 
-The key names follow samkit's model files (``arch``, ``img_size``, ``backbone``); this module reads and
-writes the refiner's own keys. :func:`load_refiner` takes a bundled name (``samkit_tiny_ref``) or a path.
+:func:`load_refiner` takes a bundled name (``samkit_tiny_ref``) or a path.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from samkit.errors import CheckpointError
-from samkit.io_utils import atomic_path
 from samkit.models.load import BUNDLED_DIR
+from samkit.models.model_file import ModelFileInfo, read_model_info, write_model_file
 from samkit.refine.config import RefinerConfig
 from samkit.refine.refiner import SamRefiner
 
@@ -31,19 +31,16 @@ BUNDLED_REFINERS = {"samkit_tiny_ref": "samkit_tiny_ref.fp16.safetensors"}
 TRAIN_COMMAND = "samkit train-refiner configs/samkit_tiny_ref.json"
 
 
-def refiner_metadata(cfg: RefinerConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+def refiner_info(cfg: RefinerConfig, extra: dict[str, str] | None = None) -> ModelFileInfo:
     """The file's metadata for a refiner of ``cfg`` (``extra``: more string keys, e.g. the recipe)."""
-    return {**(extra or {}), "format": REFINER_FORMAT, "arch": REFINER_ARCH, "backbone": cfg.sam_arch,
-            "img_size": str(cfg.sam_img_size), "embed_dim": str(cfg.embed_dim), "refiner": json.dumps(cfg.to_dict())}
+    return ModelFileInfo(arch=REFINER_ARCH, img_size=cfg.sam_img_size, backbone=cfg.sam_arch,
+                         extra={**(extra or {}), "format": REFINER_FORMAT, "embed_dim": str(cfg.embed_dim),
+                                "refiner": json.dumps(cfg.to_dict())})
 
 
 def save_refiner(refiner: SamRefiner, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
     """Write ``refiner`` as a refiner file (float16 tensors), through a temporary file. Returns ``path``."""
-    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in refiner.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=refiner_metadata(refiner.cfg, extra))
-    return Path(path)
+    return write_model_file(refiner, path, refiner_info(refiner.cfg, extra))
 
 
 def read_refiner_file(path: str | os.PathLike) -> tuple[RefinerConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -51,20 +48,19 @@ def read_refiner_file(path: str | os.PathLike) -> tuple[RefinerConfig, dict[str,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"refiner file not found: {path}")
+    info = read_model_info(path)
+    if info.arch != REFINER_ARCH or info.extra.get("format") != REFINER_FORMAT:
+        raise CheckpointError(f"{path} is not a samkit refiner file (arch {info.arch!r})")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != REFINER_FORMAT:
-                raise CheckpointError(f"{path} is not a samkit refiner file (format {meta.get('format')!r})")
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is not a readable refiner file (truncated or corrupt): "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     try:
-        cfg = RefinerConfig.from_dict(json.loads(meta["refiner"]))
+        cfg = RefinerConfig.from_dict(json.loads(info.extra["refiner"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: malformed refiner settings ({exc})") from None
-    return cfg, state, meta
+    return cfg, state, info.to_metadata()
 
 
 def resolve_refiner(name_or_path: str | os.PathLike) -> Path:

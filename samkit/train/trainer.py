@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samkit.data.sample import Sample
-from samkit.io_utils import atomic_write_text
 from samkit.models.model_file import ModelFileInfo, write_model_file
 from samkit.models.sam import Sam
-from samkit.train.config import TrainConfig, save_config
+from samkit.train.checkpoints import CheckpointedRun
+from samkit.train.config import TrainConfig
 from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset, low_res_targets
 from samkit.train.device import autocast, bf16_supported, peak_memory_mb, resolve_device
 from samkit.train.losses import LossTerms, sam_loss
-from samkit.train.model import atomic_save, build_model, export_state_dict, set_train_mode, trainable_parameters
+from samkit.train.model import build_model, export_state_dict, set_train_mode, trainable_parameters
 from samkit.train.optim import build_optimizer, build_schedule, clip_gradients
 from samkit.train.prompts import Prompts, correction_clicks, first_prompts, round_schedule
 from samkit.train.warmup import geometry_warmup
@@ -78,9 +78,11 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), idx]
 
 
-class Trainer:
+class Trainer(CheckpointedRun):
     """One training run of ``cfg``; ``samples`` (one or several sequences of Samples) replaces
     ``cfg.datasets`` when given."""
+
+    resumable_changes = frozenset(_RESUMABLE_CHANGES)
 
     def __init__(self, cfg: TrainConfig,
                  samples: Sequence[Sample] | Sequence[Sequence[Sample]] | None = None) -> None:
@@ -109,7 +111,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train (or continue) up to ``cfg.steps``; export and plot at the end."""
-        self._prepare_out_dir()
+        self.prepare_out_dir()
         loader = torch.utils.data.DataLoader(
             StepBatches(self.samples, self.cfg), batch_size=None, sampler=range(self.step, self.end_step),
             num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
@@ -225,45 +227,12 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
 
-    def _prepare_out_dir(self) -> None:
-        """Resume from the last checkpoint when asked; refuse to overwrite a run otherwise."""
-        existing = self.checkpoints()
-        if existing and not self.cfg.resume:
-            raise FileExistsError(f"{self.out_dir} already holds checkpoints: set resume=true to continue that run "
-                                  "or choose another out_dir")
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if existing:
-            self.load_checkpoint(existing[-1])
-        else:
-            self.log_path.unlink(missing_ok=True)
-        _truncate_log(self.log_path, self.step)
-        save_config(self.cfg, self.out_dir / "config.json")
+    def checkpoint_state(self) -> dict:
+        """Model weights and RNG states (with the optimiser, scheduler, step and config: see CheckpointedRun)."""
+        return {"model": self.model.state_dict(), "rng": _rng_state()}
 
-    def checkpoints(self) -> list[Path]:
-        """This run's checkpoint files, oldest first."""
-        return sorted(self.ckpt_dir.glob("step_*.pt")) if self.ckpt_dir.is_dir() else []
-
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_NNNNNNN.pt`` and drop the oldest beyond ``keep_checkpoints``."""
-        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
-        atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                      "scheduler": self.scheduler.state_dict(), "step": self.step, "rng": _rng_state(),
-                      "config": self.cfg.to_dict()}, path)
-        for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
-            old.unlink()
-        return path
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore model, optimiser, scheduler, step counter and RNG states from ``path``."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        changed = sorted(k for k, v in state.get("config", {}).items()
-                         if k not in _RESUMABLE_CHANGES and _plain(getattr(self.cfg, k, None)) != _plain(v))
-        if changed:
-            warnings.warn(f"resuming {path} with changed settings: {', '.join(changed)}", stacklevel=2)
+    def restore_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
         _set_rng_state(state["rng"])
 
     # -- end of run ------------------------------------------------------------------------------
@@ -278,11 +247,6 @@ class Trainer:
             last = next(reversed(read_log(self.log_path)), None)
         return TrainResult(self.out_dir, model_path, self.log_path, self.step,
                            None if last is None else last["loss"])
-
-
-def _plain(value: object) -> object:
-    """JSON-comparable form of a config value (tuples become lists, dataclasses dicts)."""
-    return json.loads(json.dumps(value, default=lambda o: o.__dict__))
 
 
 def _rng_state() -> dict:
@@ -306,14 +270,6 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint being resumed from)."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

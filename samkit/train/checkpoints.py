@@ -1,0 +1,86 @@
+"""Resumable runs: the checkpoint folder of a training loop, shared by the trainers.
+
+A run keeps ``out_dir/config.json``, ``out_dir/<log>.jsonl`` (one JSON record per step, with ``step``) and
+``out_dir/checkpoints/step_NNNNNNN.pt`` (the newest ``keep_checkpoints``). :class:`CheckpointedRun` is
+mixed into a trainer that sets ``cfg`` (with ``resume``, ``keep_checkpoints``, ``to_dict()``), ``out_dir``,
+``ckpt_dir``, ``log_path``, ``step``, ``optimizer`` and ``scheduler``, and says what else a checkpoint holds
+(:meth:`~CheckpointedRun.checkpoint_state` / :meth:`~CheckpointedRun.restore_state`).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from samkit.io_utils import atomic_write_text
+from samkit.train.config import save_config
+from samkit.train.model import atomic_save
+
+
+def plain(value: object) -> object:
+    """JSON-comparable form of a config value (tuples become lists, dataclasses dicts)."""
+    return json.loads(json.dumps(value, default=lambda o: o.__dict__))
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint being resumed from)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+class CheckpointedRun:
+    """Checkpoint handling of a training loop (see the module docstring for what the class must set)."""
+
+    resumable_changes: frozenset[str] = frozenset()  # config keys that may change when resuming
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint holds besides optimiser, scheduler, step and config (the weights, ...)."""
+        raise NotImplementedError
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_state` saved."""
+        raise NotImplementedError
+
+    def prepare_out_dir(self) -> None:
+        """Resume from the last checkpoint when asked; refuse to overwrite a run otherwise."""
+        existing = self.checkpoints()
+        if existing and not self.cfg.resume:
+            raise FileExistsError(f"{self.out_dir} already holds checkpoints: set resume=true to continue that run "
+                                  "or choose another out_dir")
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if existing:
+            self.load_checkpoint(existing[-1])
+        else:
+            self.log_path.unlink(missing_ok=True)
+        truncate_log(self.log_path, self.step)
+        save_config(self.cfg, self.out_dir / "config.json")
+
+    def checkpoints(self) -> list[Path]:
+        """This run's checkpoint files, oldest first."""
+        return sorted(self.ckpt_dir.glob("step_*.pt")) if self.ckpt_dir.is_dir() else []
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_NNNNNNN.pt`` and drop the oldest beyond ``keep_checkpoints``."""
+        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
+        atomic_save({**self.checkpoint_state(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "step": self.step, "config": self.cfg.to_dict()}, path)
+        for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore the run from ``path``; warns about settings changed since it was written."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        changed = sorted(k for k, v in state.get("config", {}).items()
+                         if k not in self.resumable_changes and plain(getattr(self.cfg, k, None)) != plain(v))
+        if changed:
+            warnings.warn(f"resuming {path} with changed settings: {', '.join(changed)}", stacklevel=2)
+        self.restore_state(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
