@@ -7,7 +7,8 @@ segment, embed         :mod:`samkit.cli.segment`   masks from prompts (an image,
                                                    ``--prompts``); an image embedding to prompt later
 everything             :mod:`samkit.cli.everything` every object of an image or a folder
 eval                   :mod:`samkit.cli.evaluate`  benchmarks (interactive, single-point, boxes, ...)
-train, train-text      :mod:`samkit.cli.train`     training from a config file
+train, train-text,    :mod:`samkit.cli.train`     training from a config file; calibrating a model
+calibrate                                          to ship
 models, demo           :mod:`samkit.cli.models`    the registry and cache; a demo run
 =====================  ==========================  ==================================================
 
@@ -48,6 +49,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("samkit.cli.train", "train or fine-tune a model from a config file (JSON)"),
     "train-text": Command("samkit.cli.train",
                           "train a text prompter on a frozen SAM (samkit_tiny_text; config file, JSON)"),
+    "calibrate": Command("samkit.cli.train",
+                         "calibrate a model's IoU head and everything thresholds on validation data"),
     "models": Command("samkit.cli.models", "list the known models and which checkpoints are cached"),
     "demo": Command("samkit.cli.models", "segment a sample image with a locally available model"),
 }

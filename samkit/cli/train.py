@@ -1,23 +1,47 @@
-"""``samkit train`` (promptable models, SAM's recipe) and ``samkit train-text`` (text prompters)."""
+"""``samkit train`` (promptable models, SAM's recipe), ``samkit train-text`` (text prompters) and
+``samkit calibrate`` (IoU head and everything thresholds of a model to ship)."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+from pathlib import Path
 
 from samkit.cli.args import positive_int
+from samkit.cli.common import check_writable
+from samkit.data.readers import open_dataset
 from samkit.errors import SamkitError
+from samkit.models.load import load_model
 from samkit.train import load_config, train
+from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
 from samkit.train.text import load_text_config, train_text
 
 TRAIN_DESCRIPTION = ("Train or fine-tune a promptable model from a JSON config (see configs/): SAM's recipe "
                      "(focal + dice 20:1, IoU head, simulated clicks). Resumable; writes a JSONL log, a loss "
                      "curve, checkpoints and the exported model into the config's out_dir.")
+CALIBRATE_DESCRIPTION = ("Calibrate a trained model for shipping, on a validation split of its training data "
+                         "(never an evaluation set): fit its IoU head (affine, folded into the head) on "
+                         "single-point masks of --points objects, and the everything-mode thresholds on "
+                         "--images images; writes the model file with the thresholds in its metadata and a "
+                         "JSON report beside it.")
 TEXT_DESCRIPTION = ("Train a text prompter (BEiT-3 + projector) on a frozen SAM from a JSON config "
                     "(configs/samkit_tiny_text_*.json); prints test cIoU/gIoU at the end.")
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
-    """Register ``train`` or ``train-text``."""
+    """Register ``train``, ``train-text`` or ``calibrate``."""
+    if name == "calibrate":
+        p = commands.add_parser(name, help=help, description=CALIBRATE_DESCRIPTION)
+        p.add_argument("model", metavar="MODEL", help="model file (or registry name) to calibrate")
+        p.add_argument("--val-kind", default="berkeley", help="validation dataset layout (default berkeley: "
+                       "images/ + masks/)")
+        p.add_argument("--val-root", required=True, metavar="DIR", help="validation dataset folder")
+        p.add_argument("--points", type=positive_int, default=150, metavar="N", help="objects for the IoU head")
+        p.add_argument("--images", type=positive_int, default=12, metavar="N", help="images for the thresholds")
+        p.add_argument("--points-per-side", type=positive_int, default=32, help="everything-mode grid")
+        p.add_argument("--out", required=True, type=Path, metavar="FILE", help="calibrated .safetensors to write")
+        p.set_defaults(func=run_calibrate)
+        return p
     if name == "train-text":
         p = commands.add_parser(name, help=help, description=TEXT_DESCRIPTION)
         p.add_argument("config", metavar="CONFIG", help="text training config (configs/samkit_tiny_text_*.json)")
@@ -64,4 +88,22 @@ def run_train_text(args: argparse.Namespace) -> int:
     print(f"trained {cfg.variant} {summary['steps']} steps in {summary['train_s']:.0f} s "
           f"({summary['images_per_s']:.1f} images/s); test cIoU {test.get('ciou')} gIoU {test.get('giou')}; "
           f"out: {cfg.out_dir}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".safetensors":
+        raise SamkitError(f"--out must be a .safetensors file, got {args.out}")
+    check_writable(args.out.parent, "--out's folder")
+    model = load_model(args.model)
+    points, images = split_validation(open_dataset(args.val_kind, args.val_root), args.points, args.images)
+    report = calibrate_model(model, points, images, args.points_per_side)
+    path = write_calibrated(model, report, args.out)
+    report_path = path.with_suffix(".calibration.json")
+    report_path.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    before, after = report.before, report.after
+    print(f"IoU head: Spearman {before['spearman']} -> {after['spearman']}, calibration error "
+          f"{before['calibration_error']:.3f} -> {after['calibration_error']:.3f}; everything thresholds "
+          f"{report.thresholds} ({'qualified' if report.qualified else 'no setting met 10-60 masks per image'})")
+    print(f"wrote {path}, {report_path}")
     return 0

@@ -2,9 +2,12 @@
 the model file and used by everything-mode when the user sets none."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import samkit
+from samkit.cli import main
 from samkit.data.readers import open_dataset
 from samkit.predict.everything import AutomaticMaskGenerator
 from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
@@ -30,3 +33,16 @@ def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_p
     assert generator.stability_score_offset == pytest.approx(report.thresholds["stability_score_offset"], abs=1e-4)
     explicit = AutomaticMaskGenerator(loaded, points_per_side=4, pred_iou_thresh=0.99)
     assert explicit.pred_iou_thresh == 0.99  # a user's setting wins over the recommendation
+
+
+def test_cli_calibrate_writes_the_model_and_its_report(data_dir, tmp_path, capsys):
+    out = tmp_path / "tiny.fp16.safetensors"
+    code = main(["calibrate", "samkit_tiny", "--val-root", str(data_dir / "ECSSD"), "--points", "2",
+                 "--images", "1", "--points-per-side", "4", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.with_suffix(".calibration.json").read_text())
+    assert samkit.load_model(out).recommended_amg["amg_pred_iou_thresh"] == pytest.approx(
+        report["amg_thresholds"]["pred_iou_thresh"], abs=1e-4)
+    assert main(["calibrate", "samkit_tiny", "--val-root", str(data_dir / "ECSSD"), "--out",
+                 str(tmp_path / "x.pt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
