@@ -13,6 +13,7 @@ from PIL import Image
 
 from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
+from samkit.io_utils import atomic_path
 from samkit.models.sam import Sam
 from samkit.predict.threads import thread_budget
 from samkit.runtime import tune_allocator
@@ -133,13 +134,8 @@ class Predictor:
         self._require_image()
         meta = {"format": EMBEDDING_FORMAT, "arch": self.model.arch,
                 "original_size": json.dumps(self.original_size), "input_size": json.dumps(self.input_size)}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
+        with atomic_path(path) as tmp:
             save_file({"features": self.features.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def load_embedding(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None,
                        image: np.ndarray | Image.Image | str | os.PathLike | None = None) -> None:
