@@ -14,6 +14,7 @@ only by a few masks' worth of bytes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -225,23 +226,24 @@ def _require_text(predictor: Predictor) -> None:
 
 def _full_res_mask(predictor: Predictor, low: torch.Tensor, logits_path: Path | None) -> np.ndarray:
     """(s, s) low-res logits -> (H, W) bool mask, computed :data:`BAND_ROWS` rows at a time (the logits are
-    streamed into ``logits_path`` as float32 .npy when given)."""
+    appended band by band to ``logits_path``, a float32 .npy file, when given)."""
     h, w = predictor.original_size
     rows, cols = upsample_operators(predictor.original_size, predictor.input_size, low.shape[-1],
                                     predictor.model.img_size)
-    half = low.float() @ cols.T  # (s, W): columns resized once
-    mask = np.empty((h, w), dtype=bool)
-    out = None if logits_path is None else np.lib.format.open_memmap(logits_path, "w+", np.float32, (h, w))
     threshold = predictor.model.mask_threshold
-    with torch.inference_mode():
+    mask = np.empty((h, w), dtype=bool)
+    with contextlib.ExitStack() as stack, torch.inference_mode():
+        npy = None
+        if logits_path is not None:
+            npy = stack.enter_context(open(logits_path, "wb"))
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": (h, w)}
+            np.lib.format.write_array_header_1_0(npy, header)
+        half = low.float() @ cols.T  # (s, W): columns resized once
         for y0 in range(0, h, BAND_ROWS):
             band = (rows[y0:y0 + BAND_ROWS] @ half).numpy()
             mask[y0:y0 + band.shape[0]] = band > threshold
-            if out is not None:
-                out[y0:y0 + band.shape[0]] = band
-    if out is not None:
-        out.flush()
-        del out
+            if npy is not None:
+                band.astype("<f4", copy=False).tofile(npy)
     return mask
 
 

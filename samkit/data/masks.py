@@ -102,10 +102,12 @@ def overlay_masks(
         masks = (cv2.resize(np.asarray(m, dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks)
     width = contour_width or max(1, round(min(image.shape[:2]) / 500))
     band = np.ones((2 * width + 1, 2 * width + 1), np.uint8)  # erosion by this leaves a `width` px border
-    owner = np.zeros(image.shape[:2], dtype=np.int32)  # 1 + index of the last mask covering each pixel
-    edge = np.zeros(image.shape[:2], dtype=np.int32)  # 1 + index of the last mask outlined at each pixel
+    owner = np.zeros(image.shape[:2], dtype=np.uint16)  # 1 + index of the last mask covering each pixel
+    edge = np.zeros(image.shape[:2], dtype=np.uint16)  # 1 + index of the last mask outlined at each pixel
     count = 0
     for count, mask in enumerate(masks, start=1):
+        if count > np.iinfo(np.uint16).max:
+            raise ValueError(f"at most {np.iinfo(np.uint16).max} masks per overlay")
         mask = np.ascontiguousarray(mask, dtype=bool)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"masks must be Nx{full[0]}x{full[1]}, got a mask of {mask.shape}")
@@ -117,10 +119,13 @@ def overlay_masks(
         raise ValueError(f"got {len(palette)} colours for {count} masks")
     table = np.asarray([(0, 0, 0), *palette[:count]], dtype=np.float32)  # row 0: no mask
     out = image.copy()
-    covered = owner > 0
-    out[covered] = np.rint((1.0 - alpha) * out[covered] + alpha * table[owner[covered]]).astype(np.uint8)
-    outlined = edge > 0
-    out[outlined] = table[edge[outlined]].astype(np.uint8)
+    rows = max(1, (1 << 20) // image.shape[1])  # blend ~1 M pixels at a time: float temporaries stay small
+    for y0 in range(0, image.shape[0], rows):
+        part, own, rim = out[y0:y0 + rows], owner[y0:y0 + rows], edge[y0:y0 + rows]
+        covered = own > 0
+        part[covered] = np.rint((1.0 - alpha) * part[covered] + alpha * table[own[covered]]).astype(np.uint8)
+        outlined = rim > 0
+        part[outlined] = table[rim[outlined]].astype(np.uint8)
     return out
 
 

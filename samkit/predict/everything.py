@@ -223,13 +223,19 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> tuple[np
 
 
 def _encode_placed(masks: list[tuple[np.ndarray, int, int]], height: int, width: int) -> list[dict]:
-    """(mask (h_i, w_i) bool, top y, left x) in the (height, width) image -> pycocotools RLEs."""
-    if not masks:
-        return []
-    frame = np.zeros((height, width, len(masks)), dtype=np.uint8, order="F")
-    for k, (mask, y, x) in enumerate(masks):
-        frame[y:y + mask.shape[0], x:x + mask.shape[1], k] = mask
-    return mask_utils.encode(frame)
+    """(mask (h_i, w_i) bool, top y, left x) in the (height, width) image -> pycocotools RLEs.
+
+    One image-sized frame is reused for every mask (placed, encoded, cleared): memory is one byte per
+    image pixel however many masks a chunk keeps.
+    """
+    frame = np.zeros((height, width, 1), dtype=np.uint8, order="F")
+    rles = []
+    for mask, y, x in masks:
+        window = frame[y:y + mask.shape[0], x:x + mask.shape[1], 0]
+        window[...] = mask
+        rles.extend(mask_utils.encode(frame))
+        window[...] = 0
+    return rles
 
 
 def _rle_to_uncompressed(rle: dict) -> dict:

@@ -8,10 +8,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samkit.data.readers import open_dataset
 from samkit.data.formats import (
+    SegmentPrompts, labelme_document, mask_annotation, segment_document, write_label_map,
     coco_document, mask_to_polygons, read_png_masks, sa1b_document, write_png_masks, write_sa1b, write_yolo_seg,
 )
 from samkit.data.masks import mask_to_rle
@@ -112,3 +114,37 @@ def test_png_folder_round_trip(sample, tmp_path):
     assert index[0]["area"] == int(masks[0].sum()) and index[0]["predicted_iou"] == 0.9
     with pytest.raises(FileNotFoundError, match="no mask"):
         read_png_masks(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def grabcut_mask(sample) -> np.ndarray:
+    """One real (H, W) mask: the largest BSDS500 region of the sample."""
+    return sample[1][0]
+
+
+def test_segment_document_schema(grabcut_mask):
+    prompts = SegmentPrompts(points=[(10.0, 20.0)], labels=[1], box=(0.0, 0.0, 50.0, 40.0))
+    ann = mask_annotation(0, grabcut_mask, 0.75, "mask_0.png", "logits_0.npy")
+    doc = segment_document("a.jpg", *grabcut_mask.shape, "mobile_sam", None, prompts, [ann])
+    assert doc["image"] == {"file_name": "a.jpg", "height": grabcut_mask.shape[0], "width": grabcut_mask.shape[1]}
+    assert doc["prompts"]["box"] == [0.0, 0.0, 50.0, 40.0] and doc["prompts"]["points"] == [[10.0, 20.0]]
+    a = doc["annotations"][0]
+    assert a["area"] == int(grabcut_mask.sum()) and a["logits_file"] == "logits_0.npy"
+    np.testing.assert_array_equal(mask_utils.decode({**a["segmentation"], "counts": a["segmentation"]["counts"]
+                                                     .encode()}).astype(bool), grabcut_mask)
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def test_labelme_and_label_map(grabcut_mask, tmp_path):
+    small = np.zeros_like(grabcut_mask)
+    small[5:15, 5:25] = True
+    doc = labelme_document("a.jpg", *grabcut_mask.shape, [grabcut_mask, small])
+    assert (doc["imageHeight"], doc["imageWidth"]) == grabcut_mask.shape and doc["imagePath"] == "a.jpg"
+    assert {s["group_id"] for s in doc["shapes"]} == {0, 1}
+    assert all(s["shape_type"] == "polygon" and len(s["points"]) >= 3 for s in doc["shapes"])
+    path = write_label_map(tmp_path / "a.png", iter([grabcut_mask, small]), *grabcut_mask.shape)
+    labels = np.asarray(Image.open(path))
+    assert labels.dtype == np.uint16 or labels.dtype == np.int32
+    np.testing.assert_array_equal(labels == 2, small)  # later masks on top
+    np.testing.assert_array_equal(labels == 1, grabcut_mask & ~small)
+    assert not list(tmp_path.glob(".*tmp"))

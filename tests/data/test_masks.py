@@ -15,6 +15,7 @@ from samkit.data.masks import (
     mask_colors,
     mask_to_rle,
     mask_to_uncompressed_rle,
+    draw_legend,
     overlay_masks,
     rle_to_mask,
     save_mask_png,
@@ -187,3 +188,38 @@ def test_save_mask_png(tmp_path: Path, grabcut_masks: dict[str, np.ndarray]) -> 
         pixels = np.asarray(im)
     assert set(np.unique(pixels)) == {0, 255}
     np.testing.assert_array_equal(pixels == 255, mask)
+
+
+def test_overlay_keeps_the_photo_visible_under_many_masks(data_dir: Path, grabcut_masks: dict[str, np.ndarray]) -> None:
+    name = sorted(grabcut_masks)[0]  # a real photo
+    image = np.asarray(Image.open(data_dir / "GrabCut" / "data_GT" / name.replace(".bmp", ".jpg")).convert("RGB"))
+    mask = np.zeros(image.shape[:2], bool)
+    mask[50:200, 60:300] = True
+    stack = np.stack([mask] * 120)  # 120 masks over the same pixels: blended once, not 120 times
+    out = overlay_masks(image, stack, alpha=0.4, contour_width=1)
+    inner = np.zeros_like(mask)
+    inner[52:198, 62:298] = True  # away from the 1 px outline
+    colour = np.asarray(mask_colors(120)[-1], np.float64)
+    expected = np.rint(0.6 * image[inner] + 0.4 * colour)
+    np.testing.assert_allclose(out[inner], expected, atol=1)
+    # an iterable of masks (read one at a time) gives the same picture as the stack
+    np.testing.assert_array_equal(overlay_masks(image, iter(stack[:3]), alpha=0.4), overlay_masks(image, stack[:3], alpha=0.4))
+
+
+def test_overlay_max_side_downscales() -> None:
+    image = np.full((100, 300, 3), 50, np.uint8)
+    mask = np.zeros((100, 300), bool)
+    mask[20:80, 30:150] = True
+    out = overlay_masks(image, iter([mask]), max_side=150, colors=[(255, 0, 0)])
+    assert out.shape == (50, 150, 3)
+    assert (out[25, 40] != 50).any() and (out[25, 120] == 50).all()
+
+
+def test_legend_is_drawn_in_the_top_left_corner_only() -> None:
+    image = np.full((480, 640, 3), 200, np.uint8)
+    out = draw_legend(image, [("mask_0.png  IoU 0.93", (255, 0, 0)), ("mask_1.png  IoU 0.50", (0, 0, 255))])
+    changed = (out != image).any(axis=2)
+    ys, xs = np.nonzero(changed)
+    assert ys.max() < 120 and xs.max() < 400  # a panel, not the whole picture
+    assert ((out == (255, 0, 0)).all(axis=2)).any() and ((out == (0, 0, 255)).all(axis=2)).any()  # swatches
+    assert ((out == 255).all(axis=2)).any()  # white text

@@ -9,7 +9,7 @@ from torch import nn
 
 import samkit
 from samkit.predict.everything import (
-    AutomaticMaskGenerator, crop_boxes, near_crop_edge, point_grid, remove_small_regions, stability_score,
+    FILTERS, AutomaticMaskGenerator, EverythingSettings, crop_boxes, near_crop_edge, point_grid, remove_small_regions, stability_score,
 )
 
 # ------------------------------------------------------------------------------------------- pieces
@@ -122,6 +122,34 @@ def test_generator_filters_dedups_and_describes_masks():
     assert all(r["bbox"][2:] == [16.0, 16.0] for r in records)
     assert records == sorted(records, key=lambda r: -r["area"])
     assert set(gen.timings) == {"encoder", "decoder", "postprocess"}
+
+
+@pytest.mark.parametrize("prefilter", [True, False])
+def test_filtered_counts_say_where_every_candidate_went(prefilter):
+    gen = AutomaticMaskGenerator(ScriptedModel(), points_per_side=4, output_mode="coco_rle",
+                                 stability_prefilter=prefilter)
+    records = gen.generate(np.zeros((64, 64, 3), np.uint8))
+    # 16 points x 3 masks; right half: IoU 0.5; left half: the slope is unstable, the 12-row mask a duplicate
+    assert gen.filtered == {"candidates": 48, "pred_iou": 24, "stability": 8, "crop_edge": 0, "duplicate": 8,
+                            "small_region": 0}
+    assert gen.filtered["candidates"] - sum(gen.filtered[k] for k in FILTERS) == len(records) == 8
+
+
+def test_settings_thresholds_come_from_the_model_else_sam():
+    model = ScriptedModel()
+    sam = EverythingSettings().resolve(model)
+    assert (sam.pred_iou_thresh, sam.stability_score_thresh, sam.stability_score_offset) == (0.88, 0.95, 1.0)
+    model.recommended_amg = {"amg_pred_iou_thresh": 0.4, "amg_stability_score_thresh": 0.7}
+    rec = EverythingSettings().resolve(model)
+    assert (rec.pred_iou_thresh, rec.stability_score_thresh, rec.stability_score_offset) == (0.4, 0.7, 1.0)
+    assert EverythingSettings(pred_iou_thresh=0.6).resolve(model).pred_iou_thresh == 0.6  # given wins
+    gen = AutomaticMaskGenerator(model, points_per_side=4, output_mode="coco_rle")
+    assert gen.pred_iou_thresh == 0.4 and gen.stability_score_thresh == 0.7
+    gen.generate(np.zeros((64, 64, 3), np.uint8))
+    assert gen.filtered["pred_iou"] == 0  # the right half's IoU 0.5 now passes the model's 0.4
+    assert set(EverythingSettings().kwargs()) == set(EverythingSettings.names())
+    with pytest.raises(ValueError, match="points_per_side"):
+        EverythingSettings(points_per_side=0)
 
 
 def test_output_modes_hold_the_same_masks():
