@@ -385,6 +385,11 @@ class TinyViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
+    def set_input_size(self, img_size: int) -> None:
+        """Take (B,3,img_size,img_size) inputs. Nothing here depends on the frame (convolutions, windowed
+        attention with padding), so only ``img_size`` is recorded."""
+        self.img_size = img_size
+
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
