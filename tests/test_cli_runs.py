@@ -253,6 +253,10 @@ def test_bundled_text_model_through_checkpoint_reads_its_metadata(tmp_path):
     result = run_cli("segment", SAMPLE_IMAGE, "--text", "the red circle", "--checkpoint", weights, "--out", out)
     assert result.code == 0, result
     assert json.loads((out / "masks.json").read_text())["model"] == "samkit_tiny_text"
+    wrong = tmp_path / "wrong"
+    line = assert_error(run_cli("segment", SAMPLE_IMAGE, "--point", "1,1", "--model", "sam_vit_b", "--checkpoint",
+                                weights, "--out", wrong), wrong, "`samkit_tiny_text` file", "--model samkit_tiny_text")
+    assert len(line) < 300  # no key list
 
 
 def test_eval_prints_a_table_and_a_line_per_batch(tmp_path, data_dir):
