@@ -69,3 +69,9 @@ def test_thread_budget_restores_the_setting():
     with thread_budget(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+    torch.set_num_threads(1)  # what --threads 1 does: the adaptive default never goes above it
+    try:
+        with thread_budget() as n:
+            assert n == 1
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ eval                   :mod:`samkit.cli.evaluate`  benchmarks (interactive, sing
 train, train-text,    :mod:`samkit.cli.train`     training from a config file; calibrating a model
 calibrate                                          to ship
 models, demo           :mod:`samkit.cli.models`    the registry and cache; a demo run
+export                 :mod:`samkit.cli.export`    ONNX graphs of a model (``export onnx``)
 =====================  ==========================  ==================================================
 
 A command module has ``add_parser(subparsers, name, help)``, which adds the command's parser and sets its
@@ -53,6 +54,7 @@ COMMANDS: dict[str, Command] = {
                          "calibrate a model's IoU head and everything thresholds on validation data"),
     "models": Command("samkit.cli.models", "list the known models and which checkpoints are cached"),
     "demo": Command("samkit.cli.models", "segment a sample image with a locally available model"),
+    "export": Command("samkit.cli.export", "export a model to ONNX: encoder and prompt decoder graphs (+ int8)"),
 }
 
 

@@ -94,10 +94,15 @@ def add_model_options(p: argparse.ArgumentParser, default_model: str) -> None:
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """--device and --threads."""
+    """--device, --threads, --runtime and --precision."""
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for torch (default: torch's choice, every available core)")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: run the model's ONNX export (made once into the cache dir; --model may also "
+                        "be a `samkit export onnx` folder; needs samkit[onnx])")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: the dynamically quantised ONNX graphs (with --runtime onnxruntime)")
 
 
 def add_overwrite_option(p: argparse.ArgumentParser) -> None:

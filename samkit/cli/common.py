@@ -16,8 +16,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from samkit.errors import CheckpointError, SamkitError
+from samkit.export.onnx import cached_export
 from samkit.models.load import load_model
-from samkit.models.registry import REGISTRY, resolve_name
+from samkit.models.registry import REGISTRY
+from samkit.predict.onnx_runtime import OnnxPredictor
 from samkit.predict.predictor import Predictor
 
 DEFAULT_MODEL = "samkit_tiny"  # `segment` / `embed` / `eval` / `everything` without --model or --checkpoint
@@ -26,15 +28,18 @@ DEFAULT_TEXT_MODEL = "samkit_tiny_text"  # `segment --text` / `eval refer` witho
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """--model / --checkpoint / --device as given (None = not given)."""
+    """--model / --checkpoint / --device / --runtime / --precision as given (None = not given)."""
 
     name: str | None = None
     checkpoint: str | None = None
     device: str = "cpu"
+    runtime: str = "torch"
+    precision: str = "fp32"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ModelChoice:
-        return cls(args.model, args.checkpoint, getattr(args, "device", "cpu"))
+        return cls(args.model, args.checkpoint, getattr(args, "device", "cpu"), getattr(args, "runtime", "torch"),
+                   getattr(args, "precision", "fp32"))
 
     def model_or_checkpoint(self, default: str) -> tuple[str, str | None]:
         """(name or path, checkpoint) as :func:`samkit.load_model` takes them."""
@@ -42,20 +47,8 @@ class ModelChoice:
             return self.name or default, None
         if not Path(self.checkpoint).exists():  # a file, or a Hugging Face-format directory (EVF-SAM)
             raise CheckpointError(f"checkpoint not found: {self.checkpoint}")
-        recorded = checkpoint_arch(self.checkpoint)
-        if self.name is not None and recorded is not None and _registry_name(self.name) not in (None, recorded):
-            raise CheckpointError(f"--checkpoint {self.checkpoint} is a `{recorded}` file (its metadata says so), "
-                                  f"not `{self.name}`: use --model {recorded}, or leave --model out")
-        name = self.name or recorded
+        name = self.name or checkpoint_arch(self.checkpoint)
         return (self.checkpoint, None) if name is None else (name, self.checkpoint)
-
-
-def _registry_name(name: str) -> str | None:
-    """The registry name of a model name or alias; None when unknown (load_model then names the known ones)."""
-    try:
-        return resolve_name(name).name
-    except KeyError:
-        return None
 
 
 def checkpoint_arch(path: str | os.PathLike) -> str | None:
@@ -82,8 +75,13 @@ def setup_runtime(args: argparse.Namespace) -> None:
 
 
 def load_predictor(choice: ModelChoice, default: str) -> Predictor:
-    """A predictor for --model / --checkpoint (``default`` when neither is given) on --device."""
+    """A predictor for --model / --checkpoint (``default`` when neither is given) on --device, or on
+    ONNX Runtime (--runtime onnxruntime, --precision)."""
     source, checkpoint = choice.model_or_checkpoint(default)
+    if choice.runtime == "onnxruntime":
+        return OnnxPredictor(cached_export(source, checkpoint), precision=choice.precision)
+    if choice.precision != "fp32":
+        raise SamkitError(f"--precision {choice.precision} needs --runtime onnxruntime")
     return Predictor(load_model(source, checkpoint=checkpoint, device=choice.device))
 
 

@@ -10,6 +10,7 @@ only when every step succeeded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from samkit.data.sample import Sample
 from samkit.errors import SamkitError
 from samkit.eval.clicks import interior_point
 from samkit.eval.metrics import iou
+from samkit.models.hub import cache_dir
 from samkit.models.load import load_model
 from samkit.models.sam import Sam
 from samkit.predict.onnx_runtime import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, INSTALL_HINT,
@@ -285,3 +287,21 @@ def first_click_agreement(reference: Predictor, candidate: Predictor, samples: I
             a, b = (p.predict(points=[[click.x, click.y]], labels=[1], multimask=True) for p in (reference, candidate))
             out.append(iou(b.masks[b.best], a.masks[a.best]))
     return np.asarray(out)
+
+
+def cached_export(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                  device: str = "cpu") -> Path:
+    """An export folder (fp32 and int8 graphs) for a model as :func:`samkit.load_model` takes it: ``source``
+    itself when it is an export folder, else ``<cache dir>/onnx/<arch>-<key>/``, exported on first use.
+    The key names the weights file (path, size, modification time), so new weights get a new folder."""
+    if (Path(source) / MANIFEST).is_file():
+        return Path(source)
+    model = load_model(source, checkpoint=checkpoint, device=device)
+    weights = Path(str(getattr(model, "weights", "")))
+    stat = weights.stat() if weights.is_file() else None
+    key = json.dumps([model.arch, str(weights.resolve()) if stat else str(weights),
+                      stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0, int(model.img_size)])
+    folder = cache_dir() / "onnx" / f"{model.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if not all((folder / f).is_file() for f in (*graph_files("fp32"), *graph_files("int8"), MANIFEST)):
+        export_onnx(model, folder, quantize="int8")
+    return folder

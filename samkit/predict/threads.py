@@ -11,10 +11,11 @@ from samkit.runtime import default_threads
 
 @contextmanager
 def thread_budget(threads: int | None = None) -> Iterator[int]:
-    """Run the block with ``threads`` torch intra-op threads (None: :func:`default_threads` now);
-    the previous setting is restored afterwards. Yields the number used."""
-    n = threads or default_threads()
+    """Run the block with ``threads`` torch intra-op threads; None: torch's setting
+    (``torch.set_num_threads``, the CLI's ``--threads``), lowered to the CPUs free now
+    (:func:`default_threads`). The previous setting is restored afterwards. Yields the number used."""
     before = torch.get_num_threads()
+    n = threads or min(before, default_threads())
     if n != before:
         torch.set_num_threads(n)
     try:
