@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from samkit.errors import CheckpointError, SamkitError
 from samkit.export.onnx import cached_export
 from samkit.models.load import load_model
-from samkit.models.registry import REGISTRY
+from samkit.models.registry import REGISTRY, resolve_name
 from samkit.predict.onnx_runtime import OnnxPredictor
 from samkit.predict.predictor import Predictor
 
@@ -47,8 +47,20 @@ class ModelChoice:
             return self.name or default, None
         if not Path(self.checkpoint).exists():  # a file, or a Hugging Face-format directory (EVF-SAM)
             raise CheckpointError(f"checkpoint not found: {self.checkpoint}")
-        name = self.name or checkpoint_arch(self.checkpoint)
+        recorded = checkpoint_arch(self.checkpoint)
+        if self.name is not None and recorded is not None and _registry_name(self.name) not in (None, recorded):
+            raise CheckpointError(f"--checkpoint {self.checkpoint} is a `{recorded}` file (its metadata says so), "
+                                  f"not `{self.name}`: use --model {recorded}, or leave --model out")
+        name = self.name or recorded
         return (self.checkpoint, None) if name is None else (name, self.checkpoint)
+
+
+def _registry_name(name: str) -> str | None:
+    """The registry name of a model name or alias; None when unknown (load_model then names the known ones)."""
+    try:
+        return resolve_name(name).name
+    except KeyError:
+        return None
 
 
 def checkpoint_arch(path: str | os.PathLike) -> str | None:
