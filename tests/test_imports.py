@@ -37,7 +37,6 @@ LAZY_THIRD_PARTY = {
     "onnx": "optional ONNX export",
     "onnxruntime": "optional ONNX inference",
     "pycocotools": "COCO evaluation (cocoeval) only in the boxes benchmark",
-    "safetensors": "embedding files in the Predictor",
 }
 
 

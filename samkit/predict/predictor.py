@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
@@ -47,8 +49,6 @@ class Prediction:
 def read_embedding(path: str | os.PathLike, with_features: bool = False) -> tuple[dict, torch.Tensor | None]:
     """Metadata of a :meth:`Predictor.save_embedding` file ({"arch", "original_size" (H, W)}), and
     its (1,256,64,64) features when ``with_features``. Raises SamkitError for anything else."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise SamkitError(f"embedding file not found: {path}")
@@ -129,8 +129,6 @@ class Predictor:
 
     def save_embedding(self, path: str | os.PathLike) -> None:
         """Write the image embedding (+ sizes and architecture) to a safetensors file."""
-        from safetensors.torch import save_file
-
         self._require_image()
         meta = {"format": EMBEDDING_FORMAT, "arch": self.model.arch,
                 "original_size": json.dumps(self.original_size), "input_size": json.dumps(self.input_size)}
