@@ -23,9 +23,10 @@ class RefinerConfig:
     sam_arch: str = "samkit_tiny"
     embed_dim: int = 256
     sam_img_size: int = 256
-    work_size: int = 256
-    channels: int = 24
-    embed_channels: int = 24
+    work_size: int = 192
+    channels: int = 16  # the global trunk's width (1/4 of the work frame)
+    fine_channels: int = 8  # the global head's width (full work frame)
+    embed_channels: int = 16
     blocks: int = 2
     click_radius: float = 3.0  # disk radius, in pixels of the frame the clicks are drawn in
     crop_size: int = 96
@@ -42,10 +43,11 @@ class RefinerConfig:
         """Raise CheckpointError on impossible settings; returns self."""
         if self.selector not in SELECTOR_MODES:
             raise CheckpointError(f"refiner selector must be one of {SELECTOR_MODES}, got {self.selector!r}")
-        sizes = (self.embed_dim, self.sam_img_size, self.work_size, self.channels, self.embed_channels,
+        sizes = (self.embed_dim, self.sam_img_size, self.work_size, self.channels, self.fine_channels,
+                 self.embed_channels,
                  self.crop_size, self.local_channels, self.min_crop)
-        if min(sizes) < 1 or self.blocks < 0 or self.local_blocks < 0 or self.work_size % 2:
-            raise CheckpointError(f"refiner sizes must be positive (work_size even), got {self}")
+        if min(sizes) < 1 or self.blocks < 0 or self.local_blocks < 0:
+            raise CheckpointError(f"refiner sizes must be positive, got {self}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from samkit.refine.layers import RefineHead, ResBlock, conv
 
 @dataclass
 class ImageFeatures:
-    """Image-only features of a batch of images in the work frame (h, w): ``coarse`` (B,C,h/2,w/2) with
-    the SAM embedding fused in, ``fine`` (B,C,h,w) for the full work-frame head."""
+    """Image-only features of a batch of images in the work frame (h, w): ``coarse`` (B,C,h/4,w/4) with
+    the SAM embedding fused in, ``fine`` (B,F,h,w) for the full work-frame head."""
 
     coarse: torch.Tensor
     fine: torch.Tensor
@@ -45,9 +45,9 @@ class ImageBranch(nn.Module):
 
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
-        c = cfg.channels
-        self.fine = conv(3, c)
-        self.down = nn.Sequential(conv(c, c, stride=2), conv(c, c))
+        c, f = cfg.channels, cfg.fine_channels
+        self.fine = conv(3, f)
+        self.down = nn.Sequential(conv(f, c, stride=2), conv(c, c, stride=2), conv(c, c))
         self.embed = nn.Sequential(nn.Conv2d(cfg.embed_dim, cfg.embed_channels, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(cfg.embed_channels, c, 1))
 
@@ -61,20 +61,34 @@ class ImageBranch(nn.Module):
 
 class PromptFusion(nn.Module):
     """Per-click work: cached :class:`ImageFeatures` + prompt maps (B,3,h,w) (positive / negative click disks,
-    squashed SAM logits) -> logit correction (B,1,h,w) and error logits (B,1,h,w) in the work frame."""
+    squashed SAM logits) -> logit correction (B,1,h,w) and error logits (B,1,h,w) in the work frame.
+
+    The prompt maps are pooled to the trunk's 1/4 frame (max-pooled disks, so no click vanishes), fused
+    with the coarse image features by residual blocks, brought back to the work frame and combined with
+    the fine image features and the maps themselves by 1x1 convolutions."""
 
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
-        c = cfg.channels
-        self.prompt = nn.Conv2d(3, c, 3, 2, 1)
+        c, f = cfg.channels, cfg.fine_channels
+        self.prompt = nn.Conv2d(3, c, 3, 1, 1)
         self.trunk = nn.Sequential(*[ResBlock(c) for _ in range(cfg.blocks)])
-        self.fine_prompt = nn.Conv2d(3, c, 1)
-        self.head = RefineHead(c)
+        self.lift = nn.Conv2d(c, f, 1)
+        self.fine_prompt = nn.Conv2d(3, f, 1)
+        self.head = RefineHead(f)
 
     def forward(self, feats: ImageFeatures, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.trunk(torch.relu(feats.coarse + self.prompt(prompt_maps)))
-        x = F.interpolate(x, size=feats.fine.shape[-2:], mode="bilinear", align_corners=False)
+        size = feats.coarse.shape[-2:]
+        pooled = torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
+                            F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1)
+        x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))
+        x = F.interpolate(self.lift(x), size=feats.fine.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(torch.relu(x + feats.fine + self.fine_prompt(prompt_maps)))
+
+
+def correction(delta: torch.Tensor, error_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The global stage's change to SAM's logits at full resolution: the error map's blend
+    sigmoid(err) * delta (B,1,h,w), upsampled to ``size`` (H, W) (bilinear) -> (B,1,H,W)."""
+    return F.interpolate(torch.sigmoid(error_logits) * delta, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class GlobalRefiner(nn.Module):

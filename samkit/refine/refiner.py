@@ -22,8 +22,8 @@ from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
 from samkit.refine.click_maps import click_maps, scale_points
 from samkit.refine.config import RefinerConfig
 from samkit.refine.crops import Box, crop_box, crop_resize, paste
-from samkit.refine.global_refiner import GlobalRefiner, ImageFeatures
-from samkit.refine.layers import blend, squash_logits
+from samkit.refine.global_refiner import GlobalRefiner, ImageFeatures, correction
+from samkit.refine.layers import squash_logits
 from samkit.refine.local_refiner import LocalRefiner
 from samkit.refine.selector import DynamicSelector
 
@@ -155,16 +155,14 @@ class SamRefiner(nn.Module):
         """Global stage: (C,H,W) logits -> blended logits (C,H,W) and error probabilities (C,h,w) in the
         work frame (without the global stage: SAM's own uncertainty, 1 - |2p - 1|)."""
         st = self.state
-        work_logits = F.interpolate(logits[:, None], size=st.work_size, mode="bilinear", align_corners=False,
-                                    antialias=True)
+        work_logits = F.interpolate(logits[:, None], size=st.work_size, mode="bilinear", align_corners=False)
         if not self.use_global:
             p = torch.sigmoid(work_logits[:, 0])
             return logits, 1 - (2 * p - 1).abs()
         work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
         maps = prompt_maps(work_pts, lab, work_logits, self.cfg.click_radius)
         delta, err = self.global_refiner.fusion(st.features.expand(logits.shape[0]), maps)
-        up = F.interpolate(torch.cat([delta, err], 1), size=st.original_size, mode="bilinear", align_corners=False)
-        return blend(logits, up[:, 0], up[:, 1]), torch.sigmoid(err[:, 0])
+        return logits + correction(delta, err, st.original_size)[:, 0], torch.sigmoid(err[:, 0])
 
     def _local(self, logits: torch.Tensor, error_prob: torch.Tensor, pts: torch.Tensor | None,
                lab: torch.Tensor | None) -> torch.Tensor:

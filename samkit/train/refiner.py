@@ -37,6 +37,7 @@ from samkit.refine.click_maps import scale_points
 from samkit.refine.config import RefinerConfig
 from samkit.refine.crops import crop_box, crop_resize, paste
 from samkit.refine.file import save_refiner
+from samkit.refine.global_refiner import correction
 from samkit.refine.layers import blend
 from samkit.refine.refiner import SamRefiner, local_inputs, prompt_maps
 from samkit.train.checkpoints import CheckpointedRun
@@ -226,13 +227,13 @@ class RefinerTrainer(CheckpointedRun):
             points = torch.from_numpy(prompts.points).to(self.device)
             labels = torch.from_numpy(prompts.labels).to(self.device)
             sam_logits, mask_input = self._sam(embedding, points * (rc.sam_img_size / size), labels, mask_input)
-            work_logits = _resize(sam_logits, rc.work_size)
+            work_logits = F.interpolate(sam_logits, size=(rc.work_size,) * 2, mode="bilinear", align_corners=False)
             maps = prompt_maps(scale_points(points, (size, size), (rc.work_size,) * 2), labels, work_logits,
                                rc.click_radius)
             delta, err = self.refiner.global_refiner.fusion(features, maps)
-            up = F.interpolate(torch.cat([delta, err], 1), size=(size, size), mode="bilinear", align_corners=False)
-            refined = blend(sam_logits, up[:, :1], up[:, 1:])
-            terms = refine_loss(refined, up[:, 1:], sam_logits, targets, valid, cfg.focal_alpha, cfg.boundary_weight,
+            refined = sam_logits + correction(delta, err, (size, size))
+            err_up = F.interpolate(err, size=(size, size), mode="bilinear", align_corners=False)
+            terms = refine_loss(refined, err_up, sam_logits, targets, valid, cfg.focal_alpha, cfg.boundary_weight,
                                 cfg.boundary_width, cfg.error_weight)
             local, final = self._local(images, refined.detach(), targets, valid, points, labels)
             terms["local"] = local

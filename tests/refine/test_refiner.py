@@ -23,9 +23,10 @@ def test_stage_shapes(refiner, tiny, grabcut):
     pred.set_image(sample.image)
     st = refiner.state
     assert st.original_size == (h, w) and max(st.work_size) == refiner.cfg.work_size
-    c = refiner.cfg.channels
-    assert st.features.coarse.shape == (1, c, (st.work_size[0] + 1) // 2, (st.work_size[1] + 1) // 2)
-    assert st.features.fine.shape == (1, c, *st.work_size)
+    cfg = refiner.cfg
+    quarter = tuple(-(-(-(-n // 2)) // 2) for n in st.work_size)  # two stride-2 convolutions
+    assert st.features.coarse.shape == (1, cfg.channels, *quarter)
+    assert st.features.fine.shape == (1, cfg.fine_channels, *st.work_size)
     logits = torch.randn(3, h, w)
     out = refiner.refine(logits, np.array([[w / 2, h / 2]]), np.array([1]))
     assert out.shape == (3, h, w) and out.dtype == torch.float32
