@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from samkit.data.staging import require_writable
 from samkit.errors import CheckpointError, SamkitError
 from samkit.export.onnx import cached_export
 from samkit.models.load import load_model
@@ -102,15 +103,7 @@ def load_predictor(choice: ModelChoice, default: str) -> Predictor:
 
 def check_writable(out: Path, what: str = "--out") -> None:
     """Fail now (before any model runs) unless ``out`` is, or can be created as, a writable folder."""
-    if out.exists() and not out.is_dir():
-        raise SamkitError(f"{what} {out} exists and is not a directory")
-    parent = out if out.exists() else out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise SamkitError(f"cannot create {what} {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SamkitError(f"cannot write to {what} {out}: {parent} is not writable")
+    require_writable(out, what)
 
 
 def earlier_outputs(out: Path, patterns: Iterable[str]) -> list[Path]:

@@ -32,6 +32,17 @@ def staged_outputs(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def require_writable(out_dir: str | Path, what: str = "output folder") -> None:
+    """Fail now (before slow work) unless ``out_dir`` is, or can be created as, a writable folder; the
+    message names ``out_dir`` as given (``what``: how the user gave it, e.g. ``--out``)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SamkitError(f"{what} {out_dir} exists and is not a directory")
+    parent = out_dir if out_dir.exists() else _existing_ancestor(out_dir)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SamkitError(f"cannot write to {what} {out_dir}: {parent} is not writable")
+
+
 def _existing_ancestor(path: Path) -> Path:
     """The parent of ``path`` if it exists, else its nearest existing ancestor (must be a folder)."""
     parent = path.absolute().parent

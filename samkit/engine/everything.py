@@ -41,7 +41,7 @@ from samkit.data.formats import (
 from samkit.data.image_io import load_image, require_min_size
 from samkit.data.masks import overlay_masks, rle_to_mask
 from samkit.data.readers import IMAGE_EXTENSIONS
-from samkit.data.staging import staged_outputs
+from samkit.data.staging import require_writable, staged_outputs
 from samkit.errors import SamkitError
 from samkit.io_utils import atomic_path, atomic_write_text
 from samkit.models.load import load_model
@@ -126,13 +126,7 @@ class EverythingJob:
         """Before a run: the output folder must be writable, and hold this job or nothing of samkit's
         (``overwrite``: the earlier job's outputs are deleted first); then record the job in ``run.json``."""
         out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise SamkitError(f"output path exists and is not a directory: {out}")
-        parent = out if out.exists() else out.absolute().parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise SamkitError(f"cannot write to output folder {out}: {parent} is not a writable folder")
+        require_writable(out)
         earlier = self._earlier_job()
         if earlier is not None and earlier != self.identity():
             if not self.overwrite:
