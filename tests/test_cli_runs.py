@@ -207,6 +207,14 @@ def test_segment_prompts_file_over_a_folder(data_dir, tmp_path):
     doc, _ = read_masks(out / "153077")
     assert doc["prompts"]["labels"] == [1, 0] and (out / "153077" / "overlay.png").is_file()
     assert "segment: [2/2] 153077.jpg" in result.err  # a line per image without a terminal
+    prompts.write_text(json.dumps({"124080.jpg": {"box": [50, 40, 300, 250], "multimask": True}}))
+    assert run_cli("segment", folder, "--prompts", prompts, "--out", out).code == 2  # an earlier run: refused
+    assert run_cli("segment", folder, "--prompts", prompts, "--out", out, "--overwrite").code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["124080"]  # the folder describes this run only
+    assert len(read_masks(out / "124080")[1]) == 3
+    prompts.write_text(json.dumps({"124080.jpg": {"box": [50, 40, 300, 250]}}))
+    assert run_cli("segment", folder, "--prompts", prompts, "--out", out, "--overwrite").code == 0
+    assert len(read_masks(out / "124080")[1]) == 1  # no mask_1.png / mask_2.png left from the run before
 
 
 def test_segment_prompts_file_errors_leave_nothing(data_dir, tmp_path):

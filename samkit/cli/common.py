@@ -107,18 +107,18 @@ def check_writable(out: Path, what: str = "--out") -> None:
 
 
 def earlier_outputs(out: Path, patterns: Iterable[str]) -> list[Path]:
-    """Files and folders directly in ``out`` whose names match ``patterns`` (outputs of an earlier run)."""
+    """What an earlier run left directly in ``out``: entries whose names match ``patterns``, and folders
+    holding a ``masks.json`` (``segment --prompts`` writes one such folder per image)."""
     if not out.is_dir():
         return []
     pats = list(patterns)
-    return sorted(p for p in out.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in pats))
+    return sorted(p for p in out.iterdir()
+                  if any(fnmatch.fnmatch(p.name, pat) for pat in pats) or (p / "masks.json").is_file())
 
 
 def claim_out(out: Path, patterns: Iterable[str], overwrite: bool) -> list[Path]:
-    """Check ``out`` before a run: writable, and holding no earlier run's outputs unless ``overwrite``.
-
-    Returns the earlier outputs to remove once the new run has published its own (``overwrite``).
-    """
+    """Check ``out`` before a run: writable, and holding no earlier run's outputs (:func:`earlier_outputs`)
+    unless ``overwrite``. Returns the earlier outputs, to remove once the new run has its own."""
     check_writable(out)
     found = earlier_outputs(out, patterns)
     if found and not overwrite:

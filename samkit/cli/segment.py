@@ -302,7 +302,7 @@ def _run_prompts_file(args: argparse.Namespace) -> int:
     if args.image is None:
         raise SamkitError("--prompts FILE needs IMAGE|DIR: the image, or the folder its file names are in")
     jobs = read_prompts_file(args.prompts, Path(args.image), args.out, args.multimask)
-    found = claim_out(args.out, [f"{job.out.name}" for job in jobs], args.overwrite)
+    found = claim_out(args.out, RUN_FILES, args.overwrite)
     log = LineLog("segment", len(jobs)) if logs_lines() else None
     predictor = None
     with staged_outputs(args.out) as stage:
@@ -317,8 +317,7 @@ def _run_prompts_file(args: argparse.Namespace) -> int:
                                      max_pixels=args.max_pixels, save_logits=args.save_logits, predictor=predictor)
             if log is not None:
                 log(f"{job.image_path.name}: {len(annotations)} mask(s)")
-        written = {p.name for p in stage.iterdir()}
-    remove_stale(found, written)
+        remove_stale(found, set())  # every image done: the earlier run's folders go, the new ones replace them
     print(f"segment: {len(jobs)} image(s) from {args.prompts} -> {args.out}/<stem>/ (masks.json, mask_*.png, "
           "overlay.png)")
     return 0

@@ -154,7 +154,8 @@ class EverythingJob:
         stems = {p.stem for p in self.images()}
         for path in self.out_dir.iterdir():
             name = path.name
-            per_image = name.split(".")[0] in stems and (path.is_file() or (path / "masks.json").is_file())
+            named = name in stems or any(name.startswith(f"{stem}.") for stem in stems)
+            per_image = named and (path.is_file() or (path / "masks.json").is_file())
             if per_image or name in FIXED_OUTPUTS:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
