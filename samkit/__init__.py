@@ -29,6 +29,9 @@ _LAZY = {
     # prediction
     "Prediction": "samkit.predict.predictor", "Predictor": "samkit.predict.predictor",
     "AutomaticMaskGenerator": "samkit.predict.everything", "EverythingSettings": "samkit.predict.everything",
+    "OnnxPredictor": "samkit.predict.onnx_runtime",  # ONNX Runtime (samkit[onnx])
+    # export
+    "export_onnx": "samkit.export.onnx",
     # data
     "open_dataset": "samkit.data.readers", "dataset_kinds": "samkit.data.readers", "DatasetError": "samkit.data.readers",
     # evaluation: one protocol each, any Segmenter (set_image / predict)
@@ -48,9 +51,11 @@ if TYPE_CHECKING:
         write_report,
     )
     from samkit.eval.protocol import Segmenter
+    from samkit.export.onnx import export_onnx
     from samkit.models.load import load_model
     from samkit.models.registry import list_models
     from samkit.predict.everything import AutomaticMaskGenerator, EverythingSettings
+    from samkit.predict.onnx_runtime import OnnxPredictor
     from samkit.predict.predictor import Prediction, Predictor
     from samkit.refine.file import load_refiner
 
@@ -66,9 +71,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AutomaticMaskGenerator", "CheckpointError", "DatasetError", "DownloadError", "EverythingSettings", "ImageError",
-    "Prediction", "Predictor", "PromptError", "SamkitError", "Segmenter", "__version__", "dataset_kinds",
+    "OnnxPredictor", "Prediction", "Predictor", "PromptError", "SamkitError", "Segmenter", "__version__", "dataset_kinds",
     "evaluate_boxes", "evaluate_edges", "evaluate_interactive", "evaluate_refer", "evaluate_single_point",
-    "list_models", "load_model", "load_refiner", "open_dataset", "write_report",
+    "export_onnx", "list_models", "load_model", "load_refiner", "open_dataset", "write_report",
 ]
 
 
