@@ -8,7 +8,8 @@ segment, embed         :mod:`samkit.cli.segment`   masks from prompts (an image,
 everything             :mod:`samkit.cli.everything` every object of an image or a folder
 eval                   :mod:`samkit.cli.evaluate`  benchmarks (interactive, single-point, boxes, ...)
 train, train-text,    :mod:`samkit.cli.train`     training from a config file; calibrating a model
-calibrate                                          to ship
+train-refiner,                                     to ship
+calibrate
 models, demo           :mod:`samkit.cli.models`    the registry and cache; a demo run
 export                 :mod:`samkit.cli.export`    ONNX graphs of a model (``export onnx``)
 =====================  ==========================  ==================================================
@@ -50,6 +51,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("samkit.cli.train", "train or fine-tune a model from a config file (JSON)"),
     "train-text": Command("samkit.cli.train",
                           "train a text prompter on a frozen SAM (samkit_tiny_text; config file, JSON)"),
+    "train-refiner": Command("samkit.cli.train",
+                             "train a SAM-REF refiner behind a frozen SAM (samkit_tiny_ref; config file, JSON)"),
     "calibrate": Command("samkit.cli.train",
                          "calibrate a model's IoU head and everything thresholds on validation data"),
     "models": Command("samkit.cli.models", "list the known models and which checkpoints are cached"),

@@ -22,9 +22,11 @@ from samkit.models.load import load_model
 from samkit.models.registry import REGISTRY, resolve_name
 from samkit.predict.onnx_runtime import OnnxPredictor
 from samkit.predict.predictor import Predictor
+from samkit.refine.file import load_refiner
 
 DEFAULT_MODEL = "samkit_tiny"  # `segment` / `embed` / `eval` / `everything` without --model or --checkpoint
 DEFAULT_TEXT_MODEL = "samkit_tiny_text"  # `segment --text` / `eval refer` without a model: the bundled text model
+DEFAULT_REFINER = "samkit_tiny_ref"  # `segment --refine` without a name: the bundled refiner of samkit_tiny
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,16 @@ def load_predictor(choice: ModelChoice, default: str) -> Predictor:
     if choice.precision != "fp32":
         raise SamkitError(f"--precision {choice.precision} needs --runtime onnxruntime")
     return Predictor(load_model(source, checkpoint=checkpoint, device=choice.device))
+
+
+def with_refiner(predictor: Predictor | OnnxPredictor, refiner: str | None) -> Predictor | OnnxPredictor:
+    """``predictor`` with the SAM-REF refiner ``refiner`` (a bundled name or a file; None: unchanged). Raises a
+    CheckpointError when the refiner is missing, unreadable or made for another model."""
+    if refiner is None:
+        return predictor
+    if not isinstance(predictor, Predictor):
+        raise SamkitError("a refiner runs behind the torch runtime: drop --runtime onnxruntime")
+    return Predictor(predictor.model, refiner=load_refiner(refiner))
 
 
 # ----------------------------------------------------------------------------------------- out folders

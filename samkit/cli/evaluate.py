@@ -8,6 +8,7 @@ from pathlib import Path
 from samkit.cli.args import add_model_options, positive_int
 from samkit.cli.common import (
     DEFAULT_MODEL, DEFAULT_TEXT_MODEL, ModelChoice, check_writable, load_predictor, logs_lines, setup_runtime,
+    with_refiner,
 )
 from samkit.data.readers import open_dataset
 from samkit.data.refer import open_refs
@@ -48,6 +49,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     p.add_argument("--max-samples", "--limit", type=positive_int, metavar="N",
                    help="evaluate only the first N images (refer: expressions)")
     add_model_options(p, DEFAULT_MODEL)
+    p.add_argument("--refiner", metavar="NAME|FILE",
+                   help="interactive / single-point: refine every answer with a SAM-REF refiner (samkit_tiny_ref "
+                        "for samkit_tiny, or a refiner file)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder for JSON and plots (required; refer: optional, DIR or a .json file)")
     p.set_defaults(func=run)
@@ -61,8 +65,12 @@ def _load(choice: ModelChoice, default: str) -> Predictor:
 
 def _load_segmenter(args: argparse.Namespace) -> Predictor | GrabCutPredictor:
     """``--model opencv_grabcut``: the classical baseline (clicks only); else the model's predictor."""
+    if args.refiner is not None and args.protocol not in ("interactive", "single-point"):
+        raise SamkitError("--refiner refines answers to clicks: use it with eval interactive or single-point")
     if args.model != BASELINE_NAME:
-        return _load(ModelChoice.from_args(args), DEFAULT_MODEL)
+        return with_refiner(_load(ModelChoice.from_args(args), DEFAULT_MODEL), args.refiner)
+    if args.refiner is not None:
+        raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --refiner")
     if args.checkpoint is not None:
         raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --checkpoint")
     if args.protocol not in ("interactive", "single-point"):
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     model = getattr(predictor, "model", None)
     results["model"] = BASELINE_NAME if model is None else model.arch
     results["weights"] = getattr(model, "weights", None)
+    results["refiner"] = args.refiner
     files = write_report(results, args.out, args.protocol.replace("-", "_"))
     print(format_table(results))
     print("wrote " + ", ".join(str(f) for f in files))

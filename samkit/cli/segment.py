@@ -30,8 +30,8 @@ from samkit.cli.args import (
     add_model_options, add_overwrite_option, parse_box, parse_point, warn,
 )
 from samkit.cli.common import (
-    DEFAULT_MODEL, DEFAULT_TEXT_MODEL, LineLog, ModelChoice, check_writable, claim_out, load_predictor, logs_lines,
-    remove_stale, setup_runtime,
+    DEFAULT_MODEL, DEFAULT_REFINER, DEFAULT_TEXT_MODEL, LineLog, ModelChoice, check_writable, claim_out,
+    load_predictor, logs_lines, remove_stale, setup_runtime, with_refiner,
 )
 from samkit.data.formats import SegmentPrompts, mask_annotation, segment_document
 from samkit.data.image_io import load_image, require_min_size
@@ -91,6 +91,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
                    help="also write logits_<i>.npy: float32 (H, W) logits of each mask (mask = logits > 0)")
     p.add_argument("--embedding", metavar="FILE",
                    help="embedding from 'samkit embed': skips the image encoder; its model is the default")
+    p.add_argument("--refine", nargs="?", const=DEFAULT_REFINER, metavar="REFINER",
+                   help=f"refine the masks with a SAM-REF refiner (default {DEFAULT_REFINER}, for samkit_tiny; or a "
+                        "refiner file); with --embedding, IMAGE is needed too")
     add_model_options(p, DEFAULT_MODEL)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_overwrite_option(p)
@@ -127,7 +130,7 @@ def run_segment(args: argparse.Namespace) -> int:
     with staged_outputs(args.out) as stage:
         header, annotations = segment(image, None if args.image is None else Path(args.image), prompts,
                                       ModelChoice.from_args(args), stage, embedding=args.embedding,
-                                      max_pixels=args.max_pixels, save_logits=args.save_logits)
+                                      max_pixels=args.max_pixels, save_logits=args.save_logits, refiner=args.refine)
         written = {p.name for p in stage.iterdir()}
     remove_stale(found, written)
     _print_summary(header, annotations, args.out, overlay=image is not None)
@@ -173,10 +176,11 @@ def _read_image(path: Path, max_pixels: int | None) -> np.ndarray:
 
 def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentPrompts, choice: ModelChoice,
             stage: Path, embedding: str | None = None, max_pixels: int | None = None, save_logits: bool = False,
-            predictor: Predictor | None = None) -> tuple[dict, list[dict]]:
+            predictor: Predictor | None = None, refiner: str | None = None) -> tuple[dict, list[dict]]:
     """Run one prompt set and write masks, logits, overlay and masks.json into ``stage``; returns (masks.json
     header, annotations). Without ``embedding`` the image encoder runs on ``image``; with it, ``image`` may be
-    None (no overlay). ``predictor``: one already loaded (a batch of images), else ``choice`` is loaded."""
+    None (no overlay). ``predictor``: one already loaded (a batch of images), else ``choice`` is loaded, with the
+    SAM-REF ``refiner`` (name or file) when given."""
     if image is not None:
         prompts = clip_box(prompts, image.shape[:2])
     mask_input = None
@@ -185,25 +189,32 @@ def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentP
     if predictor is None:
         default = (read_embedding(embedding)[0]["arch"] if embedding is not None
                    else DEFAULT_TEXT_MODEL if prompts.text is not None else DEFAULT_MODEL)
-        predictor = load_predictor(choice, default)
+        predictor = with_refiner(load_predictor(choice, default), refiner)
     if prompts.text is not None:
         _require_text(predictor)  # before the image encoder runs
     if embedding is None:
         predictor.set_image(image)
     else:
-        predictor.load_embedding(embedding, image_size=None if image is None else image.shape[:2])
+        predictor.load_embedding(embedding, image_size=None if image is None else image.shape[:2], image=image)
     size = predictor.original_size
     if prompts.mask_input is not None and mask_input is None:
         mask_input = _read_mask_input(prompts.mask_input, size, max_pixels)
     if mask_input is not None:  # the model's own low-res mask frame (256 for 1024 inputs)
         mask_input = mask_to_low_res_logits(mask_input, predictor.model.img_size,
                                             predictor.model.prompt_encoder.mask_input_size[0])
-    low, iou = predictor.predict_low_res(points=prompts.points or None, labels=prompts.labels or None,
-                                         box=prompts.box, mask_input=mask_input, multimask=prompts.multimask,
-                                         text=prompts.text, semantic=prompts.semantic)
+    query = {"points": prompts.points or None, "labels": prompts.labels or None, "box": prompts.box,
+             "mask_input": mask_input, "multimask": prompts.multimask, "text": prompts.text,
+             "semantic": prompts.semantic}
+    if getattr(predictor, "refiner", None) is None:
+        low, iou = predictor.predict_low_res(**query)
+        full_res = lambda i, path: _full_res_mask(predictor, low[i], path)  # noqa: E731
+    else:  # refined masks come at full resolution
+        out = predictor.predict(**query, refine=True)
+        iou = torch.from_numpy(out.scores)
+        full_res = lambda i, path: _refined_mask(out.logits[i], predictor.model.mask_threshold, path)  # noqa: E731
     annotations = []
     for rank, i in enumerate(np.argsort(-iou.numpy(), kind="stable").tolist()):  # best first, ties in order
-        mask = _full_res_mask(predictor, low[i], stage / f"logits_{rank}.npy" if save_logits else None)
+        mask = full_res(i, stage / f"logits_{rank}.npy" if save_logits else None)
         save_mask_png(stage / f"mask_{rank}.png", mask)
         annotations.append(mask_annotation(rank, mask, float(iou[i]), f"mask_{rank}.png",
                                            f"logits_{rank}.npy" if save_logits else None))
@@ -245,6 +256,13 @@ def _full_res_mask(predictor: Predictor, low: torch.Tensor, logits_path: Path | 
             if npy is not None:
                 band.astype("<f4", copy=False).tofile(npy)
     return mask
+
+
+def _refined_mask(logits: np.ndarray, threshold: float, logits_path: Path | None) -> np.ndarray:
+    """(H, W) refined logits -> (H, W) bool mask; the logits go to ``logits_path`` (float32 .npy) when given."""
+    if logits_path is not None:
+        np.save(logits_path, logits.astype("<f4", copy=False))
+    return logits > threshold
 
 
 def segment_overlay(image: np.ndarray, annotations: list[dict], prompts: SegmentPrompts) -> np.ndarray:
@@ -312,7 +330,7 @@ def _run_prompts_file(args: argparse.Namespace) -> int:
             folder.mkdir()
             if predictor is None:
                 default = DEFAULT_TEXT_MODEL if any(j.prompts.text for j in jobs) else DEFAULT_MODEL
-                predictor = load_predictor(ModelChoice.from_args(args), default)
+                predictor = with_refiner(load_predictor(ModelChoice.from_args(args), default), args.refine)
             _, annotations = segment(image, job.image_path, job.prompts, ModelChoice.from_args(args), folder,
                                      max_pixels=args.max_pixels, save_logits=args.save_logits, predictor=predictor)
             if log is not None:

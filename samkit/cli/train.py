@@ -1,5 +1,6 @@
-"""``samkit train`` (promptable models, SAM's recipe), ``samkit train-text`` (text prompters) and
-``samkit calibrate`` (IoU head and everything thresholds of a model to ship)."""
+"""``samkit train`` (promptable models, SAM's recipe), ``samkit train-text`` (text prompters),
+``samkit train-refiner`` (SAM-REF refiners) and ``samkit calibrate`` (IoU head and everything thresholds of
+a model to ship)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ from samkit.errors import SamkitError
 from samkit.models.load import load_model
 from samkit.train import load_config, train
 from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
+from samkit.train.refiner import load_refiner_config, train_refiner
 from samkit.train.text import load_text_config, train_text
 
 TRAIN_DESCRIPTION = ("Train or fine-tune a promptable model from a JSON config (see configs/): SAM's recipe "
@@ -24,6 +26,10 @@ CALIBRATE_DESCRIPTION = ("Calibrate a trained model for shipping, on a validatio
                          "single-point masks of --points objects, and the everything-mode thresholds on "
                          "--images images; writes the model file with the thresholds in its metadata and a "
                          "JSON report beside it.")
+REFINER_DESCRIPTION = ("Train a SAM-REF refiner (samkit.refine) behind a frozen SAM from a JSON config "
+                       "(configs/samkit_tiny_ref.json): simulated click sessions, boundary-weighted focal + dice. "
+                       "Resumable; writes a JSONL log, checkpoints and refiner.fp16.safetensors into the config's "
+                       "out_dir (docs/refiner.md).")
 TEXT_DESCRIPTION = ("Train a text prompter (BEiT-3 + projector) on a frozen SAM from a JSON config "
                     "(configs/samkit_tiny_text_*.json); prints test cIoU/gIoU at the end.")
 
@@ -51,27 +57,42 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
                        help="torch CPU threads (e.g. 1 per run for parallel runs)")
         p.set_defaults(func=run_train_text)
         return p
-    p = commands.add_parser(name, help=help, description=TRAIN_DESCRIPTION)
+    refiner = name == "train-refiner"
+    p = commands.add_parser(name, help=help, description=REFINER_DESCRIPTION if refiner else TRAIN_DESCRIPTION)
     p.add_argument("config", metavar="CONFIG", help="training config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the config's out_dir")
     p.add_argument("--out-dir", metavar="DIR", help="override the config's out_dir")
     p.add_argument("--steps", type=positive_int, metavar="N", help="override the config's number of steps")
     p.add_argument("--stop-at", type=positive_int, metavar="N",
                    help="stop after step N (checkpoint and export); the schedule still spans all steps")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train_refiner if refiner else run_train)
     return p
+
+
+def _run_config(cfg: object, args: argparse.Namespace) -> object:
+    """``cfg`` with --resume / --out-dir / --steps / --stop-at applied, validated."""
+    overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps), ("stop_at", args.stop_at))
+                 if v is not None}
+    return dataclasses.replace(cfg, resume=args.resume or cfg.resume, **overrides).validate()
 
 
 def run_train(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
-        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps), ("stop_at", args.stop_at))
-                     if v is not None}
-        cfg = dataclasses.replace(cfg, resume=args.resume or cfg.resume, **overrides).validate()
+        cfg = _run_config(load_config(args.config), args)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SamkitError(str(exc)) from None
     result = train(cfg)
     print(f"trained {result.steps} steps, final loss {result.final_loss}; model: {result.model_path}")
+    return 0
+
+
+def run_train_refiner(args: argparse.Namespace) -> int:
+    try:
+        cfg = _run_config(load_refiner_config(args.config), args)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise SamkitError(str(exc)) from None
+    path = train_refiner(cfg)
+    print(f"trained the refiner to step {cfg.stop_at or cfg.steps}; refiner: {path}")
     return 0
 
 
