@@ -87,7 +87,10 @@ def build_evf_sam(backbone: str = "sam_vit_h", text_encoder: str | Beit3Config =
             raise ValueError(f"text_encoder must be one of {', '.join(BEIT3_CONFIGS)} or a Beit3Config, "
                              f"got {text_encoder!r}")
         text_encoder = BEIT3_CONFIGS[text_encoder]
-    return EvfSam(resolve_name(backbone).builder(), Beit3(text_encoder))
+    sam = resolve_name(backbone).builder()
+    if not isinstance(sam, Sam):
+        raise ValueError(f"backbone must be a SAM model, not {backbone!r}")
+    return EvfSam(sam, Beit3(text_encoder))
 
 
 @register_model("evf_sam_multitask", "EVF-SAM multitask: also parts and semantic-level masks ('[semantic] ' prefix)",

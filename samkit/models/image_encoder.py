@@ -159,7 +159,7 @@ class ImageEncoderViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
-        pos = self.pos_embed
+        pos: torch.Tensor = self.pos_embed
         if pos.shape[1:3] != x.shape[1:3]:
             pos = F.interpolate(pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bicubic",
                                 align_corners=False).permute(0, 2, 3, 1)

@@ -1,6 +1,8 @@
 """The SAM model: an image encoder plus the shared prompt encoder and mask decoder."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ class Sam(nn.Module):
     """
 
     patch_size: int = 16  # input pixels per embedding cell, for every registered encoder
+    _pe_key: tuple[Any, ...] | None = None  # what dense_pe's cached encoding was computed from
 
     mask_threshold: float = 0.0
     has_text_encoder: bool = False  # text prompts need an EvfSam

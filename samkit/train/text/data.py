@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from samkit.data.refer_scenes import QUERY_KINDS, candidate_queries, describe, open_refer_scenes
 from samkit.models.evf_sam import beit3_image
+from samkit.models.sam import Sam
 from samkit.models.text_tokenizer import XlmrTokenizer
 from samkit.predict.transforms import preprocess
 from samkit.train.data import low_res_targets
@@ -51,7 +51,7 @@ def scene_expressions(sample: Any, limit: int, rng: np.random.Generator) -> list
 
 
 @torch.no_grad()
-def build_cache(sam: nn.Module, samples: Any, expressions_per_scene: int, beit_size: int, seed: int = 0,
+def build_cache(sam: Sam, samples: Any, expressions_per_scene: int, beit_size: int, seed: int = 0,
                 bf16: bool = True, full_targets: bool = False, progress: bool = False) -> dict:
     """Frozen-encoder data of referring scenes: ``embeddings`` (N,256,g,g) bf16, ``beit_images``
     (N,3,s,s) fp16, and per expression ``texts``, ``scene`` (N index), ``kinds``, ``targets`` (E,S/4,S/4)
@@ -101,7 +101,7 @@ def cached(path: Path, make: Any) -> dict:
     return data
 
 
-def scene_data(cfg: TextTrainConfig, sam: nn.Module, beit_size: int, split: str) -> dict:
+def scene_data(cfg: TextTrainConfig, sam: Sam, beit_size: int, split: str) -> dict:
     """The (cached) training or test data of ``cfg``."""
     train = split == "train"
     n, k = (cfg.train_scenes, cfg.expressions_per_scene) if train else (cfg.test_scenes, 1)

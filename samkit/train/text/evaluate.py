@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from samkit.eval.refer import per_expression_iou, summarize
+from samkit.models.sam import Sam
 from samkit.models.text_tokenizer import XlmrTokenizer
-from samkit.train.text.steps import encode_texts, prompt_logits
+from samkit.train.text.steps import Prompter, encode_texts, prompt_logits
 
 
 @torch.no_grad()
-def evaluate_cached(sam: nn.Module, data: dict, prompter: nn.Module | None = None,
+def evaluate_cached(sam: Sam, data: dict, prompter: Prompter | None = None,
                     tokenizer: XlmrTokenizer | None = None, oracle_box: bool = False, batch: int = 50,
                     max_tokens: int = 64, per_expression: bool = False) -> dict:
     """cIoU / gIoU (and per query kind) of cached test expressions, masks at the input frame's
@@ -27,6 +27,8 @@ def evaluate_cached(sam: nn.Module, data: dict, prompter: nn.Module | None = Non
             boxes = torch.stack([_mask_box(m) for m in full])
             low, _ = sam.decode(data["embeddings"][data["scene"][index]].float(), boxes=boxes, multimask_output=False)
         else:
+            if prompter is None:
+                raise ValueError("evaluate_cached needs a prompter (or oracle_box=True)")
             texts = [data["texts"][int(i)] for i in index]
             ids, padding = (encode_texts(tokenizer, texts, max_tokens) if tokenizer is not None
                             else (torch.zeros(len(texts), 1, dtype=torch.long), None))

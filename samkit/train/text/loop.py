@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from samkit.models.evf_sam import EvfSam
 from samkit.models.model_file import ModelFileInfo, write_model_file
 from samkit.models.text_tiny import TOKENIZER_NAME, small_beit3_config
 from samkit.models.text_tokenizer import XlmrTokenizer
@@ -67,7 +68,7 @@ def train_text(source: TextTrainConfig | dict | str | os.PathLike) -> dict:
     pad_to = None if tokenizer is None else -(-max(len(tokenizer.encode(t)) for t in set(data["texts"])) // 8) * 8
     params = text_parameters(prompter)
     patch_head = None
-    if cfg.patch_grounding > 0:
+    if cfg.patch_grounding > 0 and isinstance(prompter, EvfSam):  # early fusion (checked by validate)
         patch_head = nn.Linear(prompter.beit3.cfg.embed_dim, 1)
         params = params + list(patch_head.parameters())
         grid = prompter.beit3.cfg.img_size // prompter.beit3.cfg.patch_size
@@ -114,7 +115,7 @@ def train_text(source: TextTrainConfig | dict | str | os.PathLike) -> dict:
         "train_s": train_s, "images_per_s": cfg.steps * cfg.batch_size / train_s,
         "trainable_params": sum(p.numel() for p in params),
     }
-    if cfg.variant != "constant":
+    if isinstance(prompter, EvfSam) and tokenizer is not None:  # variant early / late
         summary["active_params"] = active_parameters(prompter, cfg.variant)
         summary["vocab_size"] = tokenizer.vocab_size
         write_model_file(prompter, out / "model.fp16.safetensors", text_model_info(prompter, cfg))
@@ -142,7 +143,7 @@ def active_parameters(model: nn.Module, variant: str) -> int:
     return total
 
 
-def text_model_info(model: nn.Module, cfg: TextTrainConfig) -> ModelFileInfo:
+def text_model_info(model: EvfSam, cfg: TextTrainConfig) -> ModelFileInfo:
     """Model-file metadata of an exported text model: arch, frame, variant, backbone, BEiT-3 config, recipe."""
     return ModelFileInfo(arch="samkit_tiny_text", img_size=model.img_size, variant=cfg.variant, backbone=cfg.model,
                          beit3=dataclasses.asdict(model.beit3.cfg),

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.models.evf_sam import pad_token_ids
+from samkit.models.evf_sam import EvfSam, pad_token_ids
 from samkit.models.load import load_model
+from samkit.models.sam import Sam
 from samkit.models.text_tiny import build_text_model, small_beit3_config
 from samkit.models.text_tokenizer import PAD, XlmrTokenizer, truncate_ids
 from samkit.train.device import autocast
@@ -27,14 +28,19 @@ class ConstantPrompt(nn.Module):
         return self.token.expand(input_ids.shape[0], -1, -1)
 
 
-def load_frozen_sam(name: str, device: torch.device) -> nn.Module:
+Prompter = EvfSam | ConstantPrompt  # what trains: an EVF model around the frozen SAM, or one token
+
+
+def load_frozen_sam(name: str, device: torch.device) -> Sam:
     """Registry model ``name`` with its released / bundled weights, frozen, in eval mode."""
     sam = load_model(name, device=device, progress=False)
+    if not isinstance(sam, Sam):
+        raise ValueError(f"text training needs a SAM model to stay frozen, got {name!r} ({type(sam).__name__})")
     sam.requires_grad_(False)
     return sam.eval()
 
 
-def build_prompter(cfg: TextTrainConfig, sam: nn.Module, vocab_size: int) -> nn.Module:
+def build_prompter(cfg: TextTrainConfig, sam: Sam, vocab_size: int) -> Prompter:
     """The trained part's container: an EVF model around the frozen ``sam`` (early / late) or a
     :class:`ConstantPrompt`."""
     if cfg.variant == "constant":
@@ -71,7 +77,7 @@ def encode_texts(tokenizer: XlmrTokenizer, texts: list[str], limit: int,
     return ids, padding
 
 
-def prompt_logits(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Tensor, ids: torch.Tensor,
+def prompt_logits(prompter: Prompter, sam: Sam, data: dict, index: torch.Tensor, ids: torch.Tensor,
                   padding: torch.Tensor | None, patches: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(B,1,s,s) low-res logits, (B,1,256) prompt tokens of expressions ``index`` of ``data`` with token ids
@@ -80,6 +86,8 @@ def prompt_logits(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.
     images = data["beit_images"][scenes].float()
     patch_tokens = None
     if patches:  # one BEiT-3 pass for both: the vision CLS (-> prompt token) and the patch tokens after it
+        if not isinstance(prompter, EvfSam):
+            raise ValueError("patch tokens need an early-fusion EVF prompter")
         out = prompter.beit3(images, ids, padding)
         tokens, patch_tokens = prompter.project(out[:, :1]), out[:, 1:1 + prompter.beit3.cfg.num_patches]
     else:
@@ -96,7 +104,7 @@ def patch_coverage(targets: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def point_embeddings(sam: nn.Module, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+def point_embeddings(sam: Sam, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """(E,256) embeddings by ``sam``'s prompt encoder of one foreground point per (E,s,s) low-res target:
     the target pixel nearest the target's centroid, in the input frame (the point-prompt token a text
     prompt would ideally reproduce; targets for ``point_distill``)."""
@@ -116,7 +124,7 @@ def point_embeddings(sam: nn.Module, targets: torch.Tensor, chunk: int = 512) ->
     return torch.cat(out)
 
 
-def train_step(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Tensor,
+def train_step(prompter: Prompter, sam: Sam, data: dict, index: torch.Tensor,
                tokenizer: XlmrTokenizer | None, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
                grad_clip: float | None = 1.0, focal_alpha: float = 0.25, bf16: bool = True,
                max_tokens: int = 64, pad_to: int | None = None, point_distill: float = 0.0,
@@ -133,7 +141,7 @@ def train_step(prompter: nn.Module, sam: nn.Module, data: dict, index: torch.Ten
     with autocast(torch.device("cpu"), bf16):
         low, tokens, patch_tokens = prompt_logits(prompter, sam, data, index, ids, padding, patches=grounding)
     loss, stats = mask_loss(low, data["targets"][index], focal_alpha)
-    if grounding:
+    if grounding and patch_head is not None and patch_tokens is not None:
         patch_logits = patch_head(patch_tokens.float())[..., 0]
         bce = F.binary_cross_entropy_with_logits(patch_logits, data["patches"][index])
         loss = loss + patch_grounding * bce
