@@ -133,9 +133,11 @@ def vit_b_section(args, folder: Path) -> tuple[dict, dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated (torchao replaces it)
         q_model = torch.ao.quantization.quantize_dynamic(fill_model("sam_vit_b"), {torch.nn.Linear}, dtype=torch.qint8)
-    enc = {"load_avg": load_average()}
-    for name, pred in [*preds.items(), ("torch_int8", Predictor(q_model))]:
-        enc[name] = timed(lambda p=pred: p.set_image(image), args.encoder_runs, warmup=0)
+    encoders = {**preds, "torch_int8": Predictor(q_model)}
+    enc = {"load_avg": load_average(),
+           **timed_interleaved({name: lambda p=pred: p.set_image(image) for name, pred in encoders.items()},
+                               args.encoder_runs, warmup=0)}
+    for name in encoders:
         print(f"encoder {name:10s} {enc[name]['median_ms'] / 1000:.2f} s", flush=True)
     enc["int8_speedup_onnx"] = round(enc["onnx_fp32"]["median_ms"] / enc["onnx_int8"]["median_ms"], 2)
     enc["int8_speedup_torch"] = round(enc["torch"]["median_ms"] / enc["torch_int8"]["median_ms"], 2)

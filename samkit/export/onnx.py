@@ -157,8 +157,8 @@ def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None =
         (tmp / MANIFEST).write_text(json.dumps(report, indent=2) + "\n")
         report["validation"] = validate(model, tmp, rgb, precisions=list(report["files"]))
         (tmp / MANIFEST).write_text(json.dumps(report, indent=2) + "\n")
-        for f in [*sum(report["files"].values(), []), MANIFEST]:
-            os.replace(tmp / f, out / f)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == MANIFEST):  # graphs (+ .data files), manifest last
+            os.replace(f, out / f.name)
         done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -192,10 +192,20 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
             dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
     """TorchScript-based exporter: the decoder's output size comes from an input's values, which it
     records as a dynamic shape (the dynamo exporter needs sizes known from input shapes)."""
+    import onnx
+
+    before = set(path.parent.iterdir())
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                           dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+    extra = set(path.parent.iterdir()) - before - {path}
+    if extra:  # over protobuf's 2 GB (ViT-H): the weights went to one file each; keep them in <name>.data
+        graph = onnx.load(str(path))
+        for f in extra:
+            f.unlink()
+        onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
 
 
 def _export_encoder(model: Sam, path: Path, opset: int) -> None:
@@ -224,7 +234,8 @@ def quantize_graphs(folder: Path, precision: str = "int8") -> tuple[str, str]:
     try:
         for src, dst in zip(graph_files("fp32"), names):
             quantize_dynamic(folder / src, folder / dst, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+                             op_types_to_quantize=["MatMul", "Gemm"],
+                             use_external_data_format=(folder / (src + ".data")).exists())
     finally:
         logging.getLogger().setLevel(quiet)
     return names
