@@ -57,7 +57,7 @@ def fail(path: str | Path, reason: str) -> NoReturn:
     raise DatasetError(f"{path}: {reason}", path=path, reason=reason)
 
 
-class DatasetReader:
+class DatasetReader(Sequence[Sample]):
     """Lazy sequence of named items -> ``Sample``; subclasses fill ``_items`` and define ``_load``."""
 
     kind: ClassVar[str] = ""
@@ -76,7 +76,7 @@ class DatasetReader:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]  # no slices
         """Load sample ``index``; raises ``DatasetError`` (and records it in ``skipped``) if corrupt."""
         name, item = self._items[index]
         return self._guard(lambda: self._load(name, item))

@@ -23,7 +23,7 @@ from samkit.data.readers.base import (
 from samkit.data.sample import Sample
 
 
-def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+def polygons_to_mask(polygons: Sequence[Sequence[float] | np.ndarray], height: int, width: int) -> np.ndarray:
     """COCO polygons (flat ``[x0, y0, x1, y1, ...]`` pixel lists, one object) -> (H, W) bool.
 
     Rasterised with pycocotools (the COCO convention). Polygons with fewer than 3 points carry
