@@ -20,9 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image
-
 from _report import new_report, save_report
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samkit" / "assets" / "sample.png"

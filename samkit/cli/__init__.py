@@ -31,7 +31,14 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from samkit import __version__
-from samkit.cli.args import EXIT_ERROR, EXIT_INTERRUPTED, Parser, fail, install_warning_printer, join_negative_values
+from samkit.cli.args import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Parser,
+    fail,
+    install_warning_printer,
+    join_negative_values,
+)
 from samkit.errors import SamkitError
 
 

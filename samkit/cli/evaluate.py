@@ -7,7 +7,13 @@ from pathlib import Path
 
 from samkit.cli.args import add_model_options, positive_int
 from samkit.cli.common import (
-    DEFAULT_MODEL, DEFAULT_TEXT_MODEL, ModelChoice, check_writable, load_predictor, logs_lines, setup_runtime,
+    DEFAULT_MODEL,
+    DEFAULT_TEXT_MODEL,
+    ModelChoice,
+    check_writable,
+    load_predictor,
+    logs_lines,
+    setup_runtime,
     with_refiner,
 )
 from samkit.data.readers import open_dataset

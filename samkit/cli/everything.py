@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from samkit.cli.args import add_model_options, add_overwrite_option, positive_int
-from samkit.cli.common import DEFAULT_MODEL, LineLog, ModelChoice, logs_lines, setup_runtime
-from samkit.engine.everything import FORMATS, EverythingJob, explain_empty, run_local, run_ray
+from samkit.cli.common import (
+    DEFAULT_MODEL,
+    LineLog,
+    ModelChoice,
+    logs_lines,
+    setup_runtime,
+)
+from samkit.engine.everything import (
+    FORMATS,
+    EverythingJob,
+    explain_empty,
+    run_local,
+    run_ray,
+)
 from samkit.errors import SamkitError
 from samkit.predict.everything import EverythingSettings
 

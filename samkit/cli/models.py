@@ -93,8 +93,8 @@ def _first_cached(names: Sequence[str]) -> ModelSpec | None:
 def _download_instructions() -> str:
     root = cache_dir()
     lines = [f"samkit demo needs a model checkpoint, and there is none in {root}",
-             "(the cache dir: $SAMKIT_HOME, default ~/.cache/samkit). Download one of these files "
-             "(mobile_sam is the smallest and fastest) and put it there under the same file name:"]
+             ("(the cache dir: $SAMKIT_HOME, default ~/.cache/samkit). Download one of these files "
+              "(mobile_sam is the smallest and fastest) and put it there under the same file name:")]
     for name in DEMO_MODELS:
         spec = REGISTRY[name]
         if spec.url is None:

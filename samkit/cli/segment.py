@@ -27,15 +27,35 @@ from PIL import Image
 from safetensors import SafetensorError
 
 from samkit.cli.args import (
-    add_model_options, add_overwrite_option, parse_box, parse_point, warn,
+    add_model_options,
+    add_overwrite_option,
+    parse_box,
+    parse_point,
+    warn,
 )
 from samkit.cli.common import (
-    DEFAULT_MODEL, DEFAULT_REFINER, DEFAULT_TEXT_MODEL, LineLog, ModelChoice, check_writable, claim_out,
-    load_predictor, logs_lines, remove_stale, setup_runtime, with_refiner,
+    DEFAULT_MODEL,
+    DEFAULT_REFINER,
+    DEFAULT_TEXT_MODEL,
+    LineLog,
+    ModelChoice,
+    check_writable,
+    claim_out,
+    load_predictor,
+    logs_lines,
+    remove_stale,
+    setup_runtime,
+    with_refiner,
 )
 from samkit.data.formats import SegmentPrompts, mask_annotation, segment_document
 from samkit.data.image_io import load_image, require_min_size
-from samkit.data.masks import draw_legend, mask_colors, overlay_masks, rle_to_mask, save_mask_png
+from samkit.data.masks import (
+    draw_legend,
+    mask_colors,
+    overlay_masks,
+    rle_to_mask,
+    save_mask_png,
+)
 from samkit.data.readers import IMAGE_EXTENSIONS
 from samkit.data.staging import staged_outputs
 from samkit.errors import ImageError, PromptError, SamkitError
@@ -207,11 +227,11 @@ def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentP
              "semantic": prompts.semantic}
     if getattr(predictor, "refiner", None) is None:
         low, iou = predictor.predict_low_res(**query)
-        full_res = lambda i, path: _full_res_mask(predictor, low[i], path)  # noqa: E731
+        full_res = lambda i, path: _full_res_mask(predictor, low[i], path)
     else:  # refined masks come at full resolution
         out = predictor.predict(**query, refine=True)
         iou = torch.from_numpy(out.scores)
-        full_res = lambda i, path: _refined_mask(out.logits[i], predictor.model.mask_threshold, path)  # noqa: E731
+        full_res = lambda i, path: _refined_mask(out.logits[i], predictor.model.mask_threshold, path)
     annotations = []
     for rank, i in enumerate(np.argsort(-iou.numpy(), kind="stable").tolist()):  # best first, ties in order
         mask = full_res(i, stage / f"logits_{rank}.npy" if save_logits else None)

@@ -16,7 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle, rle_to_mask, save_mask_png
+from samkit.data.masks import (
+    mask_area,
+    mask_bbox_xywh,
+    mask_to_rle,
+    rle_to_mask,
+    save_mask_png,
+)
 from samkit.io_utils import atomic_path, atomic_write_text
 
 SEGMENTATION_KINDS = ("rle", "polygon")

@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import shutil
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,7 +35,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from samkit.data.formats import (
-    SEGMENTATION_KINDS, coco_document, labelme_document, sa1b_document, write_label_map, write_png_masks,
+    SEGMENTATION_KINDS,
+    coco_document,
+    labelme_document,
+    sa1b_document,
+    write_label_map,
+    write_png_masks,
     yolo_seg_lines,
 )
 from samkit.data.image_io import load_image, require_min_size
@@ -45,7 +50,11 @@ from samkit.data.staging import require_writable, staged_outputs
 from samkit.errors import SamkitError
 from samkit.io_utils import atomic_path, atomic_write_text
 from samkit.models.load import load_model
-from samkit.predict.everything import FILTERS, AutomaticMaskGenerator, EverythingSettings
+from samkit.predict.everything import (
+    FILTERS,
+    AutomaticMaskGenerator,
+    EverythingSettings,
+)
 
 FORMATS = ("sa1b", "coco", "png", "yolo", "labelme", "labelmap")
 OVERLAY_MAX_SIDE = 4096  # px: larger images get a downscaled overlay
@@ -180,7 +189,7 @@ class EverythingJob:
             height, width = rgb.shape[:2]
             doc = sa1b_document(image_path.name, height, width, records)
             self._write(image_path, rgb, doc)
-        except Exception as exc:  # one bad image must not stop a batch: report it and go on
+        except Exception as exc:  # noqa: BLE001 -- one bad image must not stop a batch: report it, go on
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return {"image": str(image_path), "ok": False, "reason": reason,
                     "detail": traceback.format_exc(limit=3), "seconds": time.perf_counter() - t0}
@@ -302,7 +311,7 @@ def run_ray(job: EverythingJob, workers: int = 2, address: str | None = None, pr
                     image, actor = in_flight.pop(ready[0])
                     try:
                         result = ray.get(ready[0])
-                    except Exception as exc:  # the worker died more often than Ray retries
+                    except Exception as exc:  # noqa: BLE001 -- the worker died more often than Ray retries
                         result = {"image": str(image), "ok": False, "seconds": 0.0,
                                   "reason": f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0]}
                     results.append(result)

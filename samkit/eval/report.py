@@ -36,10 +36,8 @@ def track(items: Iterable[T], max_items: int | None = None, progress: bool | str
 
 def _log_lines(items: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
     t0 = time.perf_counter()
-    done = 0
-    for item in items:
+    for done, item in enumerate(items, start=1):
         yield item
-        done += 1
         if done % LOG_EVERY == 0 or done == total:
             elapsed = time.perf_counter() - t0
             print(f"{desc}: {done}/{total if total is not None else '?'} samples, {elapsed:.1f} s "

@@ -33,7 +33,12 @@ from samkit.data.image_io import load_image
 from samkit.data.masks import mask_to_uncompressed_rle
 from samkit.predict.boxes import box_area, masks_to_boxes, nms
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import SupportBlocks, scale_coords, support_blocks, upsample_operators
+from samkit.predict.transforms import (
+    SupportBlocks,
+    scale_coords,
+    support_blocks,
+    upsample_operators,
+)
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop

@@ -11,12 +11,22 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from samkit.data.readers import open_dataset
 from samkit.data.formats import (
-    SegmentPrompts, labelme_document, mask_annotation, segment_document, write_label_map,
-    coco_document, mask_to_polygons, read_png_masks, sa1b_document, write_png_masks, write_sa1b, write_yolo_seg,
+    SegmentPrompts,
+    coco_document,
+    labelme_document,
+    mask_annotation,
+    mask_to_polygons,
+    read_png_masks,
+    sa1b_document,
+    segment_document,
+    write_label_map,
+    write_png_masks,
+    write_sa1b,
+    write_yolo_seg,
 )
 from samkit.data.masks import mask_to_rle
+from samkit.data.readers import open_dataset
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +104,7 @@ def test_yolo_seg_round_trip(sample, tmp_path):
 
 
 def _largest_part(mask: np.ndarray) -> np.ndarray:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 

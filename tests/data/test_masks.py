@@ -10,12 +10,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samkit.data.masks import (
+    draw_legend,
     mask_area,
     mask_bbox_xywh,
     mask_colors,
     mask_to_rle,
     mask_to_uncompressed_rle,
-    draw_legend,
     overlay_masks,
     rle_to_mask,
     save_mask_png,
@@ -130,7 +130,7 @@ def test_bbox_and_area_match_numpy_on_grabcut(grabcut_masks: dict[str, np.ndarra
 
 
 def test_overlay_changes_only_mask_pixels(data_dir: Path, grabcut_masks: dict[str, np.ndarray]) -> None:
-    name = sorted(grabcut_masks)[0]
+    name = min(grabcut_masks)
     jpg = data_dir / "GrabCut" / "data_GT" / name.replace(".bmp", ".jpg")
     image = np.asarray(Image.open(jpg).convert("RGB"))
     original = image.copy()
@@ -191,7 +191,7 @@ def test_save_mask_png(tmp_path: Path, grabcut_masks: dict[str, np.ndarray]) -> 
 
 
 def test_overlay_keeps_the_photo_visible_under_many_masks(data_dir: Path, grabcut_masks: dict[str, np.ndarray]) -> None:
-    name = sorted(grabcut_masks)[0]  # a real photo
+    name = min(grabcut_masks)  # a real photo
     image = np.asarray(Image.open(data_dir / "GrabCut" / "data_GT" / name.replace(".bmp", ".jpg")).convert("RGB"))
     mask = np.zeros(image.shape[:2], bool)
     mask[50:200, 60:300] = True

@@ -9,7 +9,14 @@ from torch import nn
 
 import samkit
 from samkit.predict.everything import (
-    FILTERS, AutomaticMaskGenerator, EverythingSettings, crop_boxes, near_crop_edge, point_grid, remove_small_regions, stability_score,
+    FILTERS,
+    AutomaticMaskGenerator,
+    EverythingSettings,
+    crop_boxes,
+    near_crop_edge,
+    point_grid,
+    remove_small_regions,
+    stability_score,
 )
 
 # ------------------------------------------------------------------------------------------- pieces
