@@ -66,8 +66,7 @@ def local_inputs(image: torch.Tensor, logits: torch.Tensor, box: Box, points: to
     if points is not None:
         shifted = points - torch.tensor([x0, y0], dtype=points.dtype)
         crop_points = scale_points(shifted, (y1 - y0, x1 - x0), (s, s))
-    radius = cfg.click_radius * s / max(cfg.work_size, 1) * 2  # disks about twice as wide as the crop's scale
-    return crop_resize(image, box, s), prompt_maps(crop_points, labels, crop_logits, radius)
+    return crop_resize(image, box, s), prompt_maps(crop_points, labels, crop_logits, cfg.click_radius)
 
 
 class SamRefiner(nn.Module):
