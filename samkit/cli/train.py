@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from samkit.cli.args import positive_int
 from samkit.cli.common import check_writable
@@ -69,28 +71,27 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     return p
 
 
-def _run_config(cfg: object, args: argparse.Namespace) -> object:
-    """``cfg`` with --resume / --out-dir / --steps / --stop-at applied, validated."""
-    overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps), ("stop_at", args.stop_at))
-                 if v is not None}
-    return dataclasses.replace(cfg, resume=args.resume or cfg.resume, **overrides).validate()
+def _run_config(load: Callable[[str], Any], args: argparse.Namespace) -> Any:
+    """The config file read by ``load``, with --resume / --out-dir / --steps / --stop-at applied and validated;
+    a bad file is a SamkitError."""
+    try:
+        cfg = load(args.config)
+        overrides = {k: v for k, v in (("out_dir", args.out_dir), ("steps", args.steps), ("stop_at", args.stop_at))
+                     if v is not None}
+        return dataclasses.replace(cfg, resume=args.resume or cfg.resume, **overrides).validate()
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise SamkitError(str(exc)) from None
 
 
 def run_train(args: argparse.Namespace) -> int:
-    try:
-        cfg = _run_config(load_config(args.config), args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        raise SamkitError(str(exc)) from None
+    cfg = _run_config(load_config, args)
     result = train(cfg)
     print(f"trained {result.steps} steps, final loss {result.final_loss}; model: {result.model_path}")
     return 0
 
 
 def run_train_refiner(args: argparse.Namespace) -> int:
-    try:
-        cfg = _run_config(load_refiner_config(args.config), args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        raise SamkitError(str(exc)) from None
+    cfg = _run_config(load_refiner_config, args)
     path = train_refiner(cfg)
     print(f"trained the refiner to step {cfg.stop_at or cfg.steps}; refiner: {path}")
     return 0

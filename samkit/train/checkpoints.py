@@ -2,13 +2,14 @@
 
 A run keeps ``out_dir/config.json``, ``out_dir/<log>.jsonl`` (one JSON record per step, with ``step``) and
 ``out_dir/checkpoints/step_NNNNNNN.pt`` (the newest ``keep_checkpoints``). :class:`CheckpointedRun` is
-mixed into a trainer that sets ``cfg`` (with ``resume``, ``keep_checkpoints``, ``to_dict()``), ``out_dir``,
-``ckpt_dir``, ``log_path``, ``step``, ``optimizer`` and ``scheduler``, and says what else a checkpoint holds
+mixed into a trainer that sets ``cfg`` (with ``resume``, ``keep_checkpoints``, ``to_dict()``), its folders
+(:meth:`~CheckpointedRun.use_out_dir`), ``step``, ``optimizer`` and ``scheduler``, and says what else a checkpoint holds
 (:meth:`~CheckpointedRun.checkpoint_state` / :meth:`~CheckpointedRun.restore_state`).
 """
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import torch
 from samkit.io_utils import atomic_write_text
 from samkit.train.config import save_config
 from samkit.train.model import atomic_save
+
+LOG_NAME = "train_log.jsonl"
+CKPT_DIR = "checkpoints"
 
 
 def plain(value: object) -> object:
@@ -37,6 +41,12 @@ class CheckpointedRun:
     """Checkpoint handling of a training loop (see the module docstring for what the class must set)."""
 
     resumable_changes: frozenset[str] = frozenset()  # config keys that may change when resuming
+
+    def use_out_dir(self, out_dir: str | os.PathLike) -> None:
+        """Set ``out_dir``, its ``checkpoints/`` folder and its ``train_log.jsonl``."""
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / CKPT_DIR
+        self.log_path = self.out_dir / LOG_NAME
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint holds besides optimiser, scheduler, step and config (the weights, ...)."""

@@ -110,12 +110,19 @@ class TrainConfig(OptimConfig):
         """Build from a plain dict (as read from JSON/YAML); unknown keys raise ValueError."""
         data = dict(data)
         _reject_unknown(cls, data, "config")
-        if "datasets" in data:
-            data["datasets"] = [d if isinstance(d, DatasetSpec) else _from_dict(DatasetSpec, d, "dataset")
-                                for d in data["datasets"]]
-        if isinstance(data.get("augment"), dict):
-            data["augment"] = _from_dict(AugmentConfig, data["augment"], "augment")
-        return cls(**cls.coerce(data)).validate()
+        return cls(**cls.coerce(data_settings(data))).validate()
+
+
+def data_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``datasets`` (dicts -> DatasetSpec) and ``augment`` (dict -> AugmentConfig) typed;
+    unknown keys in them raise ValueError."""
+    data = dict(data)
+    if "datasets" in data:
+        data["datasets"] = [d if isinstance(d, DatasetSpec) else _from_dict(DatasetSpec, d, "dataset")
+                            for d in data["datasets"]]
+    if isinstance(data.get("augment"), dict):
+        data["augment"] = _from_dict(AugmentConfig, data["augment"], "augment")
+    return data
 
 
 def check_config(checks: list[tuple[bool, str]], what: str) -> None:

@@ -41,7 +41,9 @@ from samkit.refine.global_refiner import correction
 from samkit.refine.layers import blend
 from samkit.refine.refiner import SamRefiner, local_inputs, prompt_maps
 from samkit.train.checkpoints import CheckpointedRun
-from samkit.train.config import AugmentConfig, DatasetSpec, _from_dict, _reject_unknown, check_config, read_config_file
+from samkit.train.config import (
+    AugmentConfig, DatasetSpec, _reject_unknown, check_config, data_settings, read_config_file,
+)
 from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset
 from samkit.train.device import peak_memory_mb, resolve_device
 from samkit.train.losses import mask_iou
@@ -49,8 +51,6 @@ from samkit.train.optim import OptimConfig, build_optimizer, build_schedule, cli
 from samkit.train.prompts import Prompts, correction_click, first_prompts
 from samkit.train.refine_loss import refine_loss
 
-LOG_NAME = "train_log.jsonl"
-CKPT_DIR = "checkpoints"
 REFINER_NAME = "refiner.fp16.safetensors"
 
 
@@ -110,13 +110,8 @@ class RefinerTrainConfig(OptimConfig):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RefinerTrainConfig:
-        data = dict(data)
         _reject_unknown(cls, data, "refiner config")
-        data["datasets"] = [d if isinstance(d, DatasetSpec) else _from_dict(DatasetSpec, d, "dataset")
-                            for d in data.get("datasets", [])]
-        if isinstance(data.get("augment"), dict):
-            data["augment"] = _from_dict(AugmentConfig, data["augment"], "augment")
-        return cls(**cls.coerce(data)).validate()
+        return cls(**cls.coerce(data_settings(data))).validate()
 
 
 def load_refiner_config(source: RefinerTrainConfig | dict | str | os.PathLike) -> RefinerTrainConfig:
@@ -140,9 +135,7 @@ class RefinerTrainer(CheckpointedRun):
     def __init__(self, cfg: RefinerTrainConfig,
                  samples: list[Sample] | list[list[Sample]] | None = None) -> None:
         self.cfg = cfg.validate()
-        self.out_dir = Path(cfg.out_dir)
-        self.ckpt_dir = self.out_dir / CKPT_DIR
-        self.log_path = self.out_dir / LOG_NAME
+        self.use_out_dir(cfg.out_dir)
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.sam = load_model(cfg.model, device=self.device).eval().requires_grad_(False)

@@ -39,9 +39,7 @@ from samkit.train.optim import build_optimizer, build_schedule, clip_gradients
 from samkit.train.prompts import Prompts, correction_clicks, first_prompts, round_schedule
 from samkit.train.warmup import geometry_warmup
 
-LOG_NAME = "train_log.jsonl"
 WARMUP_LOG_NAME = "warmup_log.jsonl"
-CKPT_DIR = "checkpoints"
 # Config fields that may change between a run and its resumption without changing the result.
 _RESUMABLE_CHANGES = {"out_dir", "resume", "stop_at", "progress", "num_workers", "device", "save_every", "keep_checkpoints",
                       "log_every", "export_fp16"}
@@ -87,9 +85,7 @@ class Trainer(CheckpointedRun):
     def __init__(self, cfg: TrainConfig,
                  samples: Sequence[Sample] | Sequence[Sequence[Sample]] | None = None) -> None:
         self.cfg = cfg.validate()
-        self.out_dir = Path(cfg.out_dir)
-        self.ckpt_dir = self.out_dir / CKPT_DIR
-        self.log_path = self.out_dir / LOG_NAME
+        self.use_out_dir(cfg.out_dir)
         self.device = resolve_device(cfg.device)
         self.use_bf16 = cfg.bf16 and bf16_supported(self.device)
         torch.manual_seed(cfg.seed)
