@@ -3,7 +3,7 @@
 A run keeps ``out_dir/config.json``, ``out_dir/<log>.jsonl`` (one JSON record per step, with ``step``) and
 ``out_dir/checkpoints/step_NNNNNNN.pt`` (the newest ``keep_checkpoints``). :class:`CheckpointedRun` is
 mixed into a trainer that sets ``cfg`` (with ``resume``, ``keep_checkpoints``, ``to_dict()``), its folders
-(:meth:`~CheckpointedRun.use_out_dir`), ``step``, ``optimizer`` and ``scheduler``, and says what else a checkpoint holds
+(:meth:`~CheckpointedRun.use_out_dir`), ``step``, ``end_step``, ``optimizer`` and ``scheduler``, and says what else a checkpoint holds
 (:meth:`~CheckpointedRun.checkpoint_state` / :meth:`~CheckpointedRun.restore_state`).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -69,6 +69,16 @@ class CheckpointedRun:
             self.log_path.unlink(missing_ok=True)
         truncate_log(self.log_path, self.step)
         save_config(self.cfg, self.out_dir / "config.json")
+
+    def record_step(self, record: dict[str, Any], log: TextIO) -> None:
+        """After step ``self.step``: write ``record`` to the open log every ``log_every`` steps and checkpoint
+        every ``save_every`` steps, both also at the run's last step (``end_step``)."""
+        last = self.step == self.end_step
+        if self.step % self.cfg.log_every == 0 or last:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if self.step % self.cfg.save_every == 0 or last:
+            self.save_checkpoint()
 
     def checkpoints(self) -> list[Path]:
         """This run's checkpoint files, oldest first."""

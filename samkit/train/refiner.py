@@ -172,11 +172,7 @@ class RefinerTrainer(CheckpointedRun):
                 self.step += 1
                 record = {"step": self.step, **stats, "lr": lr, "seconds": time.perf_counter() - tick,
                           "peak_mem_mb": peak_memory_mb(self.device)}
-                if self.step % self.cfg.log_every == 0 or self.step == self.end_step:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                if self.step % self.cfg.save_every == 0 or self.step == self.end_step:
-                    self.save_checkpoint()
+                self.record_step(record, log)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 bar.update(1)
                 tick = time.perf_counter()

@@ -126,11 +126,7 @@ class Trainer(CheckpointedRun):
                 last = {"step": self.step, **stats, "lr": lr,
                         "images_per_s": self.cfg.batch_size / max(now - tick, 1e-9),
                         "peak_mem_mb": peak_memory_mb(self.device)}
-                if self.step % self.cfg.log_every == 0 or self.step == self.end_step:
-                    log.write(json.dumps(last) + "\n")
-                    log.flush()
-                if self.step % self.cfg.save_every == 0 or self.step == self.end_step:
-                    self.save_checkpoint()
+                self.record_step(last, log)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 tick = time.perf_counter()  # images/s: data + step, not logging or checkpoints
