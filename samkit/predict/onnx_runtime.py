@@ -198,8 +198,4 @@ class OnnxPredictor(Predictor):
                                        None if boxes is None else boxes[i], None if masks is None else masks[i],
                                        self.original_size) for i in range(b)]
         logits, iou, low = (np.stack([o[k][sel] for o in outs]) for k in range(3))
-        return logits > self.mask_threshold, logits, iou, low
-
-    @property
-    def mask_threshold(self) -> float:
-        return self.model.mask_threshold
+        return logits > self.model.mask_threshold, logits, iou, low
