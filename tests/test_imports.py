@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "samkit"
 # Layers, lowest first: a module may import its own layer's modules and lower layers' ones, never a higher
 # layer's. Keys are the first name under ``samkit`` (a subpackage or a top-level module).
 LAYERS: dict[str, int] = {
-    "errors": 0, "runtime": 0, "io_utils": 0,  # plain helpers
+    "errors": 0, "runtime": 0, "io_utils": 0, "_optional": 0,  # plain helpers
     "data": 1,  # images, masks, samples, dataset readers, mask formats
     "models": 2,  # architectures, registry, checkpoints
     "predict": 3,  # Predictor, everything mode, transforms
