@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "models": 2,  # architectures, registry, checkpoints
     "predict": 3,  # Predictor, everything mode, transforms
     "eval": 4, "engine": 4, "refine": 4,  # benchmarks, batch jobs, the mask refiner
-    "train": 5, "export": 5,  # trainers, ONNX export
+    "train": 5, "export": 5, "server": 5,  # trainers, ONNX export, the annotation server
     "cli": 6,  # the command line may import anything
     "__init__": 7,  # samkit/__init__.py: the public API
 }
