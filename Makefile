@@ -1,17 +1,17 @@
-# samkit: `make demo` and `make test` work on a fresh clone.
+# samkit: `make demo`, `make test`, `make test-fast` and `make lint` work on a fresh clone.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-fast lint bench venv clean
 
 # torch first (the CPU wheel), so that nothing below pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[test,ray,onnx]'
+	$(PIP) install --quiet -e '.[dev]'  # every extra, the test and lint tools (pyproject.toml)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -19,11 +19,20 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/samkit demo
 
+# Everything (CI).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Everyday lane: the tests not marked slow, on two workers.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" -n 2
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check samkit tests bench scripts
+	$(VENV)/bin/mypy samkit
 
 bench: $(VENV)/.installed
 	$(PY) bench/predictor.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ from samkit.runtime import passive_openmp
 
 passive_openmp()  # before anything imports torch: see samkit.runtime
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one version source (pyproject reads it)
 
 _LAZY = {
     # models

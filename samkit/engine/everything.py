@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from samkit._optional import require
 from samkit.data.formats import (
     SEGMENTATION_KINDS,
     coco_document,
@@ -277,10 +278,9 @@ def run_ray(job: EverythingJob, workers: int = 2, address: str | None = None, pr
     A worker that dies is restarted by Ray and its image retried (``max_retries`` times); an image
     that still fails is reported like any failing image, and finished images are never redone.
     """
-    try:
-        import ray
-    except ImportError:
-        raise SamkitError("the Ray engine needs Ray: pip install 'samkit[ray]'") from None
+    require("ray", "ray", "the Ray engine")
+    import ray
+
     t0 = time.perf_counter()
     job.prepare()
     todo, done = job.pending()
@@ -288,7 +288,8 @@ def run_ray(job: EverythingJob, workers: int = 2, address: str | None = None, pr
     if todo:
         started_here = not ray.is_initialized()
         if started_here:
-            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": max(workers, os.cpu_count() or 1)}
+            local = {"num_cpus": max(workers, os.cpu_count() or 1)}
+            kwargs: dict[str, Any] = {"address": address} if address else local
             ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **kwargs)
         try:
             threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)

@@ -14,11 +14,12 @@ Fit on a validation split of the training data, never on an evaluation set.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import nn
 
+from samkit._optional import require
 from samkit.data.sample import Sample
 from samkit.eval.metrics import iou
 from samkit.predict.boxes import nms
@@ -30,6 +31,14 @@ def score_pairs(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     pred = np.concatenate([np.asarray(r["scores"], dtype=np.float64) for r in records]) if records else np.zeros(0)
     real = np.concatenate([np.asarray(r["ious"], dtype=np.float64) for r in records]) if records else np.zeros(0)
     return pred, real
+
+
+def _spearman(pred: np.ndarray, real: np.ndarray) -> float:
+    """Spearman rank correlation of two (N,) arrays (scipy, the ``eval`` extra)."""
+    require("scipy", "eval", "score calibration")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(pred, real).statistic)
 
 
 def calibration_error(pred: np.ndarray, real: np.ndarray, bins: int = 10) -> float:
@@ -58,7 +67,7 @@ def score_quality(records: Sequence[dict]) -> dict:
     return {
         "num_objects": len(records),
         "num_masks": int(pred.size),
-        "spearman": float(spearmanr(pred, real).statistic) if ok else None,
+        "spearman": _spearman(pred, real) if ok else None,
         "pearson": float(np.corrcoef(pred, real)[0, 1]) if ok else None,
         "calibration_error": calibration_error(pred, real),
         "mean_abs_error": float(np.abs(pred - real).mean()) if pred.size else None,
@@ -102,7 +111,8 @@ def select_records(records: Sequence[dict], pred_iou_thresh: float, stability_sc
                    box_nms_thresh: float = 0.7) -> list[dict]:
     """What everything-mode (one crop) keeps of ``records`` from a run with looser thresholds and no
     NMS: the records passing both thresholds, then box NMS by predicted IoU (as the generator)."""
-    kept = [r for r in records if r["predicted_iou"] > pred_iou_thresh and r["stability_score"] >= stability_score_thresh]
+    kept = [r for r in records
+            if r["predicted_iou"] > pred_iou_thresh and r["stability_score"] >= stability_score_thresh]
     if len(kept) < 2:
         return kept
     xywh = torch.tensor([r["bbox"] for r in kept], dtype=torch.float64)

@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 import torch
 
+from samkit._optional import require
 from samkit.data.readers import read_bsds_boundaries
 from samkit.data.sample import Sample
 from samkit.eval.protocol import BatchSegmenter
@@ -194,6 +195,7 @@ def match_boundaries(pred: np.ndarray, gt: np.ndarray, max_dist_px: float) -> tu
     """One-to-one matching of boundary pixels within ``max_dist_px`` (Euclidean, inclusive):
     maximum cardinality, then minimum total distance. pred, gt (H, W) bool -> (pred pixels matched
     (H, W) bool, gt pixels matched (H, W) bool)."""
+    require("scipy", "eval", "boundary matching")
     from scipy.spatial import cKDTree
 
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)

@@ -13,6 +13,8 @@ from typing import TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from samkit._optional import require
+
 T = TypeVar("T")
 
 
@@ -99,6 +101,7 @@ def plot_pr_curve(results: dict, path: Path) -> Path:
 
 
 def _figure():
+    require("matplotlib", "eval", "plots")
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     fig = Figure(figsize=(5, 4), dpi=120)

@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable
@@ -28,6 +26,7 @@ from torch import nn
 
 from samkit.data.image_io import load_image
 from samkit.data.sample import Sample
+from samkit.data.staging import require_writable, staged_outputs
 from samkit.errors import SamkitError
 from samkit.eval.clicks import interior_point
 from samkit.eval.metrics import iou
@@ -135,12 +134,9 @@ def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None =
     if getattr(model, "has_text_encoder", False):
         raise SamkitError(f"{model.arch}: text-promptable models cannot be exported to ONNX (export its SAM backbone)")
     rgb = load_image(SAMPLE_IMAGE if image is None else image)
-    out = Path(out)
-    created = _make_folder(out)
+    require_writable(out)
     model = model.eval().float()
-    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
-    done = False
-    try:
+    with staged_outputs(out) as tmp:
         report = {"format": MANIFEST_FORMAT, "arch": model.arch, "img_size": int(model.img_size),
                   "low_res": int(model.prompt_encoder.mask_input_size[0]), "mask_threshold": float(model.mask_threshold),
                   "weights": str(getattr(model, "weights", "")), "opset": opset,
@@ -162,13 +158,6 @@ def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None =
             warnings.warn(f"{model.arch}: the fp32 ONNX masks agree with PyTorch on only {100 * agreement:.3f} % of "
                           f"pixels (expected >= {100 * FP32_AGREEMENT:g} %); see {MANIFEST}", stacklevel=2)
         (tmp / MANIFEST).write_text(json.dumps(report, indent=2) + "\n")
-        for f in sorted(tmp.iterdir(), key=lambda f: f.name == MANIFEST):  # graphs (+ .data files), manifest last
-            os.replace(f, out / f.name)
-        done = True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and not done:
-            shutil.rmtree(out, ignore_errors=True)
     return report
 
 
@@ -177,20 +166,6 @@ def _require_onnx() -> None:
         import onnx  # noqa: F401  (torch.onnx.export and the quantiser need it)
     except ImportError:
         raise SamkitError(f"the onnx package is not installed: {INSTALL_HINT}") from None
-
-
-def _make_folder(out: Path) -> bool:
-    """Create ``out`` if needed (returns whether it was created); SamkitError when it cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise SamkitError(f"{out} exists and is not a folder")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SamkitError(f"cannot create the output folder {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise SamkitError(f"the output folder {out} is not writable")
-    return created
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from samkit._optional import require
 from samkit.errors import CheckpointError
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -19,6 +20,7 @@ class XlmrTokenizer:
     """Text -> token ids with a sentencepiece model file (``sentencepiece.bpe.model``)."""
 
     def __init__(self, model_file: str | os.PathLike) -> None:
+        require("sentencepiece", "text", "text prompts")
         import sentencepiece
 
         self.path = Path(model_file)

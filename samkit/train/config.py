@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from samkit._optional import require
 from samkit.train.optim import OptimConfig
 
 MODES = ("finetune", "scratch")
@@ -91,7 +92,7 @@ class TrainConfig(OptimConfig):
             (self.img_size % 16 == 0 and self.img_size >= 64,
              f"img_size must be a multiple of 16, at least 64, got {self.img_size}"),
             (self.batch_size >= 1 and self.steps >= 1, "batch_size and steps must be >= 1"),
-            (0 <= self.decoder_warmup_steps, "decoder_warmup_steps must be >= 0"),
+            (self.decoder_warmup_steps >= 0, "decoder_warmup_steps must be >= 0"),
             (self.click_rounds >= 0 and self.mask_only_rounds >= 0, "round counts must be >= 0"),
             (0.0 <= self.box_prob <= 1.0, "box_prob must be in [0, 1]"),
             (0.0 < self.focal_alpha < 1.0, "focal_alpha must be in (0, 1)"),
@@ -160,11 +161,9 @@ def read_config_file(source: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"training config not found: {path}")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ImportError(f"{path} is YAML, which needs PyYAML (pip install pyyaml); "
-                              "or write the config as .json") from None
+        require("yaml", "yaml", f"{path.name}; or write the config as .json")
+        import yaml
+
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)

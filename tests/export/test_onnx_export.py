@@ -95,9 +95,9 @@ def test_unknown_model_is_one_line_error_and_writes_nothing(tmp_path):
 def test_unwritable_folder_is_one_line_error(model, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(SamkitError, match="cannot create the output folder"):
+    with pytest.raises(SamkitError, match="cannot create output folder"):
         export_onnx(model, blocker / "sub")
-    with pytest.raises(SamkitError, match="exists and is not a folder"):
+    with pytest.raises(SamkitError, match="exists and is not a directory"):
         export_onnx(model, blocker)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 

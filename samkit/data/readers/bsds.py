@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from samkit._optional import require
 from samkit.data.readers.base import (
     IMAGE_EXTENSIONS,
     READ_ERRORS,
@@ -103,6 +104,7 @@ class BSDS500Dataset(DatasetReader):
 
 def read_bsds_mat(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(Segmentation (H, W) int, Boundaries (H, W))`` per annotator of a BSDS ``.mat`` file."""
+    require("scipy", "eval", "BSDS .mat files")
     from scipy.io import loadmat  # imported here: only this reader needs it, and it is slow to import
 
     try:

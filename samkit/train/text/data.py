@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from samkit._optional import require
 from samkit.data.refer_scenes import QUERY_KINDS, candidate_queries, describe, open_refer_scenes
 from samkit.models.evf_sam import beit3_image
 from samkit.models.sam import Sam
@@ -114,7 +115,8 @@ def scene_data(cfg: TextTrainConfig, sam: Sam, beit_size: int, split: str) -> di
 def train_tokenizer(texts: list[str], path: Path, vocab_size: int = 128) -> XlmrTokenizer:
     """A word-level sentencepiece model of ``texts`` at ``path`` (XLM-R id conventions through
     :class:`XlmrTokenizer`)."""
-    import sentencepiece  # optional dependency of text training only (pip install sentencepiece)
+    require("sentencepiece", "text", "text training")
+    import sentencepiece
 
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = path.parent / _TOKENIZER_PREFIX
