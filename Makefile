@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[dev]'  # every extra, the test and lint tools (pyproject.toml)
+	$(PIP) install --quiet -e '.[dev,server]'  # every extra, the test and lint tools (pyproject.toml)
 	touch $@
 
 venv: $(VENV)/.installed
