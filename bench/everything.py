@@ -109,13 +109,16 @@ def main() -> None:
         r = _sub(kind, name, "32", *(images if name == "samkit_tiny" else images[:2]))
         report["split"].append(r)
         m = r["median"]
-        print(f"{name:12s} {'relaxed' if kind == 'split-relaxed' else 'defaults'} 32x32: {m['total']:.2f} s/img = encoder {m['encoder']:.2f} + decoder {m['decoder']:.2f} "
+        print(f"{name:12s} {'relaxed' if kind == 'split-relaxed' else 'defaults'} 32x32: {m['total']:.2f} s/img "
+              f"= encoder {m['encoder']:.2f} + decoder {m['decoder']:.2f} "
               f"+ post {m['postprocess']:.2f} (post share {r['postprocess_share']:.0%}), {m['masks']:.0f} masks, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     for n in (16, 32, 64):
         r = _sub("split", "samkit_tiny", str(n), images[0])
-        report["memory"].append({"points_per_side": n, "peak_rss_mb": r["peak_rss_mb"], "total_s": r["median"]["total"]})
-        print(f"samkit_tiny {n}x{n} points: peak RSS {r['peak_rss_mb']:.0f} MB, {r['median']['total']:.2f} s", flush=True)
+        report["memory"].append({"points_per_side": n, "peak_rss_mb": r["peak_rss_mb"],
+                                 "total_s": r["median"]["total"]})
+        print(f"samkit_tiny {n}x{n} points: peak RSS {r['peak_rss_mb']:.0f} MB, {r['median']['total']:.2f} s",
+              flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for p in images:
             shutil.copy(p, folder)

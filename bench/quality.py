@@ -57,7 +57,8 @@ def markdown(res: dict) -> str:
                     f"{it['noc']['85']:.2f} / {it['noc']['90']:.2f} / {it['noc']['95']:.2f} |")
         rows.append(f"| {kind} interactive | mIoU@1..5 | {' / '.join(f'{v:.3f}' for v in it['miou_at_1_5'])} |")
         sp = res[f"single_point_{kind}"]
-        rows.append(f"| {kind} single point | mIoU (top-scored / oracle) | {sp['miou']:.3f} / {sp['miou_oracle']:.3f} |")
+        rows.append(f"| {kind} single point | mIoU (top-scored / oracle) "
+                    f"| {sp['miou']:.3f} / {sp['miou_oracle']:.3f} |")
     ap = res["boxes_coco128"]
     rows.append(f"| coco128-seg boxes | mask AP / AP50 | {ap['ap']:.3f} / {ap['ap50']:.3f} |")
     ed = res["edges_bsds500_test"]

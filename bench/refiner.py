@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import new_report, save_report
 from PIL import Image
 
-from _report import new_report, save_report
 from samkit.data.image_io import load_image
 from samkit.errors import CheckpointError
 from samkit.models.load import load_model

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from _report import new_report, save_report
+
 from samkit.data.readers import open_dataset
 from samkit.eval import interactive
 from samkit.models.load import load_model

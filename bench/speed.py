@@ -32,6 +32,7 @@ from pathlib import Path
 
 import samkit  # first: makes OpenMP threads wait passively (samkit.runtime.passive_openmp)
 
+# isort: split
 from _report import new_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,8 @@ def gemm_probe(runs: int) -> dict:
     a, b = torch.randn(4096, 256), torch.randn(256, 1024)
     t = timed(lambda: a @ b, runs, warmup=3)
     gflop = 2 * 4096 * 256 * 1024 / 1e9
-    return {**t, "gflop": gflop, "gflops": round(gflop / (t["median_ms"] / 1000), 1), "threads": torch.get_num_threads()}
+    return {**t, "gflop": gflop, "gflops": round(gflop / (t["median_ms"] / 1000), 1),
+            "threads": torch.get_num_threads()}
 
 
 def fill_model(name: str):

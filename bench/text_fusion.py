@@ -96,7 +96,11 @@ def main() -> None:
     from samkit.eval.refer import evaluate
     from samkit.predict.predictor import Predictor
     from samkit.train.text import (
-        evaluate_cached, load_frozen_sam, load_text_config, load_text_model, scene_data,
+        evaluate_cached,
+        load_frozen_sam,
+        load_text_config,
+        load_text_model,
+        scene_data,
     )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -33,7 +33,8 @@ _LAZY = {
     # export
     "export_onnx": "samkit.export.onnx",
     # data
-    "open_dataset": "samkit.data.readers", "dataset_kinds": "samkit.data.readers", "DatasetError": "samkit.data.readers",
+    "open_dataset": "samkit.data.readers", "dataset_kinds": "samkit.data.readers",
+    "DatasetError": "samkit.data.readers",
     # evaluation: one protocol each, any Segmenter (set_image / predict)
     "Segmenter": "samkit.eval.protocol", "evaluate_interactive": "samkit.eval",
     "evaluate_single_point": "samkit.eval", "evaluate_boxes": "samkit.eval", "evaluate_edges": "samkit.eval",
@@ -71,7 +72,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AutomaticMaskGenerator", "CheckpointError", "DatasetError", "DownloadError", "EverythingSettings", "ImageError",
-    "OnnxPredictor", "Prediction", "Predictor", "PromptError", "SamkitError", "Segmenter", "__version__", "dataset_kinds",
+    "OnnxPredictor", "Prediction", "Predictor", "PromptError", "SamkitError", "Segmenter", "__version__",
+    "dataset_kinds",
     "evaluate_boxes", "evaluate_edges", "evaluate_interactive", "evaluate_refer", "evaluate_single_point",
     "export_onnx", "list_models", "load_model", "load_refiner", "open_dataset", "write_report",
 ]

@@ -187,7 +187,7 @@ def test_save_logits_agree_with_the_masks(tmp_path):
     result = run_cli("segment", SAMPLE_IMAGE, "--point", "320,240", "--multimask", "--save-logits", "--out", out)
     assert result.code == 0, result
     doc, masks = read_masks(out)
-    for ann, mask in zip(doc["annotations"], masks):
+    for ann, mask in zip(doc["annotations"], masks, strict=False):
         logits = np.load(out / ann["logits_file"])
         assert logits.dtype == np.float32 and logits.shape == mask.shape
         np.testing.assert_array_equal(logits > 0, mask)

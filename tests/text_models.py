@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from samkit.models.beit3 import Beit3Config
-from samkit.models.evf_sam import EvfSam
 from samkit.models.build_sam import build_evf_sam
+from samkit.models.evf_sam import EvfSam
 from samkit.models.text_tokenizer import XlmrTokenizer
 
 # The EVF layout with a 2-layer, 64-wide BEiT-3 (full vocabulary) and at most 64 text tokens.

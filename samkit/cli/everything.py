@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = run_local(job, progress=progress, on_result=report)
     print(f"everything: {summary['processed']} image(s) segmented ({summary['masks']} masks), "
-          f"{summary['skipped_done']} already done, {summary['failed']} failed; {summary['seconds']:.1f} s -> {args.out}")
+          f"{summary['skipped_done']} already done, {summary['failed']} failed; "
+          f"{summary['seconds']:.1f} s -> {args.out}")
     for empty in summary["without_masks"]:
         print(f"  {Path(empty['image']).name}: {empty['why']}")
     for failure in summary["failures"]:

@@ -53,8 +53,8 @@ def run_models(args: argparse.Namespace) -> int:
         rows.append((spec.name, _human_size(size), where, shown, spec.description))
         details.append(([f"path: {path}"] if cached else []) + [f"url:  {spec.url or '-'}"])
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    for row, lines in zip(rows, details):
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+    for row, lines in zip(rows, details, strict=False):
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + "  " + row[-1])
         for line in lines:
             print(f"    {line}")
     return 0

@@ -227,11 +227,15 @@ def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentP
              "semantic": prompts.semantic}
     if getattr(predictor, "refiner", None) is None:
         low, iou = predictor.predict_low_res(**query)
-        full_res = lambda i, path: _full_res_mask(predictor, low[i], path)
+
+        def full_res(i: int, path: Path | None) -> np.ndarray:
+            return _full_res_mask(predictor, low[i], path)
     else:  # refined masks come at full resolution
         out = predictor.predict(**query, refine=True)
         iou = torch.from_numpy(out.scores)
-        full_res = lambda i, path: _refined_mask(out.logits[i], predictor.model.mask_threshold, path)
+
+        def full_res(i: int, path: Path | None) -> np.ndarray:
+            return _refined_mask(out.logits[i], predictor.model.mask_threshold, path)
     annotations = []
     for rank, i in enumerate(np.argsort(-iou.numpy(), kind="stable").tolist()):  # best first, ties in order
         mask = full_res(i, stage / f"logits_{rank}.npy" if save_logits else None)
@@ -293,7 +297,7 @@ def segment_overlay(image: np.ndarray, annotations: list[dict], prompts: Segment
     out = overlay_masks(image, masks, alpha=0.4, colors=colors[::-1], max_side=OVERLAY_MAX_SIDE)
     scale = out.shape[1] / image.shape[1]
     radius = max(3, round(min(out.shape[:2]) / 100))
-    for (x, y), label in zip(prompts.points, prompts.labels):
+    for (x, y), label in zip(prompts.points, prompts.labels, strict=False):
         centre = (round(x * scale), round(y * scale))
         cv2.circle(out, centre, radius + 1, (255, 255, 255), thickness=-1, lineType=cv2.LINE_AA)
         cv2.circle(out, centre, radius, _FG if label == 1 else _BG, thickness=-1, lineType=cv2.LINE_AA)
@@ -301,7 +305,7 @@ def segment_overlay(image: np.ndarray, annotations: list[dict], prompts: Segment
         x0, y0, x1, y1 = (round(v * scale) for v in prompts.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), _BOX, thickness=max(1, radius // 2))
     return draw_legend(out, [(f"{a['mask_file']}  IoU {a['predicted_iou']:.2f}", c)
-                             for a, c in zip(annotations, colors)])
+                             for a, c in zip(annotations, colors, strict=False)])
 
 
 def _read_mask_input(path: str, size: tuple[int, int], max_pixels: int | None) -> np.ndarray:

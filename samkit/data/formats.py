@@ -99,7 +99,7 @@ def yolo_seg_lines(masks: Iterable[np.ndarray], class_ids: Iterable[int] | None 
     lines = []
     masks = list(masks)
     ids = list(class_ids) if class_ids is not None else [0] * len(masks)
-    for mask, cls in zip(masks, ids):
+    for mask, cls in zip(masks, ids, strict=False):
         polygons = mask_to_polygons(mask)
         if not polygons:
             continue
@@ -109,7 +109,8 @@ def yolo_seg_lines(masks: Iterable[np.ndarray], class_ids: Iterable[int] | None 
     return lines
 
 
-def write_yolo_seg(path: str | os.PathLike, masks: Iterable[np.ndarray], class_ids: Iterable[int] | None = None) -> Path:
+def write_yolo_seg(path: str | os.PathLike, masks: Iterable[np.ndarray],
+                   class_ids: Iterable[int] | None = None) -> Path:
     """Write :func:`yolo_seg_lines` to ``path``."""
     return atomic_write_text(path, "".join(line + "\n" for line in yolo_seg_lines(masks, class_ids)))
 
@@ -117,7 +118,8 @@ def write_yolo_seg(path: str | os.PathLike, masks: Iterable[np.ndarray], class_i
 # -------------------------------------------------------------------------------------- PNG folders
 
 
-def write_png_masks(folder: str | os.PathLike, masks: Iterable[np.ndarray], records: Sequence[dict] | None = None) -> Path:
+def write_png_masks(folder: str | os.PathLike, masks: Iterable[np.ndarray],
+                    records: Sequence[dict] | None = None) -> Path:
     """``mask_000.png``, ``mask_001.png``, ... (0 / 255) in ``folder``, plus ``masks.json`` listing each
     file with its area, bbox and the record's scores (when ``records`` are given)."""
     folder = Path(folder)

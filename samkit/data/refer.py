@@ -16,7 +16,8 @@ The file may also be ``{"refs": [...]}``, or the refer toolkit's own pair (Yu et
 ``refer`` repository): ``refs(unc).p`` (a pickle of plain lists and dicts, read with an unpickler that
 builds nothing else) with ``instances.json`` beside it (COCO images, annotations and categories that
 the refs point to by ``image_id`` / ``ann_id``); the images are then found under ``image_root``
-(e.g. ``.../mscoco/images/train2014``) and ``split`` selects one split (``testA``, ``val``, ...). Paths are relative to the file's folder (or ``image_root`` /
+(e.g. ``.../mscoco/images/train2014``) and ``split`` selects one split (``testA``, ``val``, ...). Paths are relative
+to the file's folder (or ``image_root`` /
 ``mask_root``). The target mask is the PNG ``mask`` (> 0 is object) or the rasterised polygon
 (``segmentation_polygon_px``, ``polygon``: flat or nested pixel lists; ``segmentation``: COCO polygons or
 RLE), chosen by ``mask_source``. An empty target mask is allowed (no-target expressions, as in gRefCOCO).

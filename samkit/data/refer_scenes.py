@@ -210,7 +210,7 @@ def candidate_queries(objects: Sequence[SceneObject], target: int, kind: str, im
         out = [{"type": kind, "desc": d, "which": w} for d in _descs(obj, ("colour", "shape")) if several(d)
                for w in ("largest", "smallest")]
     elif kind == "relation":
-        for li, land in enumerate(objects):
+        for li in range(len(objects)):
             if li == target:
                 continue
             names = candidate_queries(objects, li, "attributes", image_size)

@@ -230,10 +230,10 @@ class PasteScenes(DatasetReader):
                     earlier.mask &= ~item.mask
                 pasted.append(item)
         visible = [p.mask.sum() >= max(1.0, self.min_visible * p.area) for p in pasted]
-        kept = [p for p, ok in zip(pasted, visible) if ok]
+        kept = [p for p, ok in zip(pasted, visible, strict=False) if ok]
         if not kept:
             raise DatasetError(f"{name}: no object could be placed", path=name, reason="no object placed")
-        dropped = [p for p, ok in zip(pasted, visible) if not ok]
+        dropped = [p for p, ok in zip(pasted, visible, strict=False) if not ok]
         return Sample(name, canvas, np.stack([p.mask for p in kept]), None, source=background.source,
                       extra=_scene_extra(background, kept, dropped))
 

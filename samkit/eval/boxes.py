@@ -55,12 +55,13 @@ def evaluate(predictor: BatchSegmenter, coco_json_path: str | os.PathLike, image
         "annotations": str(coco_json_path),
         "num_images": len(image_ids_done),
         "num_instances": len(results),
-        **{name: (None if s < 0 else s) for name, s in zip(STAT_NAMES, stats)},
+        **{name: (None if s < 0 else s) for name, s in zip(STAT_NAMES, stats, strict=False)},
         "seconds_per_image": float(np.mean(image_times)) if image_times else None,
     }
 
 
-def predict_image(predictor: BatchSegmenter, gt: Any, image_id: int, image_dir: Path, batch_size: int = 32) -> list[dict]:
+def predict_image(predictor: BatchSegmenter, gt: Any, image_id: int, image_dir: Path,
+                  batch_size: int = 32) -> list[dict]:
     """COCO segmentation results for the non-crowd GT boxes of one image (one per box)."""
     info = gt.loadImgs(image_id)[0]
     anns = _prompt_anns(gt, image_id)
@@ -70,7 +71,7 @@ def predict_image(predictor: BatchSegmenter, gt: Any, image_id: int, image_dir: 
     results = []
     for start in range(0, len(anns), batch_size):
         out = predictor.predict_batch(boxes=boxes[start:start + batch_size], multimask=False)
-        for ann, masks, scores in zip(anns[start:start + batch_size], out.masks, out.scores):
+        for ann, masks, scores in zip(anns[start:start + batch_size], out.masks, out.scores, strict=False):
             results.append({"image_id": image_id, "category_id": ann["category_id"],
                             "segmentation": mask_to_rle(masks[0]), "score": float(scores[0])})
     return results

@@ -110,4 +110,4 @@ def simulate_object(predictor: Segmenter, gt: np.ndarray, ignore: np.ndarray | N
         ious[k] = iou(pred, gt, ignore)
         boundary[k] = boundary_iou(pred, gt, ignore)
         wrong.append(wrong_side_clicks(pred, [[click.x, click.y, int(click.is_positive)]]) > 0)
-    return ObjectRun(ious, boundary, [[x, y, lab] for (x, y), lab in zip(points, labels)], seconds, wrong)
+    return ObjectRun(ious, boundary, [[x, y, lab] for (x, y), lab in zip(points, labels, strict=False)], seconds, wrong)

@@ -33,8 +33,18 @@ from samkit.eval.metrics import iou
 from samkit.models.hub import cache_dir
 from samkit.models.load import load_model
 from samkit.models.sam import Sam
-from samkit.predict.onnx_runtime import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, INSTALL_HINT,
-                                         MANIFEST, MANIFEST_FORMAT, OnnxPredictor, graph_files, onnxruntime_module)
+from samkit.predict.onnx_runtime import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUT,
+    ENCODER_OUTPUT,
+    INSTALL_HINT,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    OnnxPredictor,
+    graph_files,
+    onnxruntime_module,
+)
 from samkit.predict.predictor import Predictor
 from samkit.predict.transforms import upsample_operators
 
@@ -138,7 +148,8 @@ def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None =
     model = model.eval().float()
     with staged_outputs(out) as tmp:
         report = {"format": MANIFEST_FORMAT, "arch": model.arch, "img_size": int(model.img_size),
-                  "low_res": int(model.prompt_encoder.mask_input_size[0]), "mask_threshold": float(model.mask_threshold),
+                  "low_res": int(model.prompt_encoder.mask_input_size[0]),
+                  "mask_threshold": float(model.mask_threshold),
                   "weights": str(getattr(model, "weights", "")), "opset": opset,
                   "torch": torch.__version__, "onnxruntime": onnxruntime_module().__version__,
                   "decoder_inputs": list(DECODER_INPUTS), "decoder_outputs": list(DECODER_OUTPUTS),
@@ -212,7 +223,7 @@ def quantize_graphs(folder: Path, precision: str = "int8") -> tuple[str, str]:
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs a "consider pre-processing" hint per call
     try:
-        for src, dst in zip(graph_files("fp32"), names):
+        for src, dst in zip(graph_files("fp32"), names, strict=False):
             quantize_dynamic(folder / src, folder / dst, weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm"],
                              use_external_data_format=(folder / (src + ".data")).exists())
@@ -234,14 +245,17 @@ def validate(model: Sam, folder: Path, rgb: np.ndarray, precisions: list[str]) -
         pred = OnnxPredictor(folder, precision=precision)
         pred.set_image(rgb)
         got = [pred.predict(**p) for p in prompts]
-        agree = [float(np.mean(g.masks == e.masks)) for g, e in zip(got, expected)]
-        ious = [iou(gm, em) for g, e in zip(got, expected) for gm, em in zip(g.masks, e.masks)]
+        agree = [float(np.mean(g.masks == e.masks)) for g, e in zip(got, expected, strict=False)]
+        ious = [iou(gm, em) for g, e in zip(got, expected, strict=False)
+                for gm, em in zip(g.masks, e.masks, strict=False)]
         result[precision] = {
             "embedding_max_abs_diff": float((pred.features - ref.features).abs().max()),
             "low_res_logit_max_abs_diff": max(float(np.abs(g.low_res_logits - e.low_res_logits).max())
-                                              for g, e in zip(got, expected)),
-            "logit_max_abs_diff": max(float(np.abs(g.logits - e.logits).max()) for g, e in zip(got, expected)),
-            "iou_pred_max_abs_diff": max(float(np.abs(g.scores - e.scores).max()) for g, e in zip(got, expected)),
+                                              for g, e in zip(got, expected, strict=False)),
+            "logit_max_abs_diff": max(float(np.abs(g.logits - e.logits).max())
+                                      for g, e in zip(got, expected, strict=False)),
+            "iou_pred_max_abs_diff": max(float(np.abs(g.scores - e.scores).max())
+                                         for g, e in zip(got, expected, strict=False)),
             "logit_correlation": float(np.corrcoef(np.concatenate([g.logits.ravel() for g in got]),
                                                    np.concatenate([e.logits.ravel() for e in expected]))[0, 1]),
             "mask_pixel_agreement": min(agree),

@@ -121,11 +121,11 @@ def save_directory(state: Mapping[str, torch.Tensor], config: Mapping, directory
     stem, ext = ("model", "safetensors") if safetensors else ("pytorch_model", "bin")
     names = ([f"{stem}.{ext}"] if len(shards) == 1 else
              [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))])
-    for name, shard in zip(names, shards):
+    for name, shard in zip(names, shards, strict=False):
         _write(shard, root / name, safetensors)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
-                 "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
+                 "weight_map": {k: name for name, shard in zip(names, shards, strict=False) for k in shard}}
         (root / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=1) + "\n")
     (root / CONFIG).write_text(json.dumps(dict(config), indent=2) + "\n")
     if tokenizer is not None:

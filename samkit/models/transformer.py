@@ -163,7 +163,8 @@ class TwoWayAttentionBlock(nn.Module):
             keys_pe = keys + key_pe  # used by both cross-attentions: keys do not change in between
             attended = self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys)
         else:
-            attended = self.cross_attn_token_to_image.attend_projected_keys(queries + query_pe, cache.t2i_k, cache.t2i_v)
+            attended = self.cross_attn_token_to_image.attend_projected_keys(queries + query_pe, cache.t2i_k,
+                                                                            cache.t2i_v)
         queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.mlp(queries))
 

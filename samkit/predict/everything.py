@@ -9,7 +9,8 @@ Speed and memory: the predicted-IoU filter runs before any upsampling (it needs 
 a bound on the stability score computed from the low-res logits (exact decisions: a mask is dropped
 early only when its full-resolution score is sure to fail); the survivors are upsampled to the crop's
 resolution only inside the window where they can be foreground (``upsample_chunk`` whole masks at a
-time when ``stability_prefilter`` is off), and each kept mask is turned into COCO RLE at once. Peak memory is one chunk of full-resolution logits, whatever
+time when ``stability_prefilter`` is off), and each kept mask is turned into COCO RLE at once. Peak memory is one
+chunk of full-resolution logits, whatever
 the number of points. Differences from SAM's reference code: ``bbox`` follows the COCO convention
 (width = last - first column + 1; SAM's reference omits the + 1).
 """
@@ -65,7 +66,8 @@ class EverythingSettings:
         "help": "keep masks whose stability score is >= T (default: the model's recommendation, else 0.95)"})
     stability_score_offset: float | None = field(default=None, metadata={
         "help": "logit offset of the stability score (default: the model's recommendation, else 1.0)"})
-    box_nms_thresh: float = field(default=0.7, metadata={"help": "box IoU above which the lower-scored mask is dropped"})
+    box_nms_thresh: float = field(default=0.7,
+                                  metadata={"help": "box IoU above which the lower-scored mask is dropped"})
     crop_n_layers: int = field(default=0, metadata={"help": "layers of zoomed-in crops (0: whole image only)"})
     crop_nms_thresh: float = field(default=0.7, metadata={"help": "box NMS threshold across crops"})
     crop_overlap_ratio: float = field(default=512 / 1500, metadata={"help": "overlap of neighbouring crops"})
@@ -343,7 +345,7 @@ class AutomaticMaskGenerator:
         self.filtered = dict.fromkeys(("candidates", *FILTERS), 0)
         crops, layers = crop_boxes(height, width, self.crop_n_layers, self.crop_overlap_ratio)
         found = _Candidates()
-        for index, (crop, layer) in enumerate(zip(crops, layers)):
+        for index, (crop, layer) in enumerate(zip(crops, layers, strict=False)):
             self._process_crop(rgb, crop, layer, index, found)
         with _timer(self.timings, "postprocess"):
             data = found.cat()
@@ -461,10 +463,11 @@ class AutomaticMaskGenerator:
             box_t = torch.tensor(boxes, dtype=torch.float64) + shift
             inside = (~near_crop_edge(box_t, crop, width, height)).tolist()
             self.filtered["crop_edge"] += inside.count(False)
-            idx = torch.tensor([i for i, ok in zip(sel, inside) if ok], dtype=torch.long)
+            idx = torch.tensor([i for i, ok in zip(sel, inside, strict=False) if ok], dtype=torch.long)
             if len(idx):
-                local.add(_encode_placed([m for m, ok in zip(masks, inside) if ok], height, width), box_t[inside],
-                          iou[idx], torch.tensor(stabs, dtype=torch.float64)[inside], pts[idx] + shift[:2], index)
+                kept = [m for m, ok in zip(masks, inside, strict=False) if ok]
+                local.add(_encode_placed(kept, height, width), box_t[inside], iou[idx],
+                          torch.tensor(stabs, dtype=torch.float64)[inside], pts[idx] + shift[:2], index)
 
     # -- post-processing ---------------------------------------------------------------------
     def _clean_small_regions(self, rles: list[dict], data: dict[str, torch.Tensor]

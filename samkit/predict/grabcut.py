@@ -90,7 +90,7 @@ class GrabCutPredictor:
             elif box is not None:
                 x0, y0, x1, y1 = (int(round(v)) for v in np.asarray(box, dtype=np.float64).reshape(4))
                 init[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = cv2.GC_PR_FGD
-        for point, label in zip(pts, labs):
+        for point, label in zip(pts, labs, strict=False):
             cv2.circle(init, _pixel(point), self.sure_radius, int(cv2.GC_FGD if label == 1 else cv2.GC_BGD), -1)
         return init
 

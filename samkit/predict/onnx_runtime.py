@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from samkit.errors import SamkitError
-from samkit.predict.predictor import Prediction, Predictor
+from samkit.predict.predictor import Predictor
 from samkit.runtime import default_threads
 
 MANIFEST = "samkit_onnx.json"

@@ -17,11 +17,11 @@ from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.io_utils import atomic_path
 from samkit.models.sam import Sam
-from samkit.predict.threads import thread_budget
-from samkit.runtime import tune_allocator
 from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
+from samkit.predict.threads import thread_budget
 from samkit.predict.transforms import postprocess_logits, preprocess, resized_shape, scale_boxes, scale_coords
+from samkit.runtime import tune_allocator
 
 EMBEDDING_FORMAT = "samkit-embedding/1"
 

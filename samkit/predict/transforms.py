@@ -86,7 +86,7 @@ def upsample_operators(
     intermediate. Same arithmetic as the reference up to float rounding.
     """
     mats = []
-    for orig, inp in zip(original_size, input_size):
+    for orig, inp in zip(original_size, input_size, strict=False):
         up = _bilinear_matrix(img_size, low_res)[:inp]  # low_res -> padded input, cropped
         down = _bilinear_matrix(orig, inp)  # cropped input -> original
         mats.append(torch.from_numpy((down @ up).astype(np.float32)))

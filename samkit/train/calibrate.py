@@ -24,7 +24,12 @@ import numpy as np
 
 from samkit.data.sample import Sample
 from samkit.eval.calibration import (
-    amg_candidates, calibrate_iou_head, fit_affine, fit_amg_thresholds, score_pairs, score_quality,
+    amg_candidates,
+    calibrate_iou_head,
+    fit_affine,
+    fit_amg_thresholds,
+    score_pairs,
+    score_quality,
 )
 from samkit.eval.single_point import evaluate as single_point
 from samkit.models.model_file import ModelFileInfo, write_model_file

@@ -3,7 +3,8 @@
 A run keeps ``out_dir/config.json``, ``out_dir/<log>.jsonl`` (one JSON record per step, with ``step``) and
 ``out_dir/checkpoints/step_NNNNNNN.pt`` (the newest ``keep_checkpoints``). :class:`CheckpointedRun` is
 mixed into a trainer that sets ``cfg`` (with ``resume``, ``keep_checkpoints``, ``to_dict()``), its folders
-(:meth:`~CheckpointedRun.use_out_dir`), ``step``, ``end_step``, ``optimizer`` and ``scheduler``, and says what else a checkpoint holds
+(:meth:`~CheckpointedRun.use_out_dir`), ``step``, ``end_step``, ``optimizer`` and ``scheduler``, and says what else a
+checkpoint holds
 (:meth:`~CheckpointedRun.checkpoint_state` / :meth:`~CheckpointedRun.restore_state`).
 """
 from __future__ import annotations

@@ -130,7 +130,7 @@ class SampleMix:
     def __init__(self, parts: Sequence[Sequence[Sample]], repeats: Sequence[int] | None = None) -> None:
         self.parts = [p if _random_access(p) else list(p) for p in parts]
         repeats = list(repeats) if repeats is not None else [1] * len(self.parts)
-        weights = np.array([len(p) * r for p, r in zip(self.parts, repeats)], dtype=np.float64)
+        weights = np.array([len(p) * r for p, r in zip(self.parts, repeats, strict=False)], dtype=np.float64)
         if weights.sum() <= 0:
             raise ValueError("no training samples: every dataset is empty")
         self.probs = weights / weights.sum()

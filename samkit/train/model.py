@@ -1,5 +1,6 @@
 """Models for training: registry architectures at any input size (``Sam.set_input_size``), plain
-state-dict export (the fp16 ``.safetensors`` export is :func:`samkit.models.model_file.write_model_file`). A model trained at 256 or 512 has exactly the registry's state-dict keys and
+state-dict export (the fp16 ``.safetensors`` export is :func:`samkit.models.model_file.write_model_file`). A model
+trained at 256 or 512 has exactly the registry's state-dict keys and
 shapes and loads with :func:`samkit.load_model`.
 """
 from __future__ import annotations

@@ -132,4 +132,4 @@ def correction_clicks(preds: np.ndarray, targets: np.ndarray, valid: np.ndarray 
                       rng: np.random.Generator) -> list[tuple[int, int, int] | None]:
     """:func:`correction_click` for each entry of (B,H,W) predictions / targets / valid."""
     return [correction_click(p, t, None if valid is None else valid[i], rng)
-            for i, (p, t) in enumerate(zip(preds, targets))]
+            for i, (p, t) in enumerate(zip(preds, targets, strict=False))]

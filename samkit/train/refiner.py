@@ -42,7 +42,12 @@ from samkit.refine.layers import blend
 from samkit.refine.refiner import SamRefiner, local_inputs, prompt_maps
 from samkit.train.checkpoints import CheckpointedRun
 from samkit.train.config import (
-    AugmentConfig, DatasetSpec, _reject_unknown, check_config, data_settings, read_config_file,
+    AugmentConfig,
+    DatasetSpec,
+    _reject_unknown,
+    check_config,
+    data_settings,
+    read_config_file,
 )
 from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset
 from samkit.train.device import peak_memory_mb, resolve_device
@@ -278,7 +283,8 @@ class RefinerTrainer(CheckpointedRun):
         clicks: list[tuple[int, int, int] | None] = []
         for b in range(preds.shape[0]):
             if rng.random() < self.cfg.ritm_click_prob:
-                done = [(int(y), int(x)) for (x, y), lab in zip(prompts.points[b], prompts.labels[b]) if lab >= 0]
+                done = [(int(y), int(x))
+                        for (x, y), lab in zip(prompts.points[b], prompts.labels[b], strict=False) if lab >= 0]
                 c = next_click(preds[b], targets[b], ~valid[b], clicked=done)
                 clicks.append(None if c is None else (c.x, c.y, int(c.is_positive)))
             else:

@@ -41,8 +41,8 @@ from samkit.train.warmup import geometry_warmup
 
 WARMUP_LOG_NAME = "warmup_log.jsonl"
 # Config fields that may change between a run and its resumption without changing the result.
-_RESUMABLE_CHANGES = {"out_dir", "resume", "stop_at", "progress", "num_workers", "device", "save_every", "keep_checkpoints",
-                      "log_every", "export_fp16"}
+_RESUMABLE_CHANGES = {"out_dir", "resume", "stop_at", "progress", "num_workers", "device", "save_every",
+                      "keep_checkpoints", "log_every", "export_fp16"}
 
 
 @dataclass
@@ -214,8 +214,8 @@ class Trainer(CheckpointedRun):
             low, iou_pred = self.model.decode(features, **prompts.to_torch(self.device), mask_input=mask_input,
                                               multimask_output=multimask)
         logits = upsample_logits(low, targets.shape[-1]) if targets.shape[-1] != low.shape[-1] else low.float()
-        return (sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask, focal_alpha=self.cfg.focal_alpha),
-                low, iou_pred, logits)
+        loss = sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask, focal_alpha=self.cfg.focal_alpha)
+        return loss, low, iou_pred, logits
 
     # -- checkpoints -----------------------------------------------------------------------------
 

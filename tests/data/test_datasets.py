@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samkit.data.readers import base as base_module
-from samkit.data.readers import bsds as bsds_module
-from samkit.data.readers import ritm as ritm_module
+from samkit.data.masks import mask_to_rle, mask_to_uncompressed_rle
 from samkit.data.readers import (
     BerkeleyDataset,
     BSDS500Dataset,
@@ -26,7 +24,9 @@ from samkit.data.readers import (
     evaluation_image_ids,
     open_dataset,
 )
-from samkit.data.masks import mask_to_rle, mask_to_uncompressed_rle
+from samkit.data.readers import base as base_module
+from samkit.data.readers import bsds as bsds_module
+from samkit.data.readers import ritm as ritm_module
 from samkit.data.sample import Sample
 
 # Measured on shared/data: 96 Berkeley photos + 3 GrabCut-only photos (153093, 271008, 326038;
@@ -115,7 +115,7 @@ def test_davis_layout_on_grabcut_images(data_dir: Path, tmp_path: Path) -> None:
         gt.save(root / "gt" / f"{name}.png")
     ds = DavisDataset(root)
     assert ds.names == names
-    for name, sample in zip(names, ds):
+    for name, sample in zip(names, ds, strict=False):
         assert np.array_equal(sample.masks[0], _grabcut_fg(data_dir, name)) and sample.ignore is None
 
 
@@ -187,7 +187,7 @@ def test_coco_and_yolo_agree_on_coco128(data_dir: Path) -> None:
         c, y = coco[coco.names.index(name)], yolo[yolo.names.index(name)]
         assert len(c.masks) == len(y.masks) and c.ignore is None
         assert c.categories == [coco_ids[k] for k in y.categories]
-        for a, b in zip(c.masks, y.masks):  # same polygons up to 2-decimal pixel rounding
+        for a, b in zip(c.masks, y.masks, strict=False):  # same polygons up to 2-decimal pixel rounding
             assert (a ^ b).sum() <= max(5, 0.05 * (a | b).sum())
     assert len(coco[coco.names.index("000000000250")].masks) == 0
 
@@ -202,7 +202,7 @@ def test_coco_labelme_example(data_dir: Path) -> None:
     assert names == {"bottle", "bus", "car", "chair", "person", "sofa"}
     areas = {a["id"]: a["area"] for a in json.loads((folder / "annotations.json").read_text())["annotations"]}
     for s in samples:
-        for mask, ann_id in zip(s.masks, s.extra["annotation_ids"]):
+        for mask, ann_id in zip(s.masks, s.extra["annotation_ids"], strict=False):
             assert abs(mask.sum() - areas[ann_id]) <= 0.08 * areas[ann_id]
 
 

@@ -63,7 +63,7 @@ def test_sa1b_document_accepts_binary_masks(sample):
     doc = sa1b_document("x.jpg", *masks.shape[1:], [{"segmentation": m, "area": int(m.sum())} for m in masks])
     decoded = [mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
                for a in doc["annotations"]]
-    assert all(np.array_equal(d.astype(bool), m) for d, m in zip(decoded, masks))
+    assert all(np.array_equal(d.astype(bool), m) for d, m in zip(decoded, masks, strict=False))
 
 
 @pytest.mark.parametrize("kind", ["rle", "polygon"])
@@ -79,7 +79,7 @@ def test_coco_round_trip(sample, tmp_path, kind):
     if kind == "rle":
         assert np.array_equal(back.masks, masks)
     else:  # outer contours through boundary pixel centres: holes are filled and the rim is approximate
-        for got, want in zip(back.masks, masks):
+        for got, want in zip(back.masks, masks, strict=False):
             assert _iou(got, _filled(want)) > 0.9
 
 
@@ -99,7 +99,7 @@ def test_yolo_seg_round_trip(sample, tmp_path):
     write_yolo_seg(tmp_path / "labels" / f"{s.name}.txt", masks, class_ids=range(len(masks)))
     back = open_dataset("yolo", tmp_path)[0]
     assert back.categories == list(range(len(masks)))
-    for got, want in zip(back.masks, masks):
+    for got, want in zip(back.masks, masks, strict=False):
         assert _iou(got, _filled(_largest_part(want))) > 0.9
 
 

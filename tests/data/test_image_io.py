@@ -231,7 +231,7 @@ def test_env_var_raises_limit_and_pil_check_stays_quiet(
         with pytest.raises(ImageError, match="cannot read image") as info:
             load_image(path)
     assert str(path) in str(info.value)
-    assert Image.MAX_IMAGE_PIXELS == saved
+    assert saved == Image.MAX_IMAGE_PIXELS
 
 
 # --- unreadable files ---------------------------------------------------------------------
@@ -323,4 +323,4 @@ def test_concurrent_loads_restore_pil_limit(grabcut_jpg: Path) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         shapes = set(pool.map(lambda _: load_image(grabcut_jpg).shape, range(32)))
     assert len(shapes) == 1
-    assert Image.MAX_IMAGE_PIXELS == saved
+    assert saved == Image.MAX_IMAGE_PIXELS

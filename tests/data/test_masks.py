@@ -203,7 +203,8 @@ def test_overlay_keeps_the_photo_visible_under_many_masks(data_dir: Path, grabcu
     expected = np.rint(0.6 * image[inner] + 0.4 * colour)
     np.testing.assert_allclose(out[inner], expected, atol=1)
     # an iterable of masks (read one at a time) gives the same picture as the stack
-    np.testing.assert_array_equal(overlay_masks(image, iter(stack[:3]), alpha=0.4), overlay_masks(image, stack[:3], alpha=0.4))
+    np.testing.assert_array_equal(overlay_masks(image, iter(stack[:3]), alpha=0.4),
+                                  overlay_masks(image, stack[:3], alpha=0.4))
 
 
 def test_overlay_max_side_downscales() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samkit.data.readers import DatasetError, DatasetWarning, open_dataset
 from samkit.data.masks import mask_to_rle
+from samkit.data.readers import DatasetError, DatasetWarning, open_dataset
 from samkit.data.refer import RefDataset, RefSample, group_key, write_refs
 from samkit.eval.metrics import iou
 
@@ -61,7 +61,7 @@ def test_shared_subset_masks_match_images_and_boxes(refs: RefDataset) -> None:
 def test_polygon_targets_agree_with_png_masks(refs: RefDataset, subset: Path) -> None:
     polygons = RefDataset(subset / "refs.json", mask_source="polygon")
     assert polygons.names == refs.names
-    ious = [iou(a.mask, b.mask) for a, b in zip(refs, polygons)]
+    ious = [iou(a.mask, b.mask) for a, b in zip(refs, polygons, strict=False)]
     assert all(p.extra["mask_source"] == "polygon" for p in polygons)
     # measured: 1.0 for all 36 (the PNGs were rasterised from these polygons with pycocotools, as here)
     assert min(ious) >= 0.99
@@ -111,7 +111,7 @@ def test_write_refs_round_trip(refs: RefDataset, tmp_path: Path) -> None:
     path = write_refs(samples, tmp_path / "out")
     back = RefDataset(path)
     assert len(back) == 5 and len(list((tmp_path / "out" / "images").iterdir())) == len({s.source for s in samples})
-    for a, b in zip(samples, back):
+    for a, b in zip(samples, back, strict=False):
         assert a.sentence == b.sentence and np.array_equal(a.mask, b.mask) and np.array_equal(a.image, b.image)
         assert b.name == a.name and b.group == a.group  # dataset, ref_id and sent_id travel along
 
@@ -202,7 +202,7 @@ def test_refer_toolkit_files_read_as_the_json_subset(subset, tmp_path):
     toolkit = RefDataset(path, image_root=subset / "images")
     plain = RefDataset(subset / "refs.json", mask_source="polygon")
     assert len(toolkit) == len(plain) == 36
-    for a, b in zip(toolkit, plain):
+    for a, b in zip(toolkit, plain, strict=False):
         assert a.sentence == b.sentence and np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
         assert a.extra["ref_id"] == b.extra["ref_id"] and a.extra["category"] == b.extra["category"]
         assert a.extra["dataset"] == "refcoco+" and a.extra["split_by"] == "unc"
@@ -210,7 +210,7 @@ def test_refer_toolkit_files_read_as_the_json_subset(subset, tmp_path):
 
     assert len(open_refs(path.parent, image_root=subset / "images")) == 36  # the folder finds the .p file
     one = RefDataset(path, image_root=subset / "images", split=plain[0].extra["split"])
-    assert 0 < len(one) and all(s.extra["split"] == plain[0].extra["split"] for s in one)
+    assert len(one) > 0 and all(s.extra["split"] == plain[0].extra["split"] for s in one)
     with pytest.raises(DatasetError, match="no refs in split 'nosuch'"):
         RefDataset(path, image_root=subset / "images", split="nosuch")
 

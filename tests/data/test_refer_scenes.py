@@ -60,7 +60,7 @@ def test_scene_contents(val_samples: list) -> None:
         assert masks.sum(axis=0).max() == 1  # objects never overlap: no occlusion, disjoint masks
         assert not (masks[:, :GAP].any() or masks[:, -GAP:].any() or masks[:, :, :GAP].any()
                     or masks[:, :, -GAP:].any())  # whole shapes inside the frame
-        for obj, mask in zip(objects, masks):
+        for obj, mask in zip(objects, masks, strict=False):
             inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
             colour = np.median(s.image[inner], axis=0)
             assert np.abs(colour - PALETTE[obj.colour]).max() < 30, (s.name, obj)
@@ -76,7 +76,7 @@ def test_scene_contents(val_samples: list) -> None:
 def _geometry(s) -> list[dict]:
     """Box / centroid / area of every object recomputed from its mask, with its attributes."""
     out = []
-    for obj, mask in zip(s.extra["objects"], s.extra["object_masks"]):
+    for obj, mask in zip(s.extra["objects"], s.extra["object_masks"], strict=False):
         ys, xs = np.nonzero(mask)
         out.append({**obj.record(), "x0": xs.min(), "y0": ys.min(), "x1": xs.max(), "y1": ys.max(),
                     "cx": xs.mean(), "cy": ys.mean(), "area": xs.size})
@@ -110,10 +110,10 @@ def test_every_expression_has_exactly_one_referent(val_samples: list) -> None:
             (land,) = _match(q["landmark"], objs)  # the landmark is named unambiguously
             others = [i for i in others if i != land]
             lm = objs[land]
-            side = {"left of": (t["x1"] + GAP <= lm["x0"], lambda o: o["cx"] >= lm["cx"]),
-                    "right of": (t["x0"] >= lm["x1"] + GAP, lambda o: o["cx"] <= lm["cx"]),
-                    "above": (t["y1"] + GAP <= lm["y0"], lambda o: o["cy"] >= lm["cy"]),
-                    "below": (t["y0"] >= lm["y1"] + GAP, lambda o: o["cy"] <= lm["cy"])}[q["relation"]]
+            side = {"left of": (t["x1"] + GAP <= lm["x0"], lambda o, lm=lm: o["cx"] >= lm["cx"]),
+                    "right of": (t["x0"] >= lm["x1"] + GAP, lambda o, lm=lm: o["cx"] <= lm["cx"]),
+                    "above": (t["y1"] + GAP <= lm["y0"], lambda o, lm=lm: o["cy"] >= lm["cy"]),
+                    "below": (t["y0"] >= lm["y1"] + GAP, lambda o, lm=lm: o["cy"] <= lm["cy"])}[q["relation"]]
             assert side[0] and others and all(side[1](objs[i]) for i in others), s.sentence
 
 

@@ -55,11 +55,10 @@ def test_exception_leaves_existing_out_dir_untouched(tmp_path: Path) -> None:
     out_dir.mkdir()
     (out_dir / "a.json").write_text("old")
     before = _snapshot(out_dir)
-    with pytest.raises(Boom):
-        with staged_outputs(out_dir) as staging:
-            (staging / "a.json").write_text("partial")
-            (staging / "b.png").write_bytes(b"partial")
-            raise Boom
+    with pytest.raises(Boom), staged_outputs(out_dir) as staging:
+        (staging / "a.json").write_text("partial")
+        (staging / "b.png").write_bytes(b"partial")
+        raise Boom
     assert _snapshot(out_dir) == before
     assert not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -67,28 +66,25 @@ def test_exception_leaves_existing_out_dir_untouched(tmp_path: Path) -> None:
 
 def test_exception_does_not_create_out_dir(tmp_path: Path) -> None:
     out_dir = tmp_path / "new" / "out"
-    with pytest.raises(Boom):
-        with staged_outputs(out_dir) as staging:
-            (staging / "a.json").write_text("partial")
-            raise Boom
+    with pytest.raises(Boom), staged_outputs(out_dir) as staging:
+        (staging / "a.json").write_text("partial")
+        raise Boom
     assert not out_dir.exists() and not out_dir.parent.exists()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_keyboard_interrupt_also_cleans_up(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        with staged_outputs(out_dir) as staging:
-            (staging / "a.json").write_text("partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), staged_outputs(out_dir) as staging:
+        (staging / "a.json").write_text("partial")
+        raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 
 
 def test_out_dir_that_is_a_file_is_rejected_up_front(tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.write_text("i am a file")
-    with pytest.raises(SamkitError, match="not a directory"):
-        with staged_outputs(target):
-            pytest.fail("the block must not run")
+    with pytest.raises(SamkitError, match="not a directory"), staged_outputs(target):
+        pytest.fail("the block must not run")
     assert target.read_text() == "i am a file"
     assert sorted(os.listdir(tmp_path)) == ["out"]

@@ -73,7 +73,7 @@ def test_masks_are_disjoint_and_exactly_the_pasted_pixels() -> None:
         assert np.array_equal((image != BACKGROUND).any(axis=2), masks.any(axis=0))
         extra = scene.extra
         assert len(extra["objects"]) == len(extra["scales"]) == len(extra["pasted_areas"]) == len(masks)
-        for mask, name, area in zip(masks, extra["objects"], extra["pasted_areas"]):
+        for mask, name, area in zip(masks, extra["objects"], extra["pasted_areas"], strict=False):
             off = (image != _colour(name)).any(axis=2) & mask
             assert not (off & _erode(mask)).any()  # only the 1-px edge is blended
             assert mask.sum() <= area

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samkit.data.readers import open_dataset
 from samkit.data.formats import read_png_masks
 from samkit.data.masks import rle_to_mask
+from samkit.data.readers import open_dataset
 from samkit.engine.everything import EverythingJob, run_local, run_ray
 
 # samkit_tiny's logits are soft (|logit| < 1 over most of a mask) and its IoU head modest (scores 0.3-0.4),
@@ -46,7 +46,8 @@ def test_sa1b_run_reports_failures_and_resumes(inputs, tmp_path):
     summary = run_local(_job(inputs, out, overlay=True), progress=False)
     assert summary["processed"] == 3 and summary["failed"] == 1 and summary["skipped_done"] == 0
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert len(errors) == 1 and errors[0]["image"].endswith("broken.png") and "not a recognised image" in errors[0]["reason"]
+    assert len(errors) == 1 and errors[0]["image"].endswith("broken.png")
+    assert "not a recognised image" in errors[0]["reason"]
     total = 0
     for name in IMAGES:
         stem = Path(name).stem

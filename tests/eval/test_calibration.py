@@ -8,7 +8,12 @@ import torch
 import samkit
 from samkit.data.sample import Sample
 from samkit.eval.calibration import (
-    calibrate_iou_head, calibration_error, fit_affine, fit_amg_thresholds, score_quality, select_records,
+    calibrate_iou_head,
+    calibration_error,
+    fit_affine,
+    fit_amg_thresholds,
+    score_quality,
+    select_records,
 )
 
 

@@ -10,8 +10,16 @@ import pytest
 from samkit import Predictor
 from samkit.data.sample import Sample
 from samkit.eval import edges
-from samkit.eval.edges import (average_precision, boundary_counts, edge_nms, load_boundaries,
-                               match_boundaries, ods_ois, precision_recall_f, thresholds_for)
+from samkit.eval.edges import (
+    average_precision,
+    boundary_counts,
+    edge_nms,
+    load_boundaries,
+    match_boundaries,
+    ods_ois,
+    precision_recall_f,
+    thresholds_for,
+)
 from samkit.predict.predictor import Prediction
 
 # 20 x 20 image, max_dist 0.04 -> tolerance 0.04 * sqrt(800) = 1.13 px: 1 px apart matches, diagonal (1.41) not.

@@ -33,7 +33,7 @@ CASES = [
 def test_hand_made_ciou_giou_precision() -> None:
     counts = [intersection_union(p, g) for p, g in CASES]
     assert counts == [(2, 4), (3, 3), (0, 0), (0, 1)]
-    m = refer_metrics(*zip(*counts))
+    m = refer_metrics(*zip(*counts, strict=False))
     assert m["num_expressions"] == 4
     assert m["ciou"] == pytest.approx(5 / 8)  # (2 + 3 + 0 + 0) / (4 + 3 + 0 + 1)
     assert m["giou"] == pytest.approx((0.5 + 1 + 1 + 0) / 4)  # the empty union counts as IoU 1
@@ -48,7 +48,7 @@ def test_hand_made_ciou_giou_precision() -> None:
 
 def test_summarize_breaks_down_by_group() -> None:
     rows = [{"intersection": i, "union": u, "group": g}
-            for (i, u), g in zip([(2, 4), (3, 3), (0, 0), (0, 1)], ["a", "a", "b", "b"])]
+            for (i, u), g in zip([(2, 4), (3, 3), (0, 0), (0, 1)], ["a", "a", "b", "b"], strict=False)]
     out = summarize(rows)
     assert out["ciou"] == pytest.approx(5 / 8) and list(out["by_group"]) == ["a", "b"]
     assert out["by_group"]["a"]["ciou"] == pytest.approx(5 / 7) and out["by_group"]["a"]["giou"] == 0.75

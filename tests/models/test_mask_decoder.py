@@ -49,9 +49,9 @@ def test_image_cache_gives_the_same_decoding(batch, points):
         mask = torch.randn(batch, 1, 256, 256)
         with_mask = model.decode(emb, points=(coords, labels), mask_input=mask, cache=cache)
         with_mask_plain = model.decode(emb, points=(coords, labels), mask_input=mask)
-    for a, b in zip(cached, plain):
+    for a, b in zip(cached, plain, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    for a, b in zip(with_mask, with_mask_plain):
+    for a, b in zip(with_mask, with_mask_plain, strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

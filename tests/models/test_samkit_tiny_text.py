@@ -11,9 +11,9 @@ from safetensors import safe_open
 import samkit
 from samkit.data.refer_scenes import open_refer_scenes
 from samkit.eval.metrics import iou
+from samkit.models.build_sam import SAMKIT_TINY_SIZE
 from samkit.models.evf_sam import EvfSam
 from samkit.models.load import cached_path
-from samkit.models.build_sam import SAMKIT_TINY_SIZE
 from samkit.models.registry import REGISTRY
 from samkit.models.text_tiny import TINY_TEXT_TOKENIZER, WEIGHTS_DIR
 from samkit.predict.predictor import Predictor

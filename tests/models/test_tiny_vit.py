@@ -5,7 +5,6 @@ import itertools
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from samkit.models.tiny_vit import TinyViT, bias_index

@@ -1,4 +1,5 @@
-"""samkit.predict.transforms: low-res logits to the original image and full-resolution masks into the mask-input frame."""
+"""samkit.predict.transforms: low-res logits to the original image and full-resolution masks into the mask-input
+frame."""
 from __future__ import annotations
 
 import numpy as np

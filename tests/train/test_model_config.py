@@ -67,7 +67,8 @@ def test_config_file_round_trip_and_errors(tmp_path):
 
 def test_example_config_loads():
     cfg = load_config(REPO / "configs" / "finetune_mobile_sam_bsds.json")
-    assert cfg.model == "mobile_sam" and cfg.mode == "finetune" and [d.kind for d in cfg.datasets] == ["bsds500", "coco"]
+    assert cfg.model == "mobile_sam" and cfg.mode == "finetune"
+    assert [d.kind for d in cfg.datasets] == ["bsds500", "coco"]
 
 
 def test_lr_schedule_warmup_cosine_and_step():

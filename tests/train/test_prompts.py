@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from samkit.train.prompts import (
-    PAD_LABEL, Prompts, correction_click, correction_clicks, first_prompts, mask_box, noisy_box, round_schedule,
+    PAD_LABEL,
+    Prompts,
+    correction_click,
+    correction_clicks,
+    first_prompts,
+    mask_box,
+    noisy_box,
+    round_schedule,
     sample_point,
 )
 

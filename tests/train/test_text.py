@@ -12,8 +12,19 @@ from samkit.models.text_tiny import TextOnlyEvfSam
 from samkit.models.text_tokenizer import BOS, EOS, PAD
 from samkit.train.optim import build_optimizer
 from samkit.train.text import (
-    ConstantPrompt, TextTrainConfig, build_cache, build_prompter, encode_texts, evaluate_cached, load_text_config,
-    patch_coverage, point_embeddings, scene_expressions, text_parameters, train_step, train_tokenizer,
+    ConstantPrompt,
+    TextTrainConfig,
+    build_cache,
+    build_prompter,
+    encode_texts,
+    evaluate_cached,
+    load_text_config,
+    patch_coverage,
+    point_embeddings,
+    scene_expressions,
+    text_parameters,
+    train_step,
+    train_tokenizer,
 )
 
 TINY_BEIT3 = {"embed_dim": 32, "depth": 1, "num_heads": 2, "ffn_dim": 64, "img_size": 32, "patch_size": 16,

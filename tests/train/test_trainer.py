@@ -87,7 +87,7 @@ def test_resume_continues_bit_for_bit(finetune_run, tiny_samples, tmp_path):
     resumed = train(dataclasses.replace(cfg, out_dir=str(copy), resume=True), tiny_samples)
     original, again = read_log(result.log_path), read_log(resumed.log_path)
     assert [r["step"] for r in again] == list(range(1, STEPS + 1))
-    for a, b in zip(original, again):
+    for a, b in zip(original, again, strict=False):
         assert (a["loss"], a["lr"], a["grad_norm"]) == (b["loss"], b["lr"], b["grad_norm"])
     exported, reexported = torch.load(result.model_path), torch.load(resumed.model_path)
     assert all(torch.equal(exported[k], reexported[k]) for k in exported)
