@@ -12,6 +12,7 @@ train-refiner,                                     to ship
 calibrate
 models, demo           :mod:`samkit.cli.models`    the registry and cache; a demo run
 export                 :mod:`samkit.cli.export`    ONNX graphs of a model (``export onnx``)
+serve                  :mod:`samkit.cli.serve`     the annotation server (``samkit[server]``)
 =====================  ==========================  ==================================================
 
 A command module has ``add_parser(subparsers, name, help)``, which adds the command's parser and sets its
@@ -65,6 +66,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("samkit.cli.models", "list the known models and which checkpoints are cached"),
     "demo": Command("samkit.cli.models", "segment a sample image with a locally available model"),
     "export": Command("samkit.cli.export", "export a model to ONNX: encoder and prompt decoder graphs (+ int8)"),
+    "serve": Command("samkit.cli.serve", "run the annotation server (data engine HTTP API; samkit[server])"),
 }
 
 

@@ -1,0 +1,83 @@
+"""Image embeddings for the annotation server: one :class:`~samkit.predict.predictor.Predictor` per
+image, kept in an in-memory LRU and on disk (``<cache>/<sha256>.<model tag>.safetensors``), so an image
+is encoded once per model version; :meth:`EmbeddingCache.prefetch` encodes the next images in the
+background. All model work runs under one lock (:attr:`EmbeddingCache.compute`)."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from samkit.errors import SamkitError
+from samkit.predict.predictor import Predictor
+
+
+class EmbeddingCache:
+    """Predictors with their image set, for ``model`` tagged ``tag`` (a model version); ``capacity`` images
+    in memory (about 4 MB each for SAM-family models), every embedding also in ``folder``."""
+
+    def __init__(self, model, tag: str, folder: Path, capacity: int = 32) -> None:  # noqa: ANN001 (a Sam)
+        if capacity < 1:
+            raise SamkitError(f"embedding cache capacity must be >= 1, got {capacity}")
+        self.model, self.tag, self.folder, self.capacity = model, tag, Path(folder), capacity
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.compute = threading.Lock()
+        self._lru: OrderedDict[str, Predictor] = OrderedDict()
+        self._lru_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-prefetch")
+
+    def file(self, sha256: str) -> Path:
+        return self.folder / f"{sha256}.{self.tag}.safetensors"
+
+    def _cached(self, sha256: str) -> Predictor | None:
+        with self._lru_lock:
+            pred = self._lru.get(sha256)
+            if pred is not None:
+                self._lru.move_to_end(sha256)
+            return pred
+
+    def _keep(self, sha256: str, pred: Predictor) -> None:
+        with self._lru_lock:
+            self._lru[sha256] = pred
+            self._lru.move_to_end(sha256)
+            while len(self._lru) > self.capacity:
+                self._lru.popitem(last=False)
+
+    def in_memory(self, sha256: str) -> bool:
+        with self._lru_lock:
+            return sha256 in self._lru
+
+    def get(self, path: Path, sha256: str) -> Predictor:
+        """The predictor of the image at ``path`` (content ``sha256``): from memory, disk, or encoded now."""
+        pred = self._cached(sha256)
+        if pred is not None:
+            return pred
+        with self.compute:
+            pred = self._cached(sha256)  # encoded by another thread while this one waited
+            if pred is not None:
+                return pred
+            pred = Predictor(self.model)
+            disk = self.file(sha256)
+            if disk.is_file():
+                pred.load_embedding(disk)
+            else:
+                pred.set_image(path)
+                pred.save_embedding(disk)
+            self._keep(sha256, pred)
+            return pred
+
+    def prefetch(self, items: list[tuple[Path, str]]) -> list[Future]:
+        """Encode (path, sha256) images in the background unless they are in memory already."""
+        return [self._pool.submit(self.get, path, sha) for path, sha in items if not self.in_memory(sha)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def features_fp16(pred: Predictor) -> tuple[bytes, list[int]]:
+    """The image embedding as little-endian fp16 bytes and its shape ((1, 256, 64, 64) for SAM)."""
+    feats = pred.features.detach().float().cpu().contiguous().numpy().astype("<f2")
+    return np.ascontiguousarray(feats).tobytes(), list(feats.shape)

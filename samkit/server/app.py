@@ -1,0 +1,57 @@
+"""The FastAPI application of ``samkit serve``: :func:`create_app` (routers, error mapping, lifespan
+that starts and stops the job worker)."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm.exc import StaleDataError
+
+from samkit import __version__
+from samkit.engine.store.annotations import VersionConflict
+from samkit.engine.store.images import PathEscape
+from samkit.errors import SamkitError
+from samkit.server.routers import annotations, auth, images, jobs, predict, projects
+from samkit.server.settings import Settings
+from samkit.server.state import ServerState
+from samkit.server.views import annotation_view
+
+
+def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
+    """The app for ``settings`` (the database is opened and migrated, the admin and images made, now);
+    the job worker runs while the app is being served (its lifespan)."""
+    state = state or ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.jobs.start()
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(title="samkit annotation server", version=__version__, lifespan=lifespan)
+    app.state.samkit = state
+    for module in (auth, projects, images, annotations, predict, jobs):
+        app.include_router(module.router)
+
+    @app.exception_handler(VersionConflict)
+    async def conflict(_: Request, exc: VersionConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "current": annotation_view(exc.current)}, status_code=409)
+
+    @app.exception_handler(StaleDataError)
+    async def stale(_: Request, exc: StaleDataError) -> JSONResponse:
+        return JSONResponse({"detail": "the annotation was changed by someone else meanwhile: reload it"},
+                            status_code=409)
+
+    @app.exception_handler(PathEscape)
+    async def escape(_: Request, exc: PathEscape) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(SamkitError)
+    async def bad_input(_: Request, exc: SamkitError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    return app

@@ -1,0 +1,76 @@
+"""FastAPI dependencies: the server state, a database session per request, the signed-in user, roles."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from samkit.engine import accounts
+from samkit.engine.store.models import Image, Token, User
+from samkit.server.state import ServerState
+
+WRITERS = ("admin", "annotator")
+_bearer = HTTPBearer(auto_error=False)
+
+
+def server(request: Request) -> ServerState:
+    return request.app.state.samkit
+
+
+State = Annotated[ServerState, Depends(server)]
+
+
+def db(state: State) -> Iterator[Session]:
+    with state.sessions() as session:
+        yield session
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+DB = Annotated[Session, Depends(db)]
+
+
+def session_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                  session: DB) -> tuple[User, Token]:
+    if creds is None:
+        raise _unauthorized("not signed in: send 'Authorization: Bearer <token>' (POST /api/auth/login)")
+    found = accounts.user_for_token(session, creds.credentials)
+    if found is None:
+        raise _unauthorized("invalid, expired or revoked token")
+    return found
+
+
+SessionToken = Annotated[tuple[User, Token], Depends(session_token)]
+
+
+def current_user(found: SessionToken) -> User:
+    return found[0]
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require(*roles: str) -> Callable[[User], User]:
+    """A dependency that lets only users with one of ``roles`` through (403 otherwise)."""
+
+    def check(user: CurrentUser) -> User:
+        if user.role not in roles:
+            raise HTTPException(403, f"role {user.role!r} may not do this (needs {' or '.join(roles)})")
+        return user
+
+    return check
+
+
+Writer = Annotated[User, Depends(require(*WRITERS))]
+
+
+def project_image(project_id: int, image_id: int, session: Session) -> Image:
+    image = session.get(Image, image_id)
+    if image is None or image.project_id != project_id:
+        raise HTTPException(404, f"no image {image_id} in project {project_id}")
+    return image

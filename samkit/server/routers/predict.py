@@ -1,0 +1,41 @@
+"""Prediction: prompts -> masks (COCO RLE, bbox, area) and predicted IoU, from the image's cached
+embedding. Each answer has a ``prediction_id`` so a later request can feed a mask back (``mask_input``)."""
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException
+
+from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle
+from samkit.errors import SamkitError
+from samkit.server.deps import DB, WRITERS, State, project_image, require
+from samkit.server.routers.images import image_file
+from samkit.server.schemas import PredictRequest
+
+router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(require(*WRITERS))])
+
+
+@router.post("/images/{image_id}/predict")
+def predict(project_id: int, image_id: int, body: PredictRequest, state: State,
+            session: DB) -> dict:
+    image = project_image(project_id, image_id, session)
+    session.close()  # nothing more to read: do not hold a connection during model work
+    mask_input = None
+    if body.mask_input is not None:
+        earlier = state.recall(body.mask_input.prediction_id)
+        if earlier is None or earlier[0] != image_id or body.mask_input.index >= len(earlier[1]):
+            raise HTTPException(422, "mask_input: unknown prediction_id or index for this image")
+        mask_input = earlier[1][body.mask_input.index][None]
+    if body.points is None and body.box is None and body.text is None and mask_input is None:
+        raise HTTPException(422, "give at least one prompt: points, box, mask_input or text")
+    pred = state.embeddings.get(image_file(state, image), image.sha256)
+    try:
+        with state.embeddings.compute:
+            out = pred.predict(points=body.points, labels=body.labels, box=body.box, mask_input=mask_input,
+                               multimask=body.multimask, text=body.text)
+    except SamkitError as exc:
+        raise HTTPException(422, str(exc)) from None
+    order = np.argsort(-out.scores)
+    masks = [{"index": int(i), "rle": mask_to_rle(out.masks[i]), "bbox": mask_bbox_xywh(out.masks[i]),
+              "area": mask_area(out.masks[i]), "score": float(out.scores[i])} for i in order]
+    return {"prediction_id": state.remember(image_id, out.low_res_logits), "masks": masks,
+            "model_version": state.embeddings.tag}

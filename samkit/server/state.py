@@ -1,0 +1,81 @@
+"""What one running server holds: the database, the project, the model and its embeddings, the job
+runner, the login limiter and recent predictions (for feeding a mask back as ``mask_input``)."""
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from samkit.engine import accounts
+from samkit.engine.embeddings import EmbeddingCache
+from samkit.engine.jobs import JobContext, JobRunner
+from samkit.engine.store.db import open_store
+from samkit.engine.store.images import scan
+from samkit.engine.store.models import ModelVersion, Project
+from samkit.models.load import load_model
+from samkit.server.settings import Settings
+
+RECENT_PREDICTIONS = 256
+
+
+@lru_cache(maxsize=4)
+def shared_model(name: str) -> Any:
+    """One model object per name in this process (read-only at inference: safe to share)."""
+    return load_model(name)
+
+
+class ServerState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.project_dir.mkdir(parents=True, exist_ok=True)
+        settings.images_dir.mkdir(parents=True, exist_ok=True)
+        self.engine, self.sessions = open_store(settings.db_url)
+        with self.sessions.begin() as s:
+            self.generated_password = accounts.ensure_admin(s, settings.admin_password)
+            project = self._project(s)
+            self.project_id, self.model_version_id = project.id, project.model_version_id
+            self.scanned, self.refused = scan(s, project.id, settings.images_dir, settings.max_pixels)
+        self.model = shared_model(settings.model)
+        self.embeddings = EmbeddingCache(self.model, f"mv{self.model_version_id}", settings.project_dir / "embeddings",
+                                         settings.embedding_cache)
+        self.jobs = JobRunner(self.sessions, JobContext(settings.images_dir, settings.project_dir, self.model,
+                                                        self.model_version_id, self.embeddings), settings.job_poll_s)
+        self.limiter = accounts.LoginLimiter(settings.login_attempts, settings.login_window_s)
+        self._predictions: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self._predictions_lock = threading.Lock()
+
+    def _project(self, s) -> Project:  # noqa: ANN001 (a Session)
+        """The project of this folder (named after it), with its model version, made at the first start."""
+        name = self.settings.project_dir.name or "project"
+        project = s.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            version = ModelVersion(name=self.settings.model)
+            s.add(version)
+            s.flush()
+            project = Project(name=name, model_version_id=version.id)
+            s.add(project)
+            s.flush()
+        return project
+
+    def remember(self, image_id: int, low_res: np.ndarray) -> str:
+        """Keep a prediction's (C, s, s) low-res logits; returns its id."""
+        key = secrets.token_hex(8)
+        with self._predictions_lock:
+            self._predictions[key] = (image_id, low_res)
+            while len(self._predictions) > RECENT_PREDICTIONS:
+                self._predictions.popitem(last=False)
+        return key
+
+    def recall(self, key: str) -> tuple[int, np.ndarray] | None:
+        with self._predictions_lock:
+            return self._predictions.get(key)
+
+    def close(self) -> None:
+        self.jobs.stop()
+        self.embeddings.close()
+        self.engine.dispose()

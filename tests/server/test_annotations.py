@@ -1,0 +1,150 @@
+"""Assisted-manual annotation through the API: predict from prompts, save / replace / delete with the
+version read (409 with the current version otherwise, no update lost), undo history, the fp16 embedding."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from samkit.data.masks import rle_to_mask
+from samkit.engine.embeddings import EmbeddingCache
+from samkit.engine.store.models import AnnotationEvent
+from samkit.predict.predictor import Predictor
+from tests.server.conftest import Served
+
+IMAGES = "/api/projects/1/images"
+
+
+def _predict(served: Served, image_id: int = 1, **prompts) -> dict:  # noqa: ANN003
+    r = served.post(f"{IMAGES}/{image_id}/predict", json=prompts)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_predict_matches_the_predictor(served: Served) -> None:
+    image = served.get(f"{IMAGES}/1").json()
+    x, y = image["width"] // 2, image["height"] // 2
+    out = _predict(served, points=[[x, y]], labels=[1])
+    assert len(out["masks"]) == 3 and out["model_version"] == "mv1"
+    scores = [m["score"] for m in out["masks"]]
+    assert scores == sorted(scores, reverse=True)
+    direct = Predictor(served.state.model)
+    direct.set_image(served.settings.images_dir / image["path"])
+    expected = direct.predict(points=[[x, y]], labels=[1])
+    best = rle_to_mask(out["masks"][0]["rle"])
+    assert best.shape == (image["height"], image["width"])
+    np.testing.assert_array_equal(best, expected.masks[expected.best])
+    assert out["masks"][0]["area"] == int(best.sum()) > 0
+    assert abs(out["masks"][0]["score"] - float(expected.scores[expected.best])) < 1e-5
+    # the embedding is on disk, keyed by sha256 + model version
+    assert served.state.embeddings.file(image["sha256"]).is_file()
+
+    box = _predict(served, box=[10, 10, x, y], multimask=False)
+    assert len(box["masks"]) == 1
+    again = _predict(served, points=[[x, y]], labels=[1], multimask=False,
+                     mask_input={"prediction_id": out["prediction_id"], "index": out["masks"][0]["index"]})
+    assert rle_to_mask(again["masks"][0]["rle"]).any()
+
+
+def test_predict_refuses_bad_prompts(served: Served) -> None:
+    assert served.post(f"{IMAGES}/1/predict", json={}).status_code == 422
+    r = served.post(f"{IMAGES}/1/predict", json={"points": [[10_000, 5]], "labels": [1]})
+    assert r.status_code == 422 and "outside" in r.json()["detail"]
+    r = served.post(f"{IMAGES}/1/predict", json={"points": [[5, 5]], "labels": [1],
+                                                 "mask_input": {"prediction_id": "nope"}})
+    assert r.status_code == 422
+    r = served.post(f"{IMAGES}/1/predict", json={"text": "the dog"})
+    assert r.status_code == 422 and "text" in r.json()["detail"]
+    assert served.post(f"{IMAGES}/99/predict", json={"points": [[5, 5]], "labels": [1]}).status_code == 404
+
+
+def test_embedding_endpoint_serves_fp16_features(served: Served) -> None:
+    r = served.get(f"{IMAGES}/2/embedding")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    shape = [int(v) for v in r.headers["x-embedding-shape"].split(",")]
+    feats = np.frombuffer(r.content, dtype="<f2").reshape(shape)
+    image = served.get(f"{IMAGES}/2").json()
+    assert [int(v) for v in r.headers["x-original-size"].split(",")] == [image["height"], image["width"]]
+    direct = Predictor(served.state.model)
+    direct.set_image(served.settings.images_dir / image["path"])
+    expected = direct.features.float().numpy()
+    assert feats.shape == expected.shape
+    np.testing.assert_allclose(feats.astype(np.float32), expected, rtol=1e-2, atol=1e-2)
+    assert served.get(f"{IMAGES}/2/embedding", "viewer").status_code == 403
+
+
+def test_disk_cache_survives_a_new_cache(served: Served, tmp_path) -> None:  # noqa: ANN001
+    image = served.get(f"{IMAGES}/3").json()
+    path = served.settings.images_dir / image["path"]
+    first = served.state.embeddings.get(path, image["sha256"])
+    fresh = EmbeddingCache(served.state.model, served.state.embeddings.tag, served.state.embeddings.folder, 1)
+    loaded = fresh.get(path.with_name("not-read.jpg"), image["sha256"])  # from disk: the image is not opened
+    assert torch.equal(loaded.features.float(), first.features.float())
+    fresh.close()
+
+
+def _save(served: Served, rle: dict, **extra) -> dict:  # noqa: ANN003
+    r = served.post(f"{IMAGES}/1/annotations", json={"rle": rle, **extra})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_save_replace_delete_with_version_check_and_undo(served: Served) -> None:
+    out = _predict(served, points=[[200, 150]], labels=[1])
+    first, second = out["masks"][0]["rle"], out["masks"][1]["rle"]
+    event = {"started_at": "2026-01-01T10:00:00Z", "ended_at": "2026-01-01T10:00:14Z", "clicks": 3,
+             "prompt_kinds": ["point"]}
+    ann = _save(served, first, event=event)
+    assert ann["version"] == 1 and ann["source"] == "manual" and ann["status"] == "accepted"
+    assert ann["area"] == int(rle_to_mask(first).sum())
+
+    # two annotators read version 1; the first writer wins, the second gets 409 and the current version
+    url = f"/api/projects/1/annotations/{ann['id']}"
+    r1 = served.patch(url, json={"version": 1, "rle": second})
+    assert r1.status_code == 200 and r1.json()["version"] == 2
+    r2 = served.patch(url, "admin", json={"version": 1, "status": "rejected"})
+    assert r2.status_code == 409 and r2.json()["current"]["version"] == 2
+    assert served.get(url).json()["rle"] == r1.json()["rle"] and served.get(url).json()["status"] == "accepted"
+    assert served.delete(url, params={"version": 1}).status_code == 409
+    r = served.delete(url, params={"version": 2})
+    assert r.status_code == 200 and r.json()["deleted"]
+    assert served.get(f"{IMAGES}/1/annotations").json() == []
+    assert len(served.get(f"{IMAGES}/1/annotations", params={"include_deleted": True}).json()) == 1
+
+    history = served.get(f"{IMAGES}/1/history").json()
+    assert [h["action"] for h in history] == ["delete", "update", "create"]
+    # undo the delete, then the replace: back to the first mask; then the create: gone again
+    assert served.post(f"{IMAGES}/1/undo").json()["undone"] == "delete"
+    restored = served.post(f"{IMAGES}/1/undo").json()
+    assert restored["undone"] == "update" and restored["annotation"]["rle"] == ann["rle"]
+    assert not restored["annotation"]["deleted"]
+    assert served.post(f"{IMAGES}/1/undo").json()["annotation"]["deleted"]
+    assert served.post(f"{IMAGES}/1/undo").status_code == 404
+    with served.state.sessions() as s:
+        events = s.query(AnnotationEvent).all()
+    assert len(events) == 1 and events[0].clicks == 3 and events[0].prompt_kinds == ["point"]
+
+
+def test_concurrent_writers_lose_no_update(served: Served) -> None:
+    """Eight writers change the same annotation at version 1 at once: exactly one succeeds."""
+    out = _predict(served, points=[[200, 150]], labels=[1])
+    ann = _save(served, out["masks"][0]["rle"])
+    url = f"/api/projects/1/annotations/{ann['id']}"
+    masks = [m["rle"] for m in out["masks"]]
+
+    def write(i: int) -> int:
+        return served.patch(url, json={"version": 1, "rle": masks[i % len(masks)]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(write, range(8)))
+    assert sorted(codes) == [200] + [409] * 7
+    assert served.get(url).json()["version"] == 2
+    assert [h["action"] for h in served.get(f"{IMAGES}/1/history").json()] == ["update", "create"]
+
+
+def test_bad_annotations_are_refused(served: Served) -> None:
+    r = served.post(f"{IMAGES}/1/annotations", json={"rle": {"size": [3, 3], "counts": [9]}})
+    assert r.status_code == 422 and "size" in r.json()["detail"]
+    r = served.post(f"{IMAGES}/1/annotations", json={"rle": {"size": [321, 481], "counts": "not rle !!"}})
+    assert r.status_code == 422
