@@ -12,7 +12,7 @@ import json
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,9 @@ from samkit.io_utils import atomic_write_text
 from samkit.predict.everything import AutomaticMaskGenerator, EverythingSettings
 
 RESUMABLE = ("encode", "auto", "semi", "export")
-GENERATOR_PARAMS = ("points_per_side", "points_per_batch", "crop_n_layers", "box_nms_thresh",
-                    "min_mask_region_area", *EverythingSettings.names())
+GENERATOR_PARAMS = EverythingSettings.names()
 # semi-automatic pre-fill keeps only confident masks: these floors apply on top of the model's thresholds
-SEMI_FLOORS = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.9}
+SEMI_FLOORS = {"pred_iou_thresh": 0.9, "stability_score_thresh": 0.95}
 
 
 class Cancelled(Exception):
@@ -64,7 +63,7 @@ def check_params(kind: str, params: dict) -> dict:
         raise SamkitError(f"{kind} job: unknown parameters {sorted(unknown)}; allowed {list(allowed[kind])}")
     if kind in ("auto", "semi"):
         try:
-            EverythingSettings(**{k: v for k, v in params.items() if k in EverythingSettings.names()})
+            EverythingSettings(**params)
         except (ValueError, TypeError) as exc:
             raise SamkitError(f"{kind} job: {exc}") from None
     if kind == "export" and params.get("segmentation", "rle") not in SEGMENTATION_KINDS:
@@ -168,13 +167,14 @@ def _encode(runner: JobRunner, job_id: int, project_id: int, params: dict) -> No
 
 
 def _generator(runner: JobRunner, kind: str, params: dict) -> AutomaticMaskGenerator:
-    settings = {k: params[k] for k in GENERATOR_PARAMS if k in params}
+    """The generator of an auto job (the model's thresholds unless given), or of a semi job (thresholds
+    not given are raised to at least :data:`SEMI_FLOORS`)."""
+    settings = EverythingSettings(**params)
     if kind == "semi":
-        resolved = EverythingSettings(**{k: v for k, v in settings.items() if k in EverythingSettings.names()})
-        resolved = resolved.resolve(runner.ctx.model)
-        for name, floor in SEMI_FLOORS.items():
-            settings.setdefault(name, max(getattr(resolved, name), floor))
-    return AutomaticMaskGenerator(runner.ctx.model, output_mode="coco_rle", **settings)
+        resolved = settings.resolve(runner.ctx.model)
+        settings = replace(resolved, **{name: max(getattr(resolved, name), floor)
+                                        for name, floor in SEMI_FLOORS.items() if params.get(name) is None})
+    return AutomaticMaskGenerator(runner.ctx.model, output_mode="coco_rle", **settings.kwargs())
 
 
 def _label_masks(runner: JobRunner, job_id: int, project_id: int, params: dict, kind: str) -> None:
