@@ -1,0 +1,157 @@
+"""Annotation server under load: N concurrent clients clicking for T seconds on loopback.
+
+    .venv/bin/python bench/serve.py [--clients 20] [--seconds 30] [--model samkit_tiny] [--out bench/results/serve.json]
+
+Starts ``samkit serve`` on a temporary project of GrabCut photos (a real uvicorn process), signs in,
+encodes every image first (an ``encode`` job: clicks then hit cached embeddings), then each client
+thread sends predict requests with one random foreground point on a random image, back to back, for
+``--seconds``. Reports p50 / p95 / max HTTP predict latency, requests, errors, and the bare
+``Predictor.predict`` latency on the same images in this process (the speed goal: HTTP <= 1.3x bare).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from _report import new_report, save_report
+
+REPO = Path(__file__).resolve().parents[1]
+GRABCUT = REPO.parent / "shared" / "data" / "GrabCut" / "data_GT"
+IMAGES = ("106024.jpg", "124080.jpg", "153077.jpg", "153093.jpg", "181079.jpg")
+PASSWORD = "bench-admin-pass"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def start_server(project: Path, port: int, model: str) -> subprocess.Popen:
+    env = os.environ | {"SAMKIT_ADMIN_PASSWORD": PASSWORD}
+    proc = subprocess.Popen([sys.executable, "-m", "samkit.cli", "serve", str(project), "--port", str(port),
+                             "--model", model], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("samkit serve did not start")
+
+
+def click_load(base: str, headers: dict, images: list[dict], clients: int, seconds: float) -> tuple[list, list]:
+    """(latencies in s, errors) of ``clients`` threads clicking for ``seconds``."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            while time.monotonic() < stop:
+                image = rng.choice(images)
+                point = [rng.uniform(0, image["width"] - 1), rng.uniform(0, image["height"] - 1)]
+                t = time.perf_counter()
+                try:
+                    r = http.post(f"/api/projects/1/images/{image['id']}/predict",
+                                  json={"points": [point], "labels": [1]})
+                    ok = r.status_code == 200
+                    message = f"HTTP {r.status_code}: {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, message = False, f"{type(exc).__name__}: {exc}"
+                elapsed = time.perf_counter() - t
+                with lock:
+                    (latencies.append(elapsed) if ok else errors.append(message))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors
+
+
+def bare_predict(model_name: str, paths: list[Path], clicks: int) -> list[float]:
+    """Latencies of Predictor.predict (one random point, multimask) with the embedding set."""
+    import samkit  # noqa: PLC0415 -- torch only after the server is measured
+
+    pred = samkit.Predictor(samkit.load_model(model_name))
+    rng, out = random.Random(0), []
+    for path in paths:
+        pred.set_image(path)
+        h, w = pred.original_size
+        for _ in range(clicks):
+            t = time.perf_counter()
+            pred.predict(points=[[rng.uniform(0, w - 1), rng.uniform(0, h - 1)]], labels=[1])
+            out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--model", default="samkit_tiny")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "project"
+        (project / "images").mkdir(parents=True)
+        for name in IMAGES:
+            shutil.copy(GRABCUT / name, project / "images" / name)
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = start_server(project, port, args.model)
+        try:
+            token = httpx.post(f"{base}/api/auth/login", json={"username": "admin", "password": PASSWORD}).json()
+            headers = {"Authorization": f"Bearer {token['token']}"}
+            job = httpx.post(f"{base}/api/projects/1/jobs", json={"kind": "encode"}, headers=headers).json()
+            while httpx.get(f"{base}/api/projects/1/jobs/{job['id']}", headers=headers).json()["state"] in (
+                    "queued", "running"):
+                time.sleep(0.2)
+            images = httpx.get(f"{base}/api/projects/1/images", headers=headers).json()
+            started = time.perf_counter()
+            latencies, errors = click_load(base, headers, images, args.clients, args.seconds)
+            wall = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        bare = bare_predict(args.model, [project / "images" / n for n in IMAGES], clicks=20)
+    p50 = _percentile(latencies, 0.5)
+    report = new_report(
+        "serve", model=args.model, clients=args.clients, seconds=args.seconds, cpus=os.cpu_count(),
+        requests=len(latencies), errors=len(errors), first_errors=errors[:5],
+        throughput_per_s=len(latencies) / wall,
+        predict_http_ms={"p50": 1000 * p50, "p95": 1000 * _percentile(latencies, 0.95),
+                         "max": 1000 * max(latencies, default=float("nan"))},
+        predict_bare_ms={"p50": 1000 * statistics.median(bare), "p95": 1000 * _percentile(bare, 0.95)},
+        note="HTTP latency under N concurrent clients includes queueing behind the one model lock; "
+             "compare single-client runs (--clients 1) with the bare figure for the 1.3x goal")
+    report["http_over_bare_p50"] = p50 / statistics.median(bare)
+    save_report(report, args.out)
+    print(f"{len(latencies)} requests, {len(errors)} errors, p50 {report['predict_http_ms']['p50']:.1f} ms, "
+          f"p95 {report['predict_http_ms']['p95']:.1f} ms (bare p50 {report['predict_bare_ms']['p50']:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
