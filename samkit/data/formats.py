@@ -74,7 +74,8 @@ def coco_document(images: Iterable[dict], segmentation: str = "rle",
     """
     if segmentation not in SEGMENTATION_KINDS:
         raise ValueError(f"segmentation must be one of {SEGMENTATION_KINDS}, got {segmentation!r}")
-    out_images, out_anns = [], []
+    out_images: list[dict] = []
+    out_anns: list[dict] = []
     for image_id, doc in enumerate(images, start=1):
         info = doc["image"]
         out_images.append({"id": image_id, "file_name": info["file_name"], "height": info["height"],

@@ -39,7 +39,7 @@ _pil_guard_lock = threading.Lock()
 _pil_guard_depth = 0
 _pil_saved_limit: int | None = None
 
-ImageSource = str | Path | Image.Image | np.ndarray
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
 
 def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray:
@@ -55,7 +55,7 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
     if isinstance(source, Image.Image):
         label = getattr(source, "filename", "") or "<PIL image>"
         return _decode(source, label)
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         return _load_file(Path(source), resolve_max_pixels(max_pixels))
     raise ImageError(
         f"unsupported image source of type {type(source).__name__}: "

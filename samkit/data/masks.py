@@ -62,7 +62,8 @@ def mask_area(mask: np.ndarray) -> int:
 def mask_colors(count: int) -> list[Color]:
     """``count`` distinct, deterministic RGB colours (golden-ratio hue steps)."""
     hues = (0.6 + 0.618033988749895 * np.arange(count)) % 1.0
-    return [tuple(round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.75, 0.95)) for h in hues]
+    rgb = [colorsys.hsv_to_rgb(h, 0.75, 0.95) for h in hues]
+    return [(round(255 * r), round(255 * g), round(255 * b)) for r, g, b in rgb]
 
 
 def overlay_masks(

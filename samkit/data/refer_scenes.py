@@ -358,7 +358,8 @@ class ReferScenes(DatasetReader):
         colours = rng.choice(self.palette, size=min(len(self.palette), int(rng.integers(2, 4))), replace=False)
         shapes = rng.choice(self.shapes, size=min(len(self.shapes), int(rng.integers(2, 4))), replace=False)
         wanted = int(rng.integers(self.objects_per_scene[0], self.objects_per_scene[1] + 1))
-        objects, masks, boxes = [], [], []
+        objects, masks = [], []
+        boxes: list[tuple[int, int, int, int]] = []
         for _ in range(wanted):
             shape, colour = str(rng.choice(shapes)), str(rng.choice(colours))
             size_name = str(rng.choice(list(SIZES)))
@@ -369,7 +370,7 @@ class ReferScenes(DatasetReader):
             if spot is None:
                 continue
             y0, x0 = spot
-            pasted = paste(canvas, shade(PALETTE[colour], *mask.shape, rng), mask, y0, x0)
+            pasted = paste(canvas, shade(PALETTE[colour], mask.shape[0], mask.shape[1], rng), mask, y0, x0)
             boxes.append((x0, y0, x0 + mask.shape[1] - 1, y0 + mask.shape[0] - 1))
             objects.append(_object_record(shape, colour, size_name, pasted))
             masks.append(pasted)

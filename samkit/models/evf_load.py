@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from samkit.errors import CheckpointError
 from samkit.models.beit3 import BEIT3_CONFIGS, Beit3Config
@@ -38,10 +39,11 @@ def build_options(config: dict) -> dict:
         backbone = SAM_SCALES[scale]
     if config.get("samkit_beit3") is not None:
         try:
-            text_encoder: str | Beit3Config = Beit3Config(**config["samkit_beit3"])
+            beit3 = Beit3Config(**config["samkit_beit3"])
         except TypeError as exc:
             raise CheckpointError(f"config.json: bad samkit_beit3 entry: {exc}") from None
-        width = text_encoder.embed_dim
+        text_encoder: str | Beit3Config = beit3
+        width = beit3.embed_dim
     else:
         text_encoder = config.get("mm_extractor_scale", "large")
         if text_encoder not in BEIT3_CONFIGS:
@@ -72,19 +74,26 @@ def evf_config(model: EvfSam, dtype: torch.dtype = torch.float32) -> dict:
     return config
 
 
-def load_evf_directory(directory: str | os.PathLike, builder: Callable[..., EvfSam], **overrides: object) -> EvfSam:
+def load_evf_directory(directory: str | os.PathLike, builder: Callable[..., nn.Module], **overrides: object) -> EvfSam:
     """Build the layout ``directory``'s config.json describes (``overrides`` win), load its weights
     strictly (fp16 or fp32 on disk, fp32 in the model) and its sentencepiece tokenizer when present."""
     options = {**build_options(read_config(directory)), **overrides}
     state = load_directory_weights(directory)
     with torch.device("meta"):  # no random init of ~1B parameters that the checkpoint replaces
-        model = builder(**options)
+        model = _evf(builder(**options), directory)
     load_weights(model, state, model.arch, assign=True)
     if any(t.is_meta for t in model.buffers()):  # buffers outside the state dict (TinyViT): build for real
-        model = builder(**options)
+        model = _evf(builder(**options), directory)
         load_weights(model, state, model.arch)
     tokenizer = tokenizer_file(directory)
     model.tokenizer = XlmrTokenizer(tokenizer) if tokenizer is not None else None
+    return model
+
+
+def _evf(model: nn.Module, directory: str | os.PathLike) -> EvfSam:
+    if not isinstance(model, EvfSam):
+        raise CheckpointError(f"{os.fspath(directory)}: a checkpoint directory holds an EVF-SAM model, "
+                              f"not a {type(model).__name__}")
     return model
 
 

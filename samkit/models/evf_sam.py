@@ -44,6 +44,8 @@ class EvfSam(nn.Module):
     """
 
     has_text_encoder: bool = True
+    weights: str  # where the weights came from (set by the loaders)
+    recommended_amg: dict[str, float]  # everything-mode thresholds stored with the weights (set on loading)
 
     def __init__(self, visual_model: Sam, beit3: Beit3, out_dim: int = 256, arch: str = "evf_sam") -> None:
         super().__init__()

@@ -151,7 +151,7 @@ def _reason(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` or PyTorch checkpoint as a flat ``{name: tensor}`` dict on the CPU."""
     path = Path(path)
     if not path.is_file():
@@ -228,7 +228,7 @@ def guess_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     depth = len({m.group(1) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))})
     patch = state.get("image_encoder.patch_embed.proj.weight")
     width = int(patch.shape[0]) if patch is not None else None
-    names = {_SAM_BY_DEPTH.get(depth), _SAM_BY_WIDTH.get(width)} - {None}
+    names = {_SAM_BY_DEPTH.get(depth), _SAM_BY_WIDTH.get(width) if width is not None else None} - {None}
     return names.pop() if len(names) == 1 else None
 
 

@@ -12,10 +12,12 @@ from torch import nn
 
 from samkit.errors import CheckpointError, SamkitError
 from samkit.models.evf_load import load_evf_directory
+from samkit.models.evf_sam import EvfSam
 from samkit.models.hf_format import fetch_directory, is_complete
 from samkit.models.hub import cache_dir, download, guess_architecture, load_state_dict_file, load_weights
 from samkit.models.model_file import read_model_info
 from samkit.models.registry import ModelSpec, resolve_name
+from samkit.models.sam import Sam
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -43,7 +45,7 @@ def fetch_checkpoint(spec: ModelSpec, progress: bool = True) -> Path:
     """Path of ``spec``'s checkpoint, downloading it into the cache dir when missing."""
     path = cached_path(spec)
     if spec.bundled:
-        if not path.is_file():
+        if path is None or not path.is_file():
             raise CheckpointError(f"{spec.name}'s weights should ship inside samkit at {path} but are missing: "
                                   "reinstall samkit (pip install -e . from a full checkout)")
         return path
@@ -109,7 +111,7 @@ def load_model(name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | 
     if spec.hub_repo and checkpoint is None and pretrained:
         path = fetch_checkpoint(spec, progress=progress)
         return _ready(load_evf_directory(path, _builder(spec), **options), str(path), device)
-    model = _builder(spec)(**options)
+    model = _model(_builder(spec)(**options))
     if checkpoint is not None:
         load_weights(model, load_state_dict_file(checkpoint), spec.name)
         return _ready(model, os.fspath(checkpoint), device)
@@ -147,14 +149,22 @@ def trained_input_size(path: str | os.PathLike) -> int | None:
         return None
 
 
-def _build(arch: str) -> nn.Module:
+def _build(arch: str) -> Sam | EvfSam:
     try:
-        return resolve_name(arch).builder()
+        return _model(resolve_name(arch).builder())
     except KeyError:
         raise CheckpointError(f"checkpoint is a {arch} model, which this version of samkit cannot build") from None
 
 
-def _ready(model: nn.Module, weights: str, device: str | torch.device) -> nn.Module:
+def _model(model: nn.Module) -> Sam | EvfSam:
+    """A builder's model, checked to be one of the two model classes (the loaders set their attributes)."""
+    if not isinstance(model, (Sam, EvfSam)):
+        raise TypeError(f"model builders return a Sam or an EvfSam, not a {type(model).__name__}")
+    return model
+
+
+def _ready(module: nn.Module, weights: str, device: str | torch.device) -> nn.Module:
+    model = _model(module)
     model.weights = weights  # where the weights came from: a path, or "random"
     # everything-mode thresholds stored with the weights (samkit model files), used when the user sets none
     model.recommended_amg = read_model_info(weights).recommended_amg if os.path.isfile(weights) else {}

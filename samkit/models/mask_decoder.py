@@ -39,6 +39,12 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
+    def two_way_transformer(self) -> TwoWayTransformer:
+        """``transformer`` as the TwoWayTransformer it is for every registered model (its image cache API)."""
+        if not isinstance(self.transformer, TwoWayTransformer):
+            raise TypeError(f"an image cache needs a TwoWayTransformer, not {type(self.transformer).__name__}")
+        return self.transformer
+
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
                 dense_prompt_embeddings: torch.Tensor | None, multimask_output: bool,
                 cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +67,8 @@ class MaskDecoder(nn.Module):
         if cache is None:
             if image_embeddings.shape[0] != b:
                 image_embeddings = image_embeddings.expand(b, -1, -1, -1)
+            if dense is None:
+                raise ValueError("dense prompt embeddings are needed without an image cache")
             src = image_embeddings + dense
             h, w = src.shape[2:]
             # image_pe stays (1,C,h,w): the transformer broadcasts it over the batch.
@@ -86,6 +94,9 @@ class MaskDecoder(nn.Module):
         ``UPSCALE_ROWS`` at a time.
         """
         ct1, norm, act1, ct2, act2 = self.output_upscaling
+        assert isinstance(ct1, nn.ConvTranspose2d) and isinstance(ct2, nn.ConvTranspose2d)
+        assert isinstance(norm, LayerNorm2d)
+        assert ct1.bias is not None and ct2.bias is not None
         b, n, c = src.shape
         c1, c2 = ct1.out_channels, ct2.out_channels
         w1 = ct1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # columns ordered (di, dj, out)

@@ -12,6 +12,8 @@ from samkit.models.common import LayerNorm2d
 class PositionEmbeddingRandom(nn.Module):
     """Random-Fourier positional encoding of (x, y) coordinates in [0, 1]."""
 
+    positional_encoding_gaussian_matrix: torch.Tensor  # (2, num_pos_feats) buffer
+
     def __init__(self, num_pos_feats: int = 128, scale: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn(2, num_pos_feats))
@@ -81,16 +83,22 @@ class PromptEncoder(nn.Module):
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels[..., None]
         emb = torch.where(labels == -1, self.not_a_point_embed.weight.expand_as(emb), emb)
-        emb = emb + torch.where(labels == 0, self.point_embeddings[0].weight, 0.0)
-        emb = emb + torch.where(labels == 1, self.point_embeddings[1].weight, 0.0)
+        emb = emb + torch.where(labels == 0, self.point_embedding(0), 0.0)
+        emb = emb + torch.where(labels == 1, self.point_embedding(1), 0.0)
         return emb
+
+    def point_embedding(self, kind: int) -> torch.Tensor:
+        """(1, C) learned embedding of a point kind: 0 background, 1 foreground, 2/3 box corners."""
+        emb = self.point_embeddings[kind]
+        assert isinstance(emb, nn.Embedding)
+        return emb.weight
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """(B,4) x0,y0,x1,y1 input-frame pixels -> (B,2,C) corner embeddings."""
         corners = (boxes + 0.5).reshape(-1, 2, 2)
         emb = self.pe_layer.forward_with_coords(corners, self.input_image_size)
         return torch.stack(
-            [emb[:, 0] + self.point_embeddings[2].weight[0], emb[:, 1] + self.point_embeddings[3].weight[0]], dim=1
+            [emb[:, 0] + self.point_embedding(2)[0], emb[:, 1] + self.point_embedding(3)[0]], dim=1
         )
 
     def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,

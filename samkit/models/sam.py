@@ -25,6 +25,8 @@ class Sam(nn.Module):
 
     mask_threshold: float = 0.0
     has_text_encoder: bool = False  # text prompts need an EvfSam
+    weights: str  # where the weights came from: a path, or "random" (set by samkit.models.load)
+    recommended_amg: dict[str, float]  # everything-mode thresholds stored with the weights (set on loading)
 
     def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
                  img_size: int = 1024, arch: str = "sam") -> None:
@@ -84,7 +86,7 @@ class Sam(nn.Module):
         """Prompt-independent decoder work for one (1,256,64,64) embedding; pass it to :meth:`decode` for each
         prompt without a mask input. Same results, fewer operations per prompt."""
         no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return self.mask_decoder.transformer.precompute(image_embeddings + no_mask, self.dense_pe())
+        return self.mask_decoder.two_way_transformer().precompute(image_embeddings + no_mask, self.dense_pe())
 
     def dense_pe(self) -> torch.Tensor:
         """(1,256,64,64) positional encoding of the embedding grid, cached until the (buffer) matrix changes."""

@@ -28,6 +28,7 @@ from samkit.models.evf_sam import EvfSam
 from samkit.models.hub import load_state_dict_file, load_weights
 from samkit.models.model_file import read_model_info
 from samkit.models.registry import register_model, resolve_name
+from samkit.models.sam import Sam
 from samkit.models.text_tokenizer import XlmrTokenizer
 
 VARIANTS = ("early", "late")
@@ -65,6 +66,8 @@ def build_text_model(visual_model: torch.nn.Module, cfg: Beit3Config, variant: s
     """EVF layout around ``visual_model`` (a Sam) with a BEiT-3 of ``cfg``; ``variant`` early / late fusion."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if not isinstance(visual_model, Sam):
+        raise TypeError(f"the visual model of a text model is a Sam, not a {type(visual_model).__name__}")
     cls = EvfSam if variant == "early" else TextOnlyEvfSam
     return cls(visual_model, Beit3(cfg), arch=arch)
 

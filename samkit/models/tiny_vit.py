@@ -76,6 +76,7 @@ class Conv2d_BN(nn.Module):  # noqa: N801 - name kept from the checkpoint layout
     def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Conv weight and bias with the eval-mode BatchNorm folded in (differentiable)."""
         bn = self.bn
+        assert bn.running_var is not None and bn.running_mean is not None  # track_running_stats (the default)
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         weight = self.c.weight * scale.view(-1, 1, 1, 1)
         return weight, bn.bias - bn.running_mean * scale
@@ -210,6 +211,8 @@ class Attention(nn.Module):
         self.register_buffer("attention_bias_idxs", bias_index(*resolution), persistent=False)
         self._bias_cache: tuple[tuple, torch.Tensor] | None = None
 
+    attention_bias_idxs: torch.Tensor  # (N, N) long buffer: index into attention_biases per query/key pair
+
     def attention_bias(self, dtype: torch.dtype) -> torch.Tensor:
         """(1, heads, N, N) additive bias in ``dtype``; cached when no gradient can flow into it.
 
@@ -283,7 +286,7 @@ class TinyViTBlock(nn.Module):
 
     def window_attention(self, x: torch.Tensor) -> torch.Tensor:
         """(B,H,W,C) -> (B,H,W,C): attention inside each window, all windows in one batch."""
-        size = x.shape[1:3]
+        size = (int(x.shape[1]), int(x.shape[2]))
         windows, padded = window_partition(x, self.window_size)
         return window_unpartition(self.attn(windows), self.window_size, padded, size)
 

@@ -201,6 +201,7 @@ class TwoWayTransformer(nn.Module):
         keys, key_pe = self._token_major(image_embedding), self._token_major(image_pe)
         keys_pe = keys + key_pe
         first = self.layers[0]
+        assert isinstance(first, TwoWayAttentionBlock)
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         return ImageCache(
             keys=keys, key_pe=key_pe,
@@ -214,6 +215,8 @@ class TwoWayTransformer(nn.Module):
         """image_embedding (B,C,h,w), image_pe (B or 1,C,h,w); point_embedding (B,N,C)
         -> tokens (B,N,C), image (B,h*w,C). With ``cache`` (see :meth:`precompute`) image_embedding is not read."""
         if cache is None:
+            if image_embedding is None:
+                raise ValueError("image_embedding is needed without an image cache")
             keys, key_pe = self._token_major(image_embedding), self._token_major(image_pe)
         else:
             keys, key_pe = cache.keys, cache.key_pe

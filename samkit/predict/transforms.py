@@ -28,7 +28,7 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
 def resize_image(image: np.ndarray, long_side: int) -> np.ndarray:
     """HxWx3 uint8 -> hxwx3 uint8 with the longer side ``long_side`` (PIL bilinear)."""
     h, w = resized_shape(image.shape[0], image.shape[1], long_side)
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def preprocess(image: np.ndarray, img_size: int = 1024) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -196,8 +196,8 @@ def mask_to_low_res_logits(
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {m.shape}")
     h, w = resized_shape(m.shape[0], m.shape[1], img_size)
-    fg = Image.fromarray(m.astype(bool).astype(np.float32)).resize((w, h), Image.BILINEAR)
+    fg = Image.fromarray(m.astype(bool).astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR)
     padded = np.zeros((img_size, img_size), dtype=np.float32)
     padded[:h, :w] = np.clip(np.asarray(fg), 0.0, 1.0)
-    low = np.asarray(Image.fromarray(padded).resize((low_res, low_res), Image.BOX))
+    low = np.asarray(Image.fromarray(padded).resize((low_res, low_res), Image.Resampling.BOX))
     return (magnitude * (2.0 * low - 1.0)).astype(np.float32)[None]
