@@ -1,0 +1,46 @@
+"""The store on a real PostgreSQL server (tests/postgres.py starts one; missing PostgreSQL fails)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+from sqlalchemy import func, inspect, select, text
+
+from samkit.engine.store import annotations as ops
+from samkit.engine.store.db import open_store
+from samkit.engine.store.models import Annotation, Base
+from tests.engine.test_store import WRITES, _setup, _writer
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
+
+
+def test_migrations_on_postgres(postgres_url: str) -> None:  # noqa: F811
+    engine, _ = open_store(postgres_url)
+    open_store(postgres_url)
+    assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    engine.dispose()
+
+
+def test_two_processes_and_version_conflicts_on_postgres(postgres_url: str) -> None:  # noqa: F811
+    _setup(postgres_url)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(postgres_url, k)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    engine, sessions = open_store(postgres_url)
+    with sessions() as s:
+        assert s.scalar(select(func.count(Annotation.id))) == 2 * WRITES
+    # two sessions read version 1; the second writer's UPDATE finds the row changed
+    mask = np.ones((8, 8), bool)
+    with sessions() as a, sessions() as b:
+        first, second = a.get(Annotation, 1), b.get(Annotation, 1)
+        ops.update(a, first, 1, None, mask)
+        a.commit()
+        with pytest.raises(Exception, match="expected to update 1 row"):
+            ops.update(b, second, 1, None, mask)
+    engine.dispose()
