@@ -36,6 +36,18 @@ def _writer(url: str, offset: int) -> None:
             ops.create(s, 1, mask, None, source="manual")
 
 
+def write_from_two_processes(url: str) -> None:
+    """Set up ``url`` and let two processes add WRITES annotations each, at the same time."""
+    _setup(url)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, k)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
 def test_migrations_create_every_table_in_wal_mode(tmp_path: Path) -> None:
     url = default_url(tmp_path)
     engine, _ = open_store(url)
@@ -56,14 +68,7 @@ def test_bad_database_urls_are_refused() -> None:
 
 def test_two_processes_write_one_sqlite_project(tmp_path: Path) -> None:
     url = default_url(tmp_path)
-    _setup(url)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(url, k)) for k in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
+    write_from_two_processes(url)
     engine, sessions = open_store(url)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"

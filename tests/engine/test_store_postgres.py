@@ -1,8 +1,6 @@
 """The store on a real PostgreSQL server (tests/postgres.py starts one; missing PostgreSQL fails)."""
 from __future__ import annotations
 
-import multiprocessing as mp
-
 import numpy as np
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -10,7 +8,7 @@ from sqlalchemy import func, inspect, select, text
 from samkit.engine.store import annotations as ops
 from samkit.engine.store.db import open_store
 from samkit.engine.store.models import Annotation, Base
-from tests.engine.test_store import WRITES, _setup, _writer
+from tests.engine.test_store import WRITES, write_from_two_processes
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 
@@ -24,14 +22,7 @@ def test_migrations_on_postgres(postgres_url: str) -> None:  # noqa: F811
 
 
 def test_two_processes_and_version_conflicts_on_postgres(postgres_url: str) -> None:  # noqa: F811
-    _setup(postgres_url)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(postgres_url, k)) for k in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
+    write_from_two_processes(postgres_url)
     engine, sessions = open_store(postgres_url)
     with sessions() as s:
         assert s.scalar(select(func.count(Annotation.id))) == 2 * WRITES
