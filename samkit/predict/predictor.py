@@ -17,6 +17,7 @@ from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.io_utils import atomic_path
 from samkit.models.sam import Sam
+from samkit.models.transformer import ImageCache
 from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
 from samkit.predict.threads import thread_budget
@@ -93,7 +94,7 @@ class Predictor:
     def reset_image(self) -> None:
         """Forget the current image embedding."""
         self.features: torch.Tensor | None = None
-        self._decoder_cache = None
+        self._decoder_cache: ImageCache | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.text_image: torch.Tensor | None = None  # (1,3,224,224) BEiT-3 input, for text-promptable models
@@ -113,27 +114,28 @@ class Predictor:
         self.input_size = input_size
         self.text_image = self.model.text_image(rgb) if has_text_encoder(self.model) else None
         if self.refiner is not None:
-            self.refiner.set_image(rgb, self.features)
+            self.refiner.set_image(rgb, self._require_image()[0])
 
     def _set_features(self, features: torch.Tensor) -> None:
         # Channels-last = token-major, the layout the mask decoder works in: converted once per image.
         self.features = features.contiguous(memory_format=torch.channels_last)
         self._decoder_cache = None  # built at the first prompt without a mask input
 
-    def _cache(self) -> Any:
+    def _cache(self) -> ImageCache | None:
         """The model's prompt-independent decoder work for the current embedding (batch 1), made once."""
-        if self._decoder_cache is None and self.features.shape[0] == 1 and hasattr(self.model, "decoder_cache"):
+        features = self._require_image()[0]
+        if self._decoder_cache is None and features.shape[0] == 1 and hasattr(self.model, "decoder_cache"):
             with torch.inference_mode():
-                self._decoder_cache = self.model.decoder_cache(self.features)
+                self._decoder_cache = self.model.decoder_cache(features)
         return self._decoder_cache
 
     def save_embedding(self, path: str | os.PathLike) -> None:
         """Write the image embedding (+ sizes and architecture) to a safetensors file."""
-        self._require_image()
+        features, _, _ = self._require_image()
         meta = {"format": EMBEDDING_FORMAT, "arch": self.model.arch,
                 "original_size": json.dumps(self.original_size), "input_size": json.dumps(self.input_size)}
         with atomic_path(path) as tmp:
-            save_file({"features": self.features.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+            save_file({"features": features.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
 
     def load_embedding(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None,
                        image: np.ndarray | Image.Image | str | os.PathLike | None = None) -> None:
@@ -143,6 +145,7 @@ class Predictor:
         image itself, for a refiner (its image-only features are recomputed from it; the file holds SAM's only).
         """
         meta, features = read_embedding(path, with_features=True)
+        assert features is not None  # with_features
         if meta["arch"] != self.model.arch:
             raise SamkitError(
                 f"{path} was computed with {meta['arch']!r}, but the model is {self.model.arch!r}: "
@@ -152,20 +155,20 @@ class Predictor:
             raise SamkitError(f"{path} is for an image of size {original} (H, W), not {tuple(image_size)}")
         self._set_features(features.to(self.model.device))
         self.original_size = original
-        self.input_size = resized_shape(*self.original_size, self.model.img_size)
+        self.input_size = resized_shape(original[0], original[1], self.model.img_size)
         self.text_image = None  # the file holds SAM's features only: text prompts need set_image
         if self.refiner is not None:
-            self._refiner_image(image)
+            self._refiner_image(self.refiner, image)
 
-    def _refiner_image(self, image: np.ndarray | Image.Image | str | os.PathLike | None) -> None:
+    def _refiner_image(self, refiner: MaskRefiner, image: np.ndarray | Image.Image | str | os.PathLike | None) -> None:
         """Give the refiner the image of a loaded embedding (without one, refining needs set_image)."""
-        self.refiner.reset_image()
+        refiner.reset_image()
         if image is None:
             return
         rgb = load_image(image)
         if rgb.shape[:2] != self.original_size:
             raise SamkitError(f"image of size {rgb.shape[:2]} (H, W) for an embedding of {self.original_size}")
-        self.refiner.set_image(rgb, self.features)
+        refiner.set_image(rgb, self._require_image()[0])
 
     # -- prompting --------------------------------------------------------------------------
     def predict(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
@@ -195,6 +198,8 @@ class Predictor:
 
     def _refine_logits(self, logits: torch.Tensor, points: Any, labels: Any) -> torch.Tensor:
         """(C,H,W) logits -> the refiner's (C,H,W), given the (already checked) clicks."""
+        if self.refiner is None:
+            raise SamkitError("refining needs a refiner: samkit.Predictor(model, refiner=samkit.load_refiner(...))")
         return self.refiner.refine(logits, None if points is None else np.asarray(points, dtype=np.float64),
                                    None if labels is None else np.asarray(labels))
 
@@ -238,7 +243,7 @@ class Predictor:
             lab = self._as_array(labels, "labels")
             if p.ndim != 3 or lab.ndim != 2:
                 raise PromptError(f"batched points must be (B,N,2) with labels (B,N), got {p.shape} and {lab.shape}")
-            checked = [self._check_points(p[i], lab[i]) for i in range(p.shape[0])]
+            checked = [c for i in range(p.shape[0]) if (c := self._check_points(p[i], lab[i])) is not None]
             pts = (torch.stack([c[0] for c in checked]), torch.stack([c[1] for c in checked]))
         bx = None if boxes is None else self._check_boxes(boxes, single=False)
         sizes = {t.shape[0] for t in (pts[0] if pts else None, bx) if t is not None} | ({len(ids)} if ids else set())
@@ -273,27 +278,35 @@ class Predictor:
         boxes (B,4), masks (B,1,s,s), extra_tokens (B,T,256) (text prompts). Returns low-res logits (B,M,s,s)
         and IoU predictions (B,M), float32 CPU."""
         dev = self.model.device
+        features = self._require_image()[0]
+        # only what is given: models without text or an image cache (ONNX) take neither keyword
+        optional: dict[str, Any] = {} if extra_tokens is None else {"extra_tokens": extra_tokens.to(dev)}
+        cache = None if masks is not None else self._cache()
+        if cache is not None:
+            optional["cache"] = cache
         with torch.inference_mode(), thread_budget(self.threads):
             low, iou = self.model.decode(
-                self.features,
+                features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),
                 boxes=None if boxes is None else boxes.to(dev),
                 mask_input=None if masks is None else masks.to(dev),
                 multimask_output=multimask,
-                **({} if extra_tokens is None else {"extra_tokens": extra_tokens.to(dev)}),
-                **({} if masks is not None or self._cache() is None else {"cache": self._cache()}),
+                **optional,
             )
         return low.float().cpu(), iou.float().cpu()
 
     def upscale(self, low: torch.Tensor) -> torch.Tensor:
         """(..., s, s) low-res logits -> (..., H, W) float32 logits at the current image's resolution."""
         with torch.inference_mode():
-            return postprocess_logits(low, self.original_size, self.input_size, self.model.img_size)
+            _, original_size, input_size = self._require_image()
+            return postprocess_logits(low, original_size, input_size, self.model.img_size)
 
     # -- validation -------------------------------------------------------------------------
-    def _require_image(self) -> None:
-        if self.features is None:
+    def _require_image(self) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """(features, original_size, input_size) of the current image; SamkitError when none is set."""
+        if self.features is None or self.original_size is None or self.input_size is None:
             raise SamkitError("no image set: call set_image() or load_embedding() first")
+        return self.features, self.original_size, self.input_size
 
     @staticmethod
     def _as_array(value: Any, name: str) -> np.ndarray:
@@ -321,12 +334,13 @@ class Predictor:
         bad = ~np.isin(lab, (0, 1))
         if bad.any():
             raise PromptError(f"labels must be 1 (foreground) or 0 (background), got {lab[bad].tolist()}")
-        h, w = self.original_size
+        original_size = self._require_image()[1]
+        h, w = original_size
         outside = (p[:, 0] < 0) | (p[:, 0] > w) | (p[:, 1] < 0) | (p[:, 1] > h)
         if outside.any():
             x, y = p[outside][0]
             raise PromptError(f"point ({x:g}, {y:g}) is outside the image ({w} x {h} pixels)")
-        scaled = scale_coords(p, self.original_size, self.model.img_size)
+        scaled = scale_coords(p, original_size, self.model.img_size)
         return torch.from_numpy(scaled).float(), torch.from_numpy(lab).long()
 
     def _check_boxes(self, box: Any, single: bool) -> torch.Tensor:
@@ -341,7 +355,7 @@ class Predictor:
         flipped = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
         if flipped.any():
             raise PromptError(f"box {b[flipped][0].tolist()} has x1 < x0 or y1 < y0 (expected x0, y0, x1, y1)")
-        return torch.from_numpy(scale_boxes(b, self.original_size, self.model.img_size)).float()
+        return torch.from_numpy(scale_boxes(b, self._require_image()[1], self.model.img_size)).float()
 
     def _check_mask_input(self, mask_input: Any, batch: int | None) -> torch.Tensor:
         """Single prompt (batch=1): (s,s), (1,s,s) or (1,1,s,s). Batched: (B,s,s) or (B,1,s,s); s = img_size / 4."""

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
 
 from samkit.errors import PromptError
-from samkit.models.evf_sam import pad_token_ids
+from samkit.models.evf_sam import EvfSam, pad_token_ids
 from samkit.models.text_tokenizer import BOS, EOS, PAD, truncate_ids
 
 
-def has_text_encoder(model: Any) -> bool:
-    """Whether ``model`` takes text prompts."""
+def has_text_encoder(model: Any) -> TypeGuard[EvfSam]:
+    """Whether ``model`` takes text prompts (an :class:`EvfSam`, or a model that says it behaves as one)."""
     return bool(getattr(model, "has_text_encoder", False))
 
 
@@ -39,7 +39,7 @@ def token_ids(model: Any, texts: Sequence[Any] | None, tokens: Sequence[Any] | N
             warnings.warn(f"{model.arch} was not trained with the '[semantic] ' prefix (EVF-SAM multitask "
                           "checkpoints are)", stacklevel=3)
         ids = [_tokenize(model, _check_text(t), semantic) for t in texts]
-    else:
+    elif tokens is not None:
         if semantic:
             raise PromptError("semantic=True adds the '[semantic] ' prefix to text=; with text_tokens, "
                               "include the prefix's token ids yourself")
