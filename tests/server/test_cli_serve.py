@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
 from samkit.cli import main
-from tests.server.conftest import make_project
+from samkit.engine.store.db import default_url, open_store
+from samkit.engine.store.models import Annotation, Job
+from tests.server.conftest import GRABCUT_IMAGES, make_project
+from tests.server.test_jobs import LOW
 
 
 def _free_port() -> int:
@@ -73,3 +77,55 @@ def test_serve_runs_uvicorn_and_creates_the_admin_once(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_server_killed_mid_job_keeps_whole_images_and_resumes(tmp_path: Path) -> None:
+    """SIGKILL during an auto job: the images done stay as they were, the job resumes at the next start
+    and labels the others once."""
+    project = make_project(tmp_path, GRABCUT_IMAGES + ("153093.jpg", "181079.jpg"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/api"
+    proc, err = _serve(project, port)
+    password = re.search(r"created user 'admin' with password (\S+)", err).group(1)
+    try:
+        token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password}).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        params = {**LOW, "points_per_side": 16}
+        job = httpx.post(f"{base}/projects/1/jobs", json={"kind": "auto", "params": params}, headers=headers).json()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            seen = httpx.get(f"{base}/projects/1/jobs/{job['id']}", headers=headers).json()
+            if seen["done"] >= 2 or seen["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+        assert seen["state"] == "running" and seen["done"] < seen["total"], seen  # mid-job
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    _, sessions = open_store(default_url(project))
+    with sessions() as s:
+        assert s.get(Job, job["id"]).state == "running"
+        before = {(a.id, a.image_id, a.area) for a in s.scalars(select(Annotation))}
+    assert len({image for _, image, _ in before}) >= 2
+    proc, _ = _serve(project, port)
+    try:
+        token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password}).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        while time.monotonic() < deadline:
+            seen = httpx.get(f"{base}/projects/1/jobs/{job['id']}", headers=headers).json()
+            if seen["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.1)
+        assert seen["state"] == "done" and seen["done"] == seen["total"] == 5, seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    with sessions() as s:
+        after = {(a.id, a.image_id, a.area) for a in s.scalars(select(Annotation))}
+        per_image = {image: [tuple(a.rle.items()) for a in s.scalars(select(Annotation).where(
+            Annotation.image_id == image))] for image in range(1, 6)}
+    assert before <= after  # nothing written before the kill was lost or changed
+    done_before = {image for _, image, _ in before}  # images are written whole: these were finished
+    assert {a for a in after if a[1] in done_before} == before  # the resumed job skipped them
+    for masks in per_image.values():  # every image labelled once: no mask twice
+        assert masks and len(masks) == len({str(m) for m in masks})
