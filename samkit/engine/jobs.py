@@ -1,6 +1,7 @@
 """Background jobs of the annotation server, persisted in the ``jobs`` table and run one at a time by a
 worker thread: pre-encode, fully automatic labelling (``auto``), semi-automatic pre-fill (``semi``,
-stored pending review), COCO export (a downloadable file) and COCO import.
+stored pending review), export (COCO JSON, or a zip of SA-1B / YOLO-seg / PNG files: a downloadable
+file) and COCO import.
 
 Each image's results are written in one transaction, so a job stopped at any point leaves whole images
 only; a restarted server re-queues interrupted resumable jobs (done images are skipped: their
@@ -9,6 +10,9 @@ annotations carry the job id) and marks an interrupted import failed (it runs in
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -19,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from samkit.data.formats import SEGMENTATION_KINDS, coco_document
+from samkit.data.formats import SEGMENTATION_KINDS, coco_document, write_png_masks, write_sa1b, write_yolo_seg
 from samkit.data.image_io import load_image
 from samkit.data.masks import rle_to_mask
 from samkit.data.readers.coco import segmentation_to_mask
@@ -31,6 +35,7 @@ from samkit.errors import SamkitError
 from samkit.io_utils import atomic_write_text
 from samkit.predict.everything import AutomaticMaskGenerator, EverythingSettings
 
+EXPORT_FORMATS = ("coco", "sa1b", "yolo", "png")
 RESUMABLE = ("encode", "auto", "semi", "export")
 GENERATOR_PARAMS = EverythingSettings.names()
 # semi-automatic pre-fill keeps only confident masks: these floors apply on top of the model's thresholds
@@ -55,7 +60,7 @@ class JobContext:
 def check_params(kind: str, params: dict) -> dict:
     """The job's parameters, checked when it is created (SamkitError on anything unknown or bad)."""
     allowed = {"encode": (), "auto": GENERATOR_PARAMS, "semi": GENERATOR_PARAMS,
-               "export": ("segmentation", "statuses"), "import_coco": ("file", "source")}
+               "export": ("format", "segmentation", "statuses"), "import_coco": ("file", "source")}
     if kind not in allowed:
         raise SamkitError(f"unknown job kind {kind!r}; one of {tuple(allowed)} (retrain: not implemented yet)")
     unknown = set(params) - set(allowed[kind])
@@ -68,6 +73,8 @@ def check_params(kind: str, params: dict) -> dict:
             raise SamkitError(f"{kind} job: {exc}") from None
     if kind == "export" and params.get("segmentation", "rle") not in SEGMENTATION_KINDS:
         raise SamkitError(f"export: segmentation must be one of {SEGMENTATION_KINDS}")
+    if kind == "export" and params.get("format", "coco") not in EXPORT_FORMATS:
+        raise SamkitError(f"export: format must be one of {EXPORT_FORMATS}")
     if kind == "import_coco" and "file" not in params:
         raise SamkitError("import_coco: needs 'file'")
     return params
@@ -197,9 +204,9 @@ def _label_masks(runner: JobRunner, job_id: int, project_id: int, params: dict, 
     runner.progress(job_id, len(images), len(images))
 
 
-def _export(runner: JobRunner, job_id: int, project_id: int, params: dict) -> str:
-    """COCO JSON of the live annotations with the given statuses (default accepted) -> exports/."""
-    statuses = params.get("statuses", ["accepted"])
+def _export_documents(runner: JobRunner, project_id: int, statuses: list[str]) -> tuple[list[dict], list[dict]]:
+    """SA-1B-style ``{"image", "annotations"}`` per image (live annotations with ``statuses``) and the
+    categories (0: "object" for masks without a label, then the project's labels)."""
     with runner.sessions() as s:
         labels = s.scalars(select(Label).where(Label.project_id == project_id).order_by(Label.id)).all()
         docs = []
@@ -211,10 +218,44 @@ def _export(runner: JobRunner, job_id: int, project_id: int, params: dict) -> st
                          "annotations": [{"segmentation": a.rle, "bbox": a.bbox, "area": a.area,
                                           "category_id": a.label_id or 0, "source": a.source,
                                           **({"score": a.score} if a.score is not None else {})} for a in anns]})
-    categories = [{"id": 0, "name": "object"}] + [{"id": lab.id, "name": lab.name} for lab in labels]
-    doc = coco_document(docs, segmentation=params.get("segmentation", "rle"), categories=categories)
-    relative = f"exports/job_{job_id}_coco.json"
-    atomic_write_text(runner.ctx.project_dir / relative, json.dumps(doc))
+    return docs, [{"id": 0, "name": "object"}] + [{"id": lab.id, "name": lab.name} for lab in labels]
+
+
+def _write_per_image(folder: Path, fmt: str, docs: list[dict], categories: list[dict]) -> None:
+    """sa1b: ``<stem>.json``; yolo: ``<stem>.txt`` (class = index in ``classes.txt``); png: ``<stem>/``
+    (``mask_NNN.png`` + ``masks.json``). ``stem``: the image path with ``/`` as ``__``, no suffix."""
+    classes = {c["id"]: i for i, c in enumerate(categories)}
+    atomic_write_text(folder / "classes.txt", "".join(f"{c['name']}\n" for c in categories))
+    for doc in docs:
+        info, anns = doc["image"], doc["annotations"]
+        stem = str(Path(info["file_name"]).with_suffix("")).replace("/", "__")
+        if fmt == "sa1b":
+            write_sa1b(folder / f"{stem}.json", info["file_name"], info["height"], info["width"], anns)
+            continue
+        masks = [rle_to_mask(a["segmentation"]) for a in anns]
+        if fmt == "yolo":
+            write_yolo_seg(folder / f"{stem}.txt", masks, [classes[a["category_id"]] for a in anns])
+        else:
+            write_png_masks(folder / stem, masks, anns)
+
+
+def _export(runner: JobRunner, job_id: int, project_id: int, params: dict) -> str:
+    """COCO JSON (RLE or polygons), or a zip of SA-1B / YOLO-seg / PNG files, of the live annotations with
+    the given statuses (default accepted) -> ``exports/``; returns its path in the project folder."""
+    docs, categories = _export_documents(runner, project_id, params.get("statuses", ["accepted"]))
+    fmt = params.get("format", "coco")
+    exports = runner.ctx.project_dir / "exports"
+    if fmt == "coco":
+        doc = coco_document(docs, segmentation=params.get("segmentation", "rle"), categories=categories)
+        relative = f"exports/job_{job_id}_coco.json"
+        atomic_write_text(runner.ctx.project_dir / relative, json.dumps(doc))
+    else:
+        exports.mkdir(parents=True, exist_ok=True)
+        relative = f"exports/job_{job_id}_{fmt}.zip"
+        with tempfile.TemporaryDirectory(dir=exports, prefix=".export-") as tmp:
+            _write_per_image(Path(tmp) / "files", fmt, docs, categories)
+            archive = shutil.make_archive(str(Path(tmp) / "archive"), "zip", Path(tmp) / "files")
+            os.replace(archive, runner.ctx.project_dir / relative)
     runner.progress(job_id, 1, 1)
     return relative
 

@@ -2,7 +2,9 @@
 pending review), COCO export (downloadable) and import, cancel, and recovery after a restart."""
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -78,6 +80,23 @@ def test_auto_semi_and_export(served: Served) -> None:
     polygons = _run(served, "export", segmentation="polygon")
     doc = served.get(f"{JOBS}/{polygons['id']}/result").json()
     assert all(isinstance(a["segmentation"], list) for a in doc["annotations"])
+    per_image = {Path(i["file_name"]).stem: sum(a["image_id"] == i["id"] for a in doc["annotations"])
+                 for i in doc["images"]}
+    for fmt in ("sa1b", "yolo", "png"):
+        job = _run(served, "export", format=fmt)
+        r = served.get(f"{JOBS}/{job['id']}/result")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip", (fmt, job)
+        with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+            names = archive.namelist()
+            for stem, count in per_image.items():
+                if fmt == "sa1b":
+                    assert len(json.loads(archive.read(f"{stem}.json"))["annotations"]) == count
+                elif fmt == "yolo":
+                    lines = archive.read(f"{stem}.txt").decode().splitlines()
+                    assert 0 < len(lines) <= count and all(line.startswith("0 ") for line in lines)
+                else:
+                    assert sum(n.startswith(f"{stem}/mask_") for n in names) == count
+    assert served.post(JOBS, json={"kind": "export", "params": {"format": "tiff"}}).status_code == 422
 
 
 def test_import_coco(served: Served) -> None:

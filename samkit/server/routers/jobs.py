@@ -81,7 +81,7 @@ def download(project_id: int, job_id: int, state: State,
     if job.state != "done" or job.result is None:
         raise HTTPException(409, f"job {job_id} has no result (state {job.state})")
     path = confined(state.settings.project_dir, job.result)
-    return FileResponse(path, filename=path.name, media_type="application/json")
+    return FileResponse(path, filename=path.name)  # media type from the suffix (.json, .zip)
 
 
 @router.post("/imports", status_code=201, dependencies=[Depends(require("admin"))])
