@@ -92,9 +92,16 @@ class EverythingSettings:
         (``model.recommended_amg``; ``model`` may be a :class:`Predictor`) if any, else SAM's default."""
         model = model.model if isinstance(model, Predictor) else model
         recommended = getattr(model, "recommended_amg", None) or {}
-        chosen = {name: float(recommended.get(f"amg_{name}", default))
-                  for name, default in SAM_THRESHOLDS.items() if getattr(self, name) is None}
+        chosen: dict[str, Any] = {name: float(recommended.get(f"amg_{name}", default))
+                                  for name, default in SAM_THRESHOLDS.items() if getattr(self, name) is None}
         return replace(self, **chosen)
+
+    def thresholds(self, model: Any) -> tuple[float, float, float]:
+        """(pred_iou_thresh, stability_score_thresh, stability_score_offset) after :meth:`resolve`."""
+        s = self.resolve(model)
+        pred_iou, stability, offset = s.pred_iou_thresh, s.stability_score_thresh, s.stability_score_offset
+        assert pred_iou is not None and stability is not None and offset is not None  # resolve fills them
+        return pred_iou, stability, offset
 
     def kwargs(self) -> dict[str, Any]:
         """The settings as :class:`AutomaticMaskGenerator` keyword arguments."""
@@ -313,16 +320,14 @@ class AutomaticMaskGenerator:
                 raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(grids)}")
             if any(g.ndim != 2 or g.shape[1] != 2 or ((g < 0) | (g > 1)).any() for g in grids):
                 raise ValueError("each point grid must be (N, 2) x, y in [0, 1]")
-        else:
+        elif points_per_side is not None:
             grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         self.predictor = model if isinstance(model, Predictor) else Predictor(model)
         self.point_grids = grids
         self.points_per_batch = points_per_batch
-        thresholds = EverythingSettings(pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
-                                        stability_score_offset=stability_score_offset).resolve(self.predictor.model)
-        self.pred_iou_thresh = thresholds.pred_iou_thresh
-        self.stability_score_thresh = thresholds.stability_score_thresh
-        self.stability_score_offset = thresholds.stability_score_offset
+        self.pred_iou_thresh, self.stability_score_thresh, self.stability_score_offset = EverythingSettings(
+            pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset).thresholds(self.predictor.model)
         self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
@@ -389,7 +394,7 @@ class AutomaticMaskGenerator:
         pred = self.predictor
         model = pred.model
         with _timer(self.timings, "decoder"):
-            coords = torch.from_numpy(scale_coords(points, pred.original_size, model.img_size)).float()
+            coords = torch.from_numpy(scale_coords(points, pred._require_image()[1], model.img_size)).float()
             labels = torch.ones(len(points), 1, dtype=torch.long)
             low, iou = pred.decode_low_res((coords[:, None], labels), multimask=True)
             low, iou = low.flatten(0, 1), iou.flatten()

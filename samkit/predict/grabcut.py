@@ -63,7 +63,7 @@ class GrabCutPredictor:
         if not len(pts) and box is None:
             raise PromptError("GrabCut needs at least one point or a box")
         init = self._initial_mask(h, w, pts, labs, box, mask_input)
-        mask = self._grabcut(init)
+        mask = self._grabcut(self.image, init)
         logits = np.where(mask, 1.0, -1.0).astype(np.float32)[None]
         return Prediction(masks=mask[None], logits=logits, scores=np.ones(1, dtype=np.float32),
                           low_res_logits=logits.copy())
@@ -94,7 +94,7 @@ class GrabCutPredictor:
             cv2.circle(init, _pixel(point), self.sure_radius, int(cv2.GC_FGD if label == 1 else cv2.GC_BGD), -1)
         return init
 
-    def _grabcut(self, init: np.ndarray) -> np.ndarray:
+    def _grabcut(self, image: np.ndarray, init: np.ndarray) -> np.ndarray:
         """(H,W) bool foreground after ``iterations`` of GrabCut from ``init`` (deterministic)."""
         fg = (init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)
         if fg.all() or not fg.any():  # one class only: GrabCut cannot fit two colour models
@@ -102,7 +102,8 @@ class GrabCutPredictor:
         mask = init.copy()
         cv2.setRNGSeed(0)  # GrabCut's k-means initialisation is random
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.grabCut(self.image, mask, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
+        # rect None: unused with GC_INIT_WITH_MASK, but the OpenCV stubs only know Sequence[int]
+        cv2.grabCut(image, mask, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
         return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
 
