@@ -66,6 +66,7 @@ class TrainConfig(OptimConfig):
     click_rounds: int = 8  # correction rounds with a new click
     mask_only_rounds: int = 2  # rounds that only feed the previous mask back
     box_prob: float = 0.5  # probability that round 0 is a noisy box rather than a point
+    protocol_click_prob: float = 0.0  # per click: near the evaluation protocol's point instead of uniform
     loss_size: str = "full"  # "full": loss at img_size (logits upsampled); "low": at img_size / 4
     # data
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -95,6 +96,7 @@ class TrainConfig(OptimConfig):
             (self.decoder_warmup_steps >= 0, "decoder_warmup_steps must be >= 0"),
             (self.click_rounds >= 0 and self.mask_only_rounds >= 0, "round counts must be >= 0"),
             (0.0 <= self.box_prob <= 1.0, "box_prob must be in [0, 1]"),
+            (0.0 <= self.protocol_click_prob <= 1.0, "protocol_click_prob must be in [0, 1]"),
             (0.0 < self.focal_alpha < 1.0, "focal_alpha must be in (0, 1)"),
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),

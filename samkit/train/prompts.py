@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from samkit.eval.clicks import error_distance
+
 PAD_LABEL = -1  # "not a point": keeps the point count equal across a batch
 
 
@@ -69,6 +71,25 @@ def correction_click(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | N
     return x, y, int(target[y, x])
 
 
+def protocol_click(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None,
+                   rng: np.random.Generator, min_frac: float = 0.5) -> tuple[int, int, int] | None:
+    """A click (x, y, label) near the evaluation protocol's: in the larger error region (by its
+    largest distance to the region boundary, as the RITM rule), drawn uniformly among the pixels whose
+    distance is at least ``f`` times that maximum, ``f`` uniform in [min_frac, 1]. None when no error."""
+    fn, fp = target & ~pred, pred & ~target
+    if valid is not None:
+        fn, fp = fn & valid, fp & valid
+    fn_dt, fp_dt = error_distance(fn), error_distance(fp)
+    fn_max, fp_max = float(fn_dt.max()), float(fp_dt.max())
+    if max(fn_max, fp_max) <= 0.0:
+        return None
+    positive = fn_max > fp_max
+    dt, top = (fn_dt, fn_max) if positive else (fp_dt, fp_max)
+    point = sample_point(dt >= rng.uniform(min_frac, 1.0) * top, rng)
+    assert point is not None  # the maximum itself qualifies
+    return point[0], point[1], int(positive)
+
+
 def round_schedule(num_clicks: int, num_mask_only: int, rng: np.random.Generator) -> list[bool]:
     """Correction rounds after the first prompt: True adds a click, False only feeds the mask back.
 
@@ -112,16 +133,22 @@ class Prompts:
 
 
 def first_prompts(targets: np.ndarray, rng: np.random.Generator, box_prob: float = 0.5,
-                  valid: np.ndarray | None = None, box_noise: float = 0.1, box_max_std: float = 20.0) -> Prompts:
+                  valid: np.ndarray | None = None, box_noise: float = 0.1, box_max_std: float = 20.0,
+                  protocol_prob: float = 0.0) -> Prompts:
     """Round 0 for a batch of (B,H,W) non-empty targets: with probability ``box_prob`` noisy boxes for
-    all entries, else one foreground point each, uniform over the (valid part of the) object."""
+    all entries, else one foreground point each, uniform over the (valid part of the) object, or (with
+    probability ``protocol_prob`` per entry) a :func:`protocol_click` near the object's interior point."""
     if rng.random() < box_prob:
         boxes = np.stack([noisy_box(t, rng, box_noise, box_max_std) for t in targets]).astype(np.float32)
         return Prompts(boxes=boxes)
     clicks = []
     for i, t in enumerate(targets):
         region = t if valid is None or not (t & valid[i]).any() else t & valid[i]
-        point = sample_point(region, rng)
+        if protocol_prob > 0 and rng.random() < protocol_prob:
+            click = protocol_click(np.zeros_like(region), region, None, rng)
+            point = None if click is None else click[:2]
+        else:
+            point = sample_point(region, rng)
         if point is None:
             raise ValueError(f"target {i} is empty: cannot place a foreground point")
         clicks.append((point[0], point[1], 1))
@@ -129,7 +156,12 @@ def first_prompts(targets: np.ndarray, rng: np.random.Generator, box_prob: float
 
 
 def correction_clicks(preds: np.ndarray, targets: np.ndarray, valid: np.ndarray | None,
-                      rng: np.random.Generator) -> list[tuple[int, int, int] | None]:
-    """:func:`correction_click` for each entry of (B,H,W) predictions / targets / valid."""
-    return [correction_click(p, t, None if valid is None else valid[i], rng)
-            for i, (p, t) in enumerate(zip(preds, targets, strict=False))]
+                      rng: np.random.Generator, protocol_prob: float = 0.0) -> list[tuple[int, int, int] | None]:
+    """A correction click for each entry of (B,H,W) predictions / targets / valid: uniform over the
+    error (:func:`correction_click`), or with probability ``protocol_prob`` a :func:`protocol_click`."""
+    clicks = []
+    for i, (p, t) in enumerate(zip(preds, targets, strict=True)):
+        v = None if valid is None else valid[i]
+        pick = protocol_click if protocol_prob > 0 and rng.random() < protocol_prob else correction_click
+        clicks.append(pick(p, t, v, rng))
+    return clicks

@@ -184,12 +184,13 @@ class Trainer(CheckpointedRun):
         targets_np, valid_np = targets.cpu().numpy(), valid.cpu().numpy()
         loss_targets, loss_valid = (targets, valid) if cfg.loss_size == "full" else low_res_targets(targets, valid)
         schedule = round_schedule(cfg.click_rounds, cfg.mask_only_rounds, rng)
-        prompts = first_prompts(targets_np, rng, cfg.box_prob, valid_np)
+        prompts = first_prompts(targets_np, rng, cfg.box_prob, valid_np, protocol_prob=cfg.protocol_click_prob)
         mask_input, preds = None, None
         per_round: list[dict[str, float]] = []
         for new_click in [False, *schedule]:
             if new_click:
-                prompts = prompts.add_clicks(correction_clicks(preds, targets_np, valid_np, rng))
+                prompts = prompts.add_clicks(correction_clicks(preds, targets_np, valid_np, rng,
+                                                              cfg.protocol_click_prob))
             terms, low, iou_pred, logits = self._round(features, prompts, mask_input, loss_targets, loss_valid)
             (terms.total / (len(schedule) + 1)).backward()
             per_round.append(terms.as_floats())

@@ -13,6 +13,7 @@ from samkit.train.prompts import (
     first_prompts,
     mask_box,
     noisy_box,
+    protocol_click,
     round_schedule,
     sample_point,
 )
@@ -139,3 +140,28 @@ def test_same_seed_same_session():
 
     a, b = run(11), run(11)
     assert repr(a) == repr(b)
+
+
+def test_protocol_click_lands_deep_in_the_larger_error_region():
+    target = np.zeros((40, 60), bool)
+    target[5:35, 5:55] = True  # object
+    pred = np.zeros_like(target)
+    pred[5:35, 5:20] = True  # found its left part: the missed part is the larger error
+    pred[0:3, 0:3] = True  # a small false positive
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y, label = protocol_click(pred, target, None, rng, min_frac=0.5)
+        assert label == 1 and target[y, x] and not pred[y, x]
+        assert 20 <= x < 55 and 5 <= y < 35
+        assert min(x - 20, 54 - x, y - 5, 34 - y) >= 6  # at least half the largest distance (~15) from the edge
+    assert protocol_click(target, target, None, rng) is None
+
+
+def test_protocol_prob_switches_first_clicks_to_the_interior():
+    target = np.zeros((1, 41, 41), bool)
+    target[0, 0:41, 0:41] = True
+    rng = np.random.default_rng(1)
+    centred = [first_prompts(target, rng, box_prob=0.0, protocol_prob=1.0).points[0, 0] for _ in range(10)]
+    assert all(abs(p[0] - 20) <= 10 and abs(p[1] - 20) <= 10 for p in centred)
+    clicks = correction_clicks(np.zeros_like(target), target, None, rng, protocol_prob=1.0)
+    assert clicks[0] is not None and clicks[0][2] == 1
