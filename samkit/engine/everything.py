@@ -171,7 +171,8 @@ class EverythingJob:
 
     def pending(self) -> tuple[list[Path], list[Path]]:
         """(images still to do, images already done)."""
-        todo, done = [], []
+        todo: list[Path] = []
+        done: list[Path] = []
         for image in self.images():
             (done if self.result_path(image).exists() else todo).append(image)
         return todo, done
@@ -300,7 +301,8 @@ def run_ray(job: EverythingJob, workers: int = 2, address: str | None = None, pr
 
             def submit(i: int) -> None:
                 image = queue.pop()
-                in_flight[actors[i].process.remote(str(image))] = (image, i)
+                # a Ray actor handle: its methods have .remote, which mypy cannot know of _RayWorker's
+                in_flight[actors[i].process.remote(str(image))] = (image, i)  # type: ignore[union-attr]
 
             for i in range(len(actors)):
                 for _ in range(2):

@@ -22,6 +22,7 @@ from torch import nn
 from samkit._optional import require
 from samkit.data.sample import Sample
 from samkit.eval.metrics import iou
+from samkit.models.sam import Sam
 from samkit.predict.boxes import nms
 
 
@@ -90,7 +91,7 @@ def fit_affine(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def calibrate_iou_head(model: nn.Module, a: float, b: float) -> None:
+def calibrate_iou_head(model: Sam, a: float, b: float) -> None:
     """Fold ``iou -> a * iou + b`` into the mask decoder's IoU head (its last Linear layer), in place."""
     layers = [m for m in model.mask_decoder.iou_prediction_head.modules() if isinstance(m, nn.Linear)]
     if not layers:

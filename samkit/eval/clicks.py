@@ -48,8 +48,8 @@ def next_click(pred_mask: np.ndarray, gt_mask: np.ndarray, ignore: np.ndarray | 
     if max(fn_max, fp_max) <= 0.0:
         return None
     positive = fn_max > fp_max
-    y, x = np.unravel_index(int(np.argmax(fn_dt if positive else fp_dt)), gt.shape)  # first in raster order
-    return Click(int(y), int(x), bool(positive))
+    row, col = np.unravel_index(int(np.argmax(fn_dt if positive else fp_dt)), gt.shape)  # first in raster order
+    return Click(int(row), int(col), bool(positive))
 
 
 def error_distance(region: np.ndarray, padding: bool = True) -> np.ndarray:

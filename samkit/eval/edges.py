@@ -79,7 +79,7 @@ def grid_probabilities(predictor: BatchSegmenter, height: int, width: int, point
 
 def mask_boxes(masks: np.ndarray) -> np.ndarray:
     """(M, H, W) bool -> (M, 4) x0, y0, x1, y1 of the pixels (inclusive); all -1 for an empty mask."""
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    rows, cols = np.asarray(masks.any(axis=2)), np.asarray(masks.any(axis=1))
     empty = ~rows.any(axis=1)
 
     def first_last(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

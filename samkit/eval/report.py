@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ def track(items: Iterable[T], max_items: int | None = None, progress: bool | str
           desc: str = "") -> Iterator[T]:
     """The first ``max_items`` (all when None) of ``items``, with a tqdm bar when ``progress`` is True, or
     one stderr line per :data:`LOG_EVERY` samples (count, elapsed, rate) when it is ``"log"`` (for logs)."""
-    total = len(items) if hasattr(items, "__len__") else None
+    total = len(items) if isinstance(items, Sized) else None
     if max_items is not None:
         items = itertools.islice(items, int(max_items))
         total = int(max_items) if total is None else min(total, int(max_items))

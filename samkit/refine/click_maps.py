@@ -10,7 +10,7 @@ def click_maps(points: torch.Tensor | None, labels: torch.Tensor | None, size: t
     negative one. points (B,N,2) x,y in the map's pixels (pixel centres at integers), labels (B,N) with
     1 positive, 0 negative, -1 padding; None gives ``batch`` empty maps."""
     h, w = size
-    if points is None or points.shape[1] == 0:
+    if points is None or labels is None or points.shape[1] == 0:
         return torch.zeros(batch, 2, h, w)
     points = points.float()
     ys = torch.arange(h, dtype=torch.float32, device=points.device)

@@ -75,5 +75,5 @@ def paste(logits: torch.Tensor, update: torch.Tensor, box: Box, width: int) -> t
     x0, y0, x1, y1 = box
     up = F.interpolate(update[None, None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
     out = logits.clone()
-    out[y0:y1, x0:x1] += feather(box, tuple(logits.shape[-2:]), width) * up
+    out[y0:y1, x0:x1] += feather(box, (logits.shape[-2], logits.shape[-1]), width) * up
     return out

@@ -77,7 +77,7 @@ class PromptFusion(nn.Module):
         self.head = RefineHead(f)
 
     def forward(self, feats: ImageFeatures, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        size = feats.coarse.shape[-2:]
+        size = (int(feats.coarse.shape[-2]), int(feats.coarse.shape[-1]))
         pooled = torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
                             F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1)
         x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))

@@ -36,6 +36,7 @@ class RefineHead(nn.Module):
         super().__init__()
         self.hidden = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
         self.out = nn.Conv2d(channels, 2, 1)
+        assert self.out.bias is not None  # Conv2d(bias=True)
         with torch.no_grad():
             self.out.bias.copy_(torch.tensor([0.0, -4.0]))
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.errors import CheckpointError, SamkitError
+from samkit.models.sam import Sam
 from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
 from samkit.refine.click_maps import click_maps, scale_points
 from samkit.refine.config import RefinerConfig
@@ -49,7 +50,7 @@ def prompt_maps(points: torch.Tensor | None, labels: torch.Tensor | None, logits
                 radius: float) -> torch.Tensor:
     """A refiner's prompt input (B,3,h,w): click disks (points (B,N,2) in the logits' frame, labels (B,N))
     and squashed logits (B,1,h,w)."""
-    maps = click_maps(points, labels, logits.shape[-2:], radius, batch=logits.shape[0]).to(logits)
+    maps = click_maps(points, labels, (logits.shape[-2], logits.shape[-1]), radius, batch=logits.shape[0]).to(logits)
     if maps.shape[0] != logits.shape[0]:
         maps = maps.expand(logits.shape[0], -1, -1, -1)
     return torch.cat([maps, squash_logits(logits)], dim=1)
@@ -76,6 +77,8 @@ class SamRefiner(nn.Module):
     >>> logits = ref.refine(sam_logits, points, labels)   # per click: (C,H,W) -> (C,H,W)
     """
 
+    file_metadata: dict[str, str]  # the refiner file's metadata (set by samkit.refine.file.load_refiner)
+
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
         self.cfg = cfg.validate()
@@ -90,7 +93,7 @@ class SamRefiner(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def check_model(self, model: nn.Module) -> None:
+    def check_model(self, model: Sam) -> None:
         """Raise CheckpointError when ``model`` is not the kind of SAM this refiner was trained behind
         (embedding size, input frame); warn when only the architecture name differs."""
         cfg = self.cfg
@@ -124,6 +127,11 @@ class SamRefiner(nn.Module):
     def reset_image(self) -> None:
         self.state = None
 
+    def _image_state(self) -> ImageState:
+        if self.state is None:
+            raise SamkitError("the refiner has no image: call set_image(), or load_embedding(..., image=...)")
+        return self.state
+
     # -- per click --------------------------------------------------------------------------------
     @torch.inference_mode()
     def refine(self, logits: torch.Tensor, points: np.ndarray | None = None,
@@ -144,7 +152,7 @@ class SamRefiner(nn.Module):
         self.last_local = []
         refined = []
         for c in range(out.shape[0]):
-            run = self.selector(error_prob[c], _mask_in(out[c], error_prob.shape[-2:]))
+            run = self.selector(error_prob[c], _mask_in(out[c], (error_prob.shape[-2], error_prob.shape[-1])))
             self.last_local.append(run)
             refined.append(self._local(out[c], error_prob[c], pts, lab) if run else out[c])
         return torch.stack(refined).cpu()
@@ -153,7 +161,7 @@ class SamRefiner(nn.Module):
                 lab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Global stage: (C,H,W) logits -> blended logits (C,H,W) and error probabilities (C,h,w) in the
         work frame (without the global stage: SAM's own uncertainty, 1 - |2p - 1|)."""
-        st = self.state
+        st = self._image_state()
         work_logits = F.interpolate(logits[:, None], size=st.work_size, mode="bilinear", align_corners=False)
         if not self.use_global:
             p = torch.sigmoid(work_logits[:, 0])
@@ -166,7 +174,7 @@ class SamRefiner(nn.Module):
     def _local(self, logits: torch.Tensor, error_prob: torch.Tensor, pts: torch.Tensor | None,
                lab: torch.Tensor | None) -> torch.Tensor:
         """Local stage on one mask: (H,W) logits -> (H,W), around the largest error region (or the last click)."""
-        cfg, st = self.cfg, self.state
+        cfg, st = self.cfg, self._image_state()
         last = None if pts is None else (float(pts[0, -1, 0]), float(pts[0, -1, 1]))
         box = crop_box((error_prob > 0.5).cpu().numpy(), st.original_size, last, cfg.min_crop, cfg.crop_margin)
         if box is None:

@@ -2,6 +2,7 @@
 rule (:func:`evaluation_image_ids`: BSDS photos that are also GrabCut / Berkeley benchmark images)."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def read_bsds_mat(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def read_bsds_boundaries(path: str | Path) -> np.ndarray:
+def read_bsds_boundaries(path: str | os.PathLike) -> np.ndarray:
     """Human boundary maps of a BSDS ``.mat`` file: (A, H, W) bool, one per annotator
     (``groundTruth{k}.Boundaries``); an unreadable file raises ``DatasetError`` naming it."""
     return np.stack([edges > 0 for _, edges in read_bsds_mat(Path(path))])
