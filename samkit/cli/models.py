@@ -47,7 +47,7 @@ def run_models(args: argparse.Namespace) -> int:
     for spec in REGISTRY.values():
         path = cached_path(spec)
         cached = is_cached(spec)
-        size = _disk_size(path) if cached else spec.size
+        size = _disk_size(path) if cached and path is not None else spec.size
         where = ("bundled" if spec.bundled else "yes") if cached else "no"
         shown = (spec.filename + "/" if spec.hub_repo else spec.filename) if spec.filename else "-"
         rows.append((spec.name, _human_size(size), where, shown, spec.description))

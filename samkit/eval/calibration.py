@@ -13,7 +13,7 @@ Fit on a validation split of the training data, never on an evaluation set.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ def select_records(records: Sequence[dict], pred_iou_thresh: float, stability_sc
     return [kept[i] for i in nms(boxes, scores, box_nms_thresh).tolist()]
 
 
-def fit_amg_thresholds(runs: dict[float, Sequence[tuple[Sample, list[dict]]]],
+def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]],
                        candidates: Sequence[dict[str, float]] | None = None,
                        min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5) -> dict:
     """Choose everything-mode thresholds on validation images.

@@ -42,6 +42,11 @@ class CheckpointedRun:
     """Checkpoint handling of a training loop (see the module docstring for what the class must set)."""
 
     resumable_changes: frozenset[str] = frozenset()  # config keys that may change when resuming
+    # Set by the trainer this class is mixed into:
+    cfg: Any  # its config (resume, log_every, save_every, keep_checkpoints, to_dict())
+    end_step: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
     def use_out_dir(self, out_dir: str | os.PathLike) -> None:
         """Set ``out_dir``, its ``checkpoints/`` folder and its ``train_log.jsonl``."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ def eligible_objects(sample: Sample, min_area_frac: float) -> np.ndarray:
 
 def _resize_mask(mask: np.ndarray, h: int, w: int) -> np.ndarray:
     """(H,W) bool -> (h,w) bool: bilinear (antialiased) coverage >= 0.5."""
-    img = Image.fromarray(mask.astype(np.float32)).resize((w, h), Image.BILINEAR)
+    img = Image.fromarray(mask.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(img) >= 0.5
 
 
@@ -189,11 +190,10 @@ class StepBatches(torch.utils.data.Dataset):
 
 def as_sequences(sources: Sequence[Sample] | Sequence[Sequence[Sample]]) -> list[Sequence[Sample]]:
     """One sequence of Samples, or a list of them (dataset readers, lists, any iterable) -> a list of sequences."""
-    if not _random_access(sources):
-        sources = list(sources)
-    if len(sources) == 0 or isinstance(sources[0], Sample):
-        return [sources]
-    return list(sources)
+    items: Sequence[Any] = sources if _random_access(sources) else list(sources)
+    if len(items) == 0 or isinstance(items[0], Sample):
+        return [items]
+    return list(items)
 
 
 class ReferTorchDataset(torch.utils.data.Dataset):

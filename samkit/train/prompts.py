@@ -12,6 +12,7 @@ All randomness comes from the ``numpy.random.Generator`` passed in.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,7 +116,7 @@ class Prompts:
         """A single point and nothing else: the case SAM answers with 3 masks."""
         return self.boxes is None and self.points is not None and self.points.shape[1] == 1
 
-    def add_clicks(self, clicks: list[tuple[int, int, int] | None]) -> Prompts:
+    def add_clicks(self, clicks: Sequence[tuple[int, int, int] | None]) -> Prompts:
         """One new click per batch entry (None: a padding point). Returns a new Prompts."""
         pts = np.array([(c[0], c[1]) if c else (0, 0) for c in clicks], dtype=np.float32)[:, None]
         lab = np.array([c[2] if c else PAD_LABEL for c in clicks], dtype=np.int64)[:, None]
