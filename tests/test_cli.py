@@ -208,6 +208,7 @@ def _variant(sample: Path, kind: str, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["grayscale", "rgba", "16-bit", "palette"])
 def test_segment_converts_other_image_modes(tmp_path, ckpt, kind):
     image = _variant(SAMPLE_IMAGE, kind, tmp_path / f"{kind}.png")
@@ -265,6 +266,7 @@ def test_demo_uses_the_bundled_model_offline(empty_home, tmp_path):
     assert best[240, 320] and 0.005 < best.mean() < 0.9
 
 
+@pytest.mark.slow
 def test_demo_falls_back_to_cached_weights(home_with_weights, tmp_path, monkeypatch):
     """Without the bundled model, the first cached registry model is used. The cached "mobile_sam.pt"
     holds deterministic test weights (see the module docstring)."""
@@ -317,6 +319,7 @@ def test_error_corrupt_image(tmp_path, ckpt, content):
     assert_error(result, out, "cannot read image", "bad.png")
 
 
+@pytest.mark.slow
 def test_error_point_outside_image(tmp_path, ckpt):
     out = tmp_path / "out"
     result = run_cli("segment", SAMPLE_IMAGE, "--point", "700,100", "--checkpoint", ckpt, "--out", out)
@@ -421,6 +424,7 @@ def test_usage_errors_exit_2():
     assert run_cli("--version").code == 0
 
 
+@pytest.mark.slow
 def test_console_script_reports_one_line_error(tmp_path):
     """The installed ``samkit`` entry point: exit status 2 and one stderr line, no traceback."""
     script = Path(sys.executable).with_name("samkit")
@@ -435,6 +439,7 @@ def test_console_script_reports_one_line_error(tmp_path):
 # --------------------------------------------------------------------------------------------- eval
 
 
+@pytest.mark.slow
 def test_eval_interactive_on_grabcut(tmp_path, ckpt, data_dir):
     out = tmp_path / "eval"
     r = run_cli("eval", "interactive", "--dataset", "grabcut", "--root", data_dir / "GrabCut", "--max-samples", 2,
@@ -516,6 +521,7 @@ def test_eval_refer_with_a_text_predictor(tmp_path, data_dir, monkeypatch):
 # -------------------------------------------------------------------------------------------- train
 
 
+@pytest.mark.slow
 def test_train_from_config_then_resume(tmp_path, data_dir):
     """One step of the shipped BSDS recipe at 128 px from random weights, through `samkit train`."""
     cfg = json.loads((Path(__file__).resolve().parents[1] / "configs" / "finetune_mobile_sam_bsds.json").read_text())
@@ -544,6 +550,7 @@ def test_train_bad_config(tmp_path):
 # --------------------------------------------------------------------------------------- everything
 
 
+@pytest.mark.slow
 def test_everything_cli_writes_sa1b_json(data_dir, tmp_path):
     image = data_dir / "GrabCut" / "data_GT" / "124080.jpg"
     out = tmp_path / "ev"

@@ -10,6 +10,7 @@ from samkit.predict.onnx_runtime import MANIFEST
 from tests.test_cli import POINT, assert_error, run_cli
 
 
+@pytest.mark.slow
 def test_export_onnx_writes_graphs_and_report(tmp_path):
     out = tmp_path / "tiny"
     result = run_cli("export", "onnx", "samkit_tiny", "--out", out, "--opset", 17)
@@ -37,6 +38,7 @@ def test_export_to_unwritable_place_is_one_line_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.slow
 def test_segment_with_onnxruntime_int8_from_an_export_folder(samkit_tiny_onnx, tmp_path):
     folder = samkit_tiny_onnx[1]
     out = tmp_path / "seg"

@@ -158,6 +158,7 @@ def test_everything_logs_a_line_per_image_without_a_terminal(data_dir, tmp_path)
     assert len(lines) == 1 and " masks in " in lines[0] and "encoder" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["yolo", "labelme", "labelmap"])
 def test_everything_other_formats_hold_the_sa1b_masks(data_dir, tmp_path, fmt):
     image = data_dir / PHOTO
@@ -194,6 +195,7 @@ def test_save_logits_agree_with_the_masks(tmp_path):
         np.testing.assert_array_equal(logits > 0, mask)
 
 
+@pytest.mark.slow
 def test_segment_prompts_file_over_a_folder(data_dir, tmp_path):
     folder = data_dir / "GrabCut" / "data_GT"
     prompts = tmp_path / "prompts.json"
@@ -268,6 +270,7 @@ def test_bundled_text_model_through_checkpoint_reads_its_metadata(tmp_path):
     assert len(line) < 300  # no key list
 
 
+@pytest.mark.slow
 def test_eval_prints_a_table_and_a_line_per_batch(tmp_path, data_dir):
     out = tmp_path / "eval"
     result = run_cli("eval", "single-point", "--dataset", "grabcut", "--root", data_dir / "GrabCut",

@@ -20,6 +20,7 @@ def evf_dir(tmp_path_factory) -> Path:
     return save_evf_directory(model, root / "ckpt")
 
 
+@pytest.mark.slow
 def test_segment_with_text(tmp_path, evf_dir):
     out = tmp_path / "out"
     result = run_cli("segment", SAMPLE_IMAGE, "--text", "a dog on the left", "--checkpoint", evf_dir, "--out", out)
@@ -34,6 +35,7 @@ def test_segment_with_text(tmp_path, evf_dir):
     assert (masks[0] == want.masks[0]).mean() > 0.999
 
 
+@pytest.mark.slow
 def test_segment_text_with_point_and_semantic(tmp_path, evf_dir):
     out = tmp_path / "out"
     result = run_cli("segment", SAMPLE_IMAGE, "--text", "sky", "--semantic", "--point", "320,240",

@@ -16,6 +16,8 @@ from samkit.predict.onnx_runtime import MANIFEST, OnnxPredictor, OnnxSam
 from samkit.predict.predictor import Predictor
 from samkit.predict.transforms import preprocess
 
+pytestmark = pytest.mark.slow  # every test reads the session's ONNX export (about 30 s)
+
 
 @pytest.fixture(scope="module")
 def model(samkit_tiny_onnx):

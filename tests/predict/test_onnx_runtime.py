@@ -8,6 +8,8 @@ from samkit.errors import PromptError, SamkitError
 from samkit.predict.onnx_runtime import MANIFEST, OnnxPredictor
 from samkit.predict.predictor import Prediction, Predictor
 
+pytestmark = pytest.mark.slow  # every test reads the session's ONNX export (about 30 s)
+
 
 @pytest.fixture(scope="module")
 def model(samkit_tiny_onnx):

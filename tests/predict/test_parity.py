@@ -11,6 +11,8 @@ import pytest
 from samkit.models.registry import resolve_name
 from samkit.predict.predictor import Predictor
 
+pytestmark = pytest.mark.slow  # full-size SAM models against the reference outputs: minutes on 2 CPUs
+
 CASES = ["point1", "points3", "box", "box_point", "refine", "batch_boxes"]
 FIXTURES = {"sam_vit_b": "sam_vit_b.npz", "mobile_sam": "mobile_sam_vit_t.npz"}
 

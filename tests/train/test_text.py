@@ -94,6 +94,7 @@ def test_late_fusion_ignores_the_image_and_early_fusion_does_not(sam, tokenizer)
                    ((n, p) for n, p in model.named_parameters() if p.requires_grad))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["early", "late", "constant"])
 def test_training_steps_lower_the_loss_on_a_tiny_batch(sam, cache, tokenizer, variant):
     torch.manual_seed(0)

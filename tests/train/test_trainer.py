@@ -32,6 +32,7 @@ def finetune_run(tmp_path_factory, tiny_samples):
     return cfg, result
 
 
+@pytest.mark.slow
 def test_loss_goes_down(finetune_run):
     _, result = finetune_run
     losses = [r["loss"] for r in read_log(result.log_path)]
@@ -39,6 +40,7 @@ def test_loss_goes_down(finetune_run):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
 
+@pytest.mark.slow
 def test_overfits_one_object(tiny_samples, tmp_path):
     """From random weights the decoder first calibrates (focal falls), then learns the mask (dice falls)."""
     disk = dataclasses.replace(tiny_samples[2], masks=tiny_samples[2].masks[:1])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from samkit.train import train
@@ -18,6 +19,7 @@ def test_box_targets_by_hand():
     assert t[0].int().tolist() == [[0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
 
 
+@pytest.mark.slow
 def test_warmup_teaches_box_filling():
     """From random weights the decoder's box-fill dice loss falls well below its plateau (~0.89)."""
     torch.manual_seed(0)
