@@ -7,7 +7,7 @@ import pytest
 
 from samkit.cli.models import SAMPLE_IMAGE
 from samkit.predict.onnx_runtime import MANIFEST
-from tests.test_cli import POINT, assert_error, run_cli
+from tests.cli_helpers import POINT, assert_error, run_cli
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from PIL import Image
 
 from samkit.cli.models import SAMPLE_IMAGE
 from samkit.data.masks import rle_to_mask
-from tests.test_cli import assert_error, read_masks, run_cli
+from tests.cli_helpers import assert_error, read_masks, run_cli
 
 PHOTO = Path("GrabCut") / "data_GT" / "124080.jpg"
 RELAXED = ("--points-per-side", "8", "--pred-iou-thresh", "0.25", "--stability-score-thresh", "0.5",

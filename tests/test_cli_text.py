@@ -9,7 +9,7 @@ import pytest
 from samkit.cli.models import SAMPLE_IMAGE
 from samkit.models.evf_load import save_evf_directory
 from samkit.predict.predictor import Predictor
-from tests.test_cli import assert_error, read_masks, run_cli
+from tests.cli_helpers import assert_error, read_masks, run_cli
 from tests.text_models import tiny_evf, train_tokenizer
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from samkit.models.load import BUNDLED_DIR
 from samkit.refine import save_refiner
-from tests.test_cli import assert_error, run_cli
+from tests.cli_helpers import assert_error, run_cli
 
 
 @pytest.fixture()

@@ -10,18 +10,10 @@ import pytest
 import torch
 
 import samkit
-from samkit.train import AugmentConfig, TrainConfig, build_model, load_config, read_log, train
+from samkit.train import AugmentConfig, build_model, load_config, read_log, train
+from tests.train.configs import STEPS, tiny_config
 
-STEPS = 15
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny_config(out_dir: Path, **changes) -> TrainConfig:
-    """mobile_sam architecture, random weights, 256 px, 2 correction rounds: about 0.3 s a step."""
-    cfg = TrainConfig(out_dir=str(out_dir), model="mobile_sam", mode="finetune", img_size=256, batch_size=2,
-                      steps=STEPS, lr=1e-3, warmup_steps=2, click_rounds=1, mask_only_rounds=1, save_every=5,
-                      keep_checkpoints=2, progress=False, export_fp16=True, seed=0)
-    return dataclasses.replace(cfg, **changes)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from samkit.train.losses import sigmoid_focal_loss
 from samkit.train.model import build_model
 from samkit.train.trainer import read_log
 from samkit.train.warmup import box_targets, geometry_warmup
-from tests.train.test_trainer import tiny_config
+from tests.train.configs import tiny_config
 
 
 def test_box_targets_by_hand():
