@@ -5,9 +5,6 @@ import hashlib
 import json
 import re
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,83 +14,7 @@ from torch import nn
 
 from samkit.errors import CheckpointError, DownloadError
 from samkit.models import hub
-
-PAYLOAD = bytes(range(256)) * 10_000 + b"tail"  # ~2.4 MiB: several read chunks
-PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
-WRONG_MD5_PREFIX = format((int(PAYLOAD_MD5[:6], 16) + 1) % 16**6, "06x")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.payload``, honouring ``Range`` unless told not to; can fail, or drop or stall mid-body."""
-
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        srv = self.server
-        srv.range_headers.append(self.headers.get("Range"))
-        if srv.fail_with is not None:
-            self.send_error(srv.fail_with)
-            return
-        data, start = srv.payload, 0
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match and srv.honour_range:
-            start = max(int(match.group(1)) - srv.range_skew, 0)
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if srv.stall_after is not None:
-            self.wfile.write(body[: srv.stall_after])
-            self.wfile.flush()
-            srv.release.wait(timeout=10)  # hold the connection open, silent, until the test ends
-            return
-        self.wfile.write(body if srv.drop_after is None else body[: srv.drop_after])
-        self.close_connection = True
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server API)
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.payload = PAYLOAD
-        self.honour_range = True
-        self.drop_after: int | None = None
-        self.fail_with: int | None = None
-        self.range_skew = 0  # serve a range starting this many bytes before the requested one
-        self.stall_after: int | None = None
-        self.release = threading.Event()
-        self.range_headers: list[str | None] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/sam_vit_x_000000.pth"
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.release.set()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
+from tests.models.loopback import PAYLOAD, PAYLOAD_MD5, WRONG_MD5_PREFIX, LoopbackServer
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +35,7 @@ def _closed_port() -> int:
 # ---------------------------------------------------------------------------------------------- download
 
 
-def test_download_verifies_sha256_and_size(server: _Server, tmp_path: Path) -> None:
+def test_download_verifies_sha256_and_size(server: LoopbackServer, tmp_path: Path) -> None:
     dest = tmp_path / "models" / "ckpt.pth"
     out = hub.download(server.url, dest, sha256=_sha256(PAYLOAD).upper(), expected_size=len(PAYLOAD), progress=False)
     assert out == dest and dest.read_bytes() == PAYLOAD
@@ -122,13 +43,13 @@ def test_download_verifies_sha256_and_size(server: _Server, tmp_path: Path) -> N
     assert server.range_headers == [None]
 
 
-def test_download_verifies_md5_prefix(server: _Server, tmp_path: Path) -> None:
+def test_download_verifies_md5_prefix(server: LoopbackServer, tmp_path: Path) -> None:
     prefix = PAYLOAD_MD5[:6]
     dest = hub.download(server.url, tmp_path / f"sam_vit_x_{prefix}.pth", md5_prefix=prefix)
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_download_resumes_existing_part(server: _Server, tmp_path: Path) -> None:
+def test_download_resumes_existing_part(server: LoopbackServer, tmp_path: Path) -> None:
     dest = tmp_path / "ckpt.pth"
     Path(f"{dest}.part").write_bytes(PAYLOAD[:1000])
     hub.download(server.url, dest, sha256=_sha256(PAYLOAD), progress=False)
@@ -136,7 +57,7 @@ def test_download_resumes_existing_part(server: _Server, tmp_path: Path) -> None
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_download_starts_over_when_server_ignores_range(server: _Server, tmp_path: Path) -> None:
+def test_download_starts_over_when_server_ignores_range(server: LoopbackServer, tmp_path: Path) -> None:
     dest = tmp_path / "ckpt.pth"
     Path(f"{dest}.part").write_bytes(b"stale bytes that must not be kept")
     server.honour_range = False
@@ -145,7 +66,7 @@ def test_download_starts_over_when_server_ignores_range(server: _Server, tmp_pat
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_download_starts_over_after_416(server: _Server, tmp_path: Path) -> None:
+def test_download_starts_over_after_416(server: LoopbackServer, tmp_path: Path) -> None:
     dest = tmp_path / "ckpt.pth"
     Path(f"{dest}.part").write_bytes(PAYLOAD + b"junk")
     hub.download(server.url, dest, sha256=_sha256(PAYLOAD), progress=False)
@@ -153,7 +74,7 @@ def test_download_starts_over_after_416(server: _Server, tmp_path: Path) -> None
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_download_starts_over_when_range_starts_elsewhere(server: _Server, tmp_path: Path) -> None:
+def test_download_starts_over_when_range_starts_elsewhere(server: LoopbackServer, tmp_path: Path) -> None:
     dest = tmp_path / "ckpt.pth"
     Path(f"{dest}.part").write_bytes(PAYLOAD[:1000])
     server.range_skew = 10
@@ -162,7 +83,7 @@ def test_download_starts_over_when_range_starts_elsewhere(server: _Server, tmp_p
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_dropped_connection_keeps_part_then_resumes(server: _Server, tmp_path: Path) -> None:
+def test_dropped_connection_keeps_part_then_resumes(server: LoopbackServer, tmp_path: Path) -> None:
     dest = tmp_path / "ckpt.pth"
     part = Path(f"{dest}.part")
     server.drop_after = 123_456
@@ -179,7 +100,7 @@ def test_dropped_connection_keeps_part_then_resumes(server: _Server, tmp_path: P
     assert dest.read_bytes() == PAYLOAD and not part.exists()
 
 
-def test_download_timeout_keeps_part(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_timeout_keeps_part(server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "TIMEOUT_S", 0.3)
     server.stall_after = 5000
     dest = tmp_path / "ckpt.pth"
@@ -198,7 +119,7 @@ def test_download_timeout_keeps_part(server: _Server, tmp_path: Path, monkeypatc
     ],
 )
 def test_download_mismatch_leaves_nothing(
-    server: _Server, tmp_path: Path, kwargs: dict[str, object], expected: str
+    server: LoopbackServer, tmp_path: Path, kwargs: dict[str, object], expected: str
 ) -> None:
     dest = tmp_path / "ckpt.pth"
     with pytest.raises(DownloadError, match=re.escape(expected)):
@@ -216,7 +137,7 @@ def test_download_unreachable_server(tmp_path: Path) -> None:
     assert not dest.exists()
 
 
-def test_download_http_error(server: _Server, tmp_path: Path) -> None:
+def test_download_http_error(server: LoopbackServer, tmp_path: Path) -> None:
     server.fail_with = 404
     with pytest.raises(DownloadError, match="HTTP 404"):
         hub.download(server.url, tmp_path / "ckpt.pth", progress=False)

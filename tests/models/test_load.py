@@ -11,7 +11,6 @@ import torch
 from samkit.errors import CheckpointError, DownloadError, SamkitError
 from samkit.models import build_sam, registry
 from samkit.models.load import load_model
-from tests.models.test_hub import _Server, server  # noqa: F401 (loopback HTTP server fixture)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def _serve_spec(monkeypatch, srv, data: bytes, md5: str):
     return spec
 
 
-def test_download_into_cache_then_reuse(server, home, monkeypatch, mobile_ckpt):  # noqa: F811
+def test_download_into_cache_then_reuse(server, home, monkeypatch, mobile_ckpt):
     path, state = mobile_ckpt
     data = path.read_bytes()
     server.payload = data
@@ -96,7 +95,7 @@ def test_download_into_cache_then_reuse(server, home, monkeypatch, mobile_ckpt):
     assert len(server.range_headers) == requests == 1
 
 
-def test_checksum_mismatch_leaves_no_file(server, home, monkeypatch, mobile_ckpt):  # noqa: F811
+def test_checksum_mismatch_leaves_no_file(server, home, monkeypatch, mobile_ckpt):
     data = mobile_ckpt[0].read_bytes()
     server.payload = data
     spec = _serve_spec(monkeypatch, server, data, "0" * 32)
