@@ -2,6 +2,7 @@
 with random weights and a small trained tokenizer: masks are meaningless but reproducible)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from samkit.cli.models import SAMPLE_IMAGE
 from samkit.models.evf_load import save_evf_directory
 from samkit.predict.predictor import Predictor
 from tests.cli_helpers import assert_error, read_masks, run_cli
+from tests.data.refer_toolkit import toolkit_copy
 from tests.text_models import tiny_evf, train_tokenizer
 
 
@@ -69,12 +71,8 @@ def test_eval_refer_defaults_to_the_bundled_text_model(tmp_path, data_dir):
 
 
 def test_eval_refer_reads_refer_toolkit_files_with_split_and_image_root(tmp_path, data_dir):
-    import json
-
-    from tests.data.test_refer import _toolkit_copy
-
     subset = data_dir / "refcoco_coco128_subset"
-    path = _toolkit_copy(subset, tmp_path / "refcoco")
+    path = toolkit_copy(subset, tmp_path / "refcoco")
     split = json.loads((subset / "refs.json").read_text())[0]["split"]
     out = tmp_path / "r.json"
     result = run_cli("eval", "refer", "--refs", path, "--images", subset / "images", "--split", split,

@@ -14,6 +14,7 @@ from samkit.data.masks import mask_to_rle
 from samkit.data.readers import DatasetError, DatasetWarning, open_dataset
 from samkit.data.refer import RefDataset, RefSample, group_key, write_refs
 from samkit.eval.metrics import iou
+from tests.data.refer_toolkit import toolkit_copy
 
 SUBSET = "refcoco_coco128_subset"
 
@@ -174,31 +175,8 @@ def test_mask_of_another_size_fails_on_load(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the refer toolkit's refs(unc).p + instances.json
 
 
-def _toolkit_copy(subset: Path, folder: Path, extra_refs: list | None = None) -> Path:
-    """The shared subset rewritten as the refer toolkit stores RefCOCO: refs(unc).p + instances.json."""
-    import pickle
-
-    records = json.loads((subset / "refs.json").read_text())
-    images, anns, refs, cats = {}, [], [], {}
-    for k, r in enumerate(records):
-        images[r["image_id"]] = Path(r["image"]).name
-        cats.setdefault(r["category"], len(cats) + 1)
-        anns.append({"id": 1000 + k, "image_id": r["image_id"], "segmentation": r["segmentation_polygon_px"],
-                     "bbox": r["bbox_xywh"], "category_id": cats[r["category"]], "iscrowd": 0})
-        refs.append({"ref_id": r["ref_id"], "ann_id": 1000 + k, "image_id": r["image_id"], "split": r["split"],
-                     "category_id": cats[r["category"]], "file_name": f"COCO_{r['image_id']}_{k}.jpg",
-                     "sentences": [{"sent_id": s["sent_id"], "sent": s["sent"], "raw": s["sent"],
-                                    "tokens": s["sent"].split()} for s in r["sentences"]]})
-    folder.mkdir(parents=True)
-    (folder / "refs(unc).p").write_bytes(pickle.dumps(refs + (extra_refs or [])))
-    (folder / "instances.json").write_text(json.dumps({
-        "images": [{"id": i, "file_name": f} for i, f in images.items()], "annotations": anns,
-        "categories": [{"id": c, "name": n} for n, c in cats.items()]}))
-    return folder / "refs(unc).p"
-
-
 def test_refer_toolkit_files_read_as_the_json_subset(subset, tmp_path):
-    path = _toolkit_copy(subset, tmp_path / "refcoco+")
+    path = toolkit_copy(subset, tmp_path / "refcoco+")
     toolkit = RefDataset(path, image_root=subset / "images")
     plain = RefDataset(subset / "refs.json", mask_source="polygon")
     assert len(toolkit) == len(plain) == 36
@@ -218,7 +196,7 @@ def test_refer_toolkit_files_read_as_the_json_subset(subset, tmp_path):
 def test_refer_toolkit_errors(subset, tmp_path):
     import pickle
 
-    bad = _toolkit_copy(subset, tmp_path / "a", extra_refs=[{"ref_id": 7, "ann_id": 99, "image_id": 605}])
+    bad = toolkit_copy(subset, tmp_path / "a", extra_refs=[{"ref_id": 7, "ann_id": 99, "image_id": 605}])
     with pytest.raises(DatasetError, match="ref 7: ann_id 99 / image_id 605 not in instances.json"):
         RefDataset(bad, image_root=subset / "images")
     (tmp_path / "a" / "instances.json").unlink()
