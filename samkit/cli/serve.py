@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from samkit._optional import install_hint
 from samkit.cli.args import positive_int
 from samkit.cli.common import DEFAULT_MODEL
 from samkit.errors import SamkitError
@@ -39,7 +40,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
 
 def run(args: argparse.Namespace) -> int:
     if _MISSING is not None:
-        raise SamkitError(f"samkit serve needs the server extra: pip install 'samkit[server]' ({_MISSING})")
+        raise SamkitError(f"samkit serve needs the server extra: {install_hint('server')} ({_MISSING})")
     if args.images is not None and not args.images.is_dir():
         raise SamkitError(f"--images: not a folder: {args.images}")
     app = create_app(Settings(args.project, images_dir=args.images, db_url=args.db, model=args.model))

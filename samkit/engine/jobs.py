@@ -99,6 +99,7 @@ class JobRunner:
                     job.state, job.error, job.finished_at = "failed", "interrupted by a server restart", utcnow()
 
     def start(self) -> None:
+        self._stop.clear()
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="samkit-jobs", daemon=True)
         self._thread.start()

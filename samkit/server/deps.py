@@ -4,15 +4,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from samkit.engine import accounts
 from samkit.engine.store.models import Image, Token, User
+from samkit.server.schemas import MAX_ID
 from samkit.server.state import ServerState
 
 WRITERS = ("admin", "annotator")
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+Version = Annotated[int, Query(ge=1, le=MAX_ID)]
 _bearer = HTTPBearer(auto_error=False)
 
 

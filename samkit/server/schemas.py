@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ID = 2**31 - 1  # row ids, versions and counts fit a 32-bit INTEGER on every database
 
 
 class Login(BaseModel):
@@ -33,6 +35,8 @@ class MaskInput(BaseModel):
 class PredictRequest(BaseModel):
     """Prompts in original-image pixels: points (N, 2) x, y with labels (N,) 1 fg / 0 bg; box x0, y0, x1, y1."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     points: list[list[float]] | None = Field(default=None, max_length=64)
     labels: list[int] | None = Field(default=None, max_length=64)
     box: list[float] | None = Field(default=None, min_length=4, max_length=4)
@@ -51,19 +55,21 @@ class Event(BaseModel):
 
 
 class NewAnnotation(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     rle: dict[str, Any]
-    label_id: int | None = None
+    label_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     source: Literal["manual", "semi", "auto"] = "manual"
-    score: float | None = None
+    score: float | None = Field(default=None, ge=0, le=1)
     event: Event | None = None
 
 
 class AnnotationChange(BaseModel):
     """A change of an annotation seen at ``version``; fields left out stay."""
 
-    version: int
+    version: int = Field(ge=1, le=MAX_ID)
     rle: dict[str, Any] | None = None
-    label_id: int | None = None
+    label_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     status: Literal["accepted", "pending", "rejected"] | None = None
     event: Event | None = None
 

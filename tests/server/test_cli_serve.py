@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from samkit.engine.store.db import default_url, open_store
 from samkit.engine.store.models import Annotation, Job
 from tests.server.conftest import GRABCUT_IMAGES, make_project
 from tests.server.test_jobs import LOW
+
+TIMEOUT = 120  # s per request: generous, the machine may be loaded (not a speed check)
 
 
 def _free_port() -> int:
@@ -44,15 +47,22 @@ def _serve(project: Path, port: int) -> tuple[subprocess.Popen, str]:
         lines.append(line)
         if "http://" in line:
             break
-    deadline = time.monotonic() + 120
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining: a full pipe would block it
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=TIMEOUT).status_code == 200:
                 return proc, "".join(lines)
         except httpx.TransportError:
             time.sleep(0.2)
     proc.kill()
     raise AssertionError("samkit serve did not answer: " + "".join(lines))
+
+
+def _login(base: str, password: str) -> dict:
+    r = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def test_serve_runs_uvicorn_and_creates_the_admin_once(tmp_path: Path) -> None:
@@ -62,9 +72,8 @@ def test_serve_runs_uvicorn_and_creates_the_admin_once(tmp_path: Path) -> None:
     try:
         password = re.search(r"created user 'admin' with password (\S+)", err).group(1)
         assert "3 images under" in err
-        r = httpx.post(f"http://127.0.0.1:{port}/api/auth/login", json={"username": "admin", "password": password})
-        assert r.status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/api/projects").status_code == 401
+        assert "Authorization" in _login(f"http://127.0.0.1:{port}/api", password)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/projects", timeout=TIMEOUT).status_code == 401
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -72,8 +81,7 @@ def test_serve_runs_uvicorn_and_creates_the_admin_once(tmp_path: Path) -> None:
     proc, err = _serve(project, port)  # a restart keeps the admin and prints no password
     try:
         assert "password" not in err
-        r = httpx.post(f"http://127.0.0.1:{port}/api/auth/login", json={"username": "admin", "password": password})
-        assert r.status_code == 200
+        assert "Authorization" in _login(f"http://127.0.0.1:{port}/api", password)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -88,13 +96,13 @@ def test_server_killed_mid_job_keeps_whole_images_and_resumes(tmp_path: Path) ->
     proc, err = _serve(project, port)
     password = re.search(r"created user 'admin' with password (\S+)", err).group(1)
     try:
-        token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password}).json()["token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = _login(base, password)
         params = {**LOW, "points_per_side": 16}
-        job = httpx.post(f"{base}/projects/1/jobs", json={"kind": "auto", "params": params}, headers=headers).json()
-        deadline = time.monotonic() + 300
+        job = httpx.post(f"{base}/projects/1/jobs", json={"kind": "auto", "params": params}, headers=headers,
+                         timeout=TIMEOUT).json()
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            seen = httpx.get(f"{base}/projects/1/jobs/{job['id']}", headers=headers).json()
+            seen = httpx.get(f"{base}/projects/1/jobs/{job['id']}", headers=headers, timeout=TIMEOUT).json()
             if seen["done"] >= 2 or seen["state"] not in ("queued", "running"):
                 break
             time.sleep(0.05)
@@ -109,10 +117,10 @@ def test_server_killed_mid_job_keeps_whole_images_and_resumes(tmp_path: Path) ->
     assert len({image for _, image, _ in before}) >= 2
     proc, _ = _serve(project, port)
     try:
-        token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password}).json()["token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = _login(base, password)
+        deadline = time.monotonic() + 600  # a bound for a loaded machine, not a speed check
         while time.monotonic() < deadline:
-            seen = httpx.get(f"{base}/projects/1/jobs/{job['id']}", headers=headers).json()
+            seen = httpx.get(f"{base}/projects/1/jobs/{job['id']}", headers=headers, timeout=TIMEOUT).json()
             if seen["state"] not in ("queued", "running"):
                 break
             time.sleep(0.1)

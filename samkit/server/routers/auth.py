@@ -7,7 +7,7 @@ from sqlalchemy import select
 from samkit.engine import accounts
 from samkit.engine.store.models import User, utcnow
 from samkit.errors import SamkitError
-from samkit.server.deps import DB, CurrentUser, SessionToken, State, require
+from samkit.server.deps import DB, CurrentUser, Id, SessionToken, State, require
 from samkit.server.schemas import Login, NewUser
 from samkit.server.views import user_view
 
@@ -63,7 +63,7 @@ def add_user(body: NewUser, session: DB) -> dict:
 
 
 @router.post("/users/{user_id}/deactivate", dependencies=[Depends(require("admin"))])
-def deactivate(user_id: int, session: DB) -> dict:
+def deactivate(user_id: Id, session: DB) -> dict:
     """Disable a user and revoke all their tokens."""
     user = session.get(User, user_id)
     if user is None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -14,9 +15,9 @@ from samkit.engine.embeddings import features_fp16
 from samkit.engine.store.images import ImageTooLarge, PathEscape, check_image, confined, register, sha256_file
 from samkit.engine.store.models import Image
 from samkit.errors import ImageError
-from samkit.server.deps import DB, WRITERS, State, current_user, project_image, require
+from samkit.server.deps import DB, WRITERS, Id, State, current_user, project_image, require
 from samkit.server.routers.projects import get_project
-from samkit.server.schemas import ImageStatus
+from samkit.server.schemas import MAX_ID, ImageStatus
 from samkit.server.state import ServerState
 from samkit.server.views import image_view
 
@@ -33,39 +34,39 @@ def image_file(state: ServerState, image: Image) -> Path:
 
 
 @router.get("/images")
-def list_images(project_id: int, session: DB, offset: int = 0, limit: int = 100,
-                status: str | None = None) -> list[dict]:
+def list_images(project_id: Id, session: DB, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100, status: str | None = None) -> list[dict]:
     get_project(project_id, session)
     query = select(Image).where(Image.project_id == project_id)
     if status is not None:
         query = query.where(Image.status == status)
-    rows = session.scalars(query.order_by(Image.id).offset(max(offset, 0)).limit(min(max(limit, 1), 1000)))
+    rows = session.scalars(query.order_by(Image.id).offset(offset).limit(limit))
     return [image_view(i) for i in rows]
 
 
 @router.get("/queue")
-def queue(project_id: int, state: State, session: DB, limit: int = 10) -> list[dict]:
+def queue(project_id: Id, state: State, session: DB, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[dict]:
     """Images not done yet, in order; the first ``prefetch`` are encoded in the background now."""
     get_project(project_id, session)
     rows = session.scalars(select(Image).where(Image.project_id == project_id, Image.status != "done")
-                           .order_by(Image.id).limit(min(max(limit, 1), 100))).all()
+                           .order_by(Image.id).limit(limit)).all()
     state.embeddings.prefetch([(image_file(state, i), i.sha256) for i in rows[:state.settings.prefetch]])
     return [image_view(i) for i in rows]
 
 
 @router.get("/images/{image_id}")
-def get_image(project_id: int, image_id: int, session: DB) -> dict:
+def get_image(project_id: Id, image_id: Id, session: DB) -> dict:
     return image_view(project_image(project_id, image_id, session))
 
 
 @router.get("/images/{image_id}/file")
-def get_image_file(project_id: int, image_id: int, state: State,
+def get_image_file(project_id: Id, image_id: Id, state: State,
                    session: DB) -> FileResponse:
     return FileResponse(image_file(state, project_image(project_id, image_id, session)))
 
 
 @router.put("/images/{image_id}/status", dependencies=[Depends(require(*WRITERS))])
-def set_status(project_id: int, image_id: int, body: ImageStatus, session: DB) -> dict:
+def set_status(project_id: Id, image_id: Id, body: ImageStatus, session: DB) -> dict:
     image = project_image(project_id, image_id, session)
     image.status = body.status
     session.commit()
@@ -73,7 +74,7 @@ def set_status(project_id: int, image_id: int, body: ImageStatus, session: DB) -
 
 
 @router.get("/images/{image_id}/embedding", dependencies=[Depends(require(*WRITERS))])
-def embedding(project_id: int, image_id: int, state: State,
+def embedding(project_id: Id, image_id: Id, state: State,
               session: DB) -> Response:
     """Raw little-endian fp16 features; shape and sizes in the X-Embedding-* headers."""
     image = project_image(project_id, image_id, session)
@@ -91,7 +92,7 @@ def _safe_name(name: str | None) -> str:
 
 
 @router.post("/images", status_code=201, dependencies=[Depends(require(*WRITERS))])
-async def upload(project_id: int, file: UploadFile, request: Request, state: State,
+async def upload(project_id: Id, file: UploadFile, request: Request, state: State,
                  session: DB) -> dict:
     """Add an image: at most ``max_upload_bytes`` and ``max_pixels`` (checked before decoding), a real image."""
     get_project(project_id, session)

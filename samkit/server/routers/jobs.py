@@ -15,7 +15,7 @@ from samkit.engine.store.images import confined
 from samkit.engine.store.models import Job
 from samkit.errors import SamkitError
 from samkit.io_utils import atomic_path
-from samkit.server.deps import DB, WRITERS, State, Writer, current_user, require
+from samkit.server.deps import DB, WRITERS, Id, State, Writer, current_user, require
 from samkit.server.routers.projects import get_project
 from samkit.server.schemas import NewJob
 from samkit.server.views import job_view
@@ -25,7 +25,7 @@ ADMIN_ONLY = ("import_coco",)
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
 
 
-def _job(project_id: int, job_id: int, session: Session) -> Job:
+def _job(project_id: Id, job_id: Id, session: Session) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.project_id != project_id:
         raise HTTPException(404, f"no job {job_id} in project {project_id}")
@@ -33,7 +33,7 @@ def _job(project_id: int, job_id: int, session: Session) -> Job:
 
 
 @router.post("/jobs", status_code=201)
-def create_job(project_id: int, body: NewJob, user: Writer,
+def create_job(project_id: Id, body: NewJob, user: Writer,
                state: State, session: DB) -> dict:
     get_project(project_id, session)
     if body.kind in ADMIN_ONLY and user.role != "admin":
@@ -53,18 +53,18 @@ def create_job(project_id: int, body: NewJob, user: Writer,
 
 
 @router.get("/jobs")
-def list_jobs(project_id: int, session: DB) -> list[dict]:
+def list_jobs(project_id: Id, session: DB) -> list[dict]:
     return [job_view(j) for j in session.scalars(select(Job).where(Job.project_id == project_id)
                                                  .order_by(Job.id.desc()).limit(200))]
 
 
 @router.get("/jobs/{job_id}")
-def get_job(project_id: int, job_id: int, session: DB) -> dict:
+def get_job(project_id: Id, job_id: Id, session: DB) -> dict:
     return job_view(_job(project_id, job_id, session))
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(require(*WRITERS))])
-def cancel(project_id: int, job_id: int, session: DB) -> dict:
+def cancel(project_id: Id, job_id: Id, session: DB) -> dict:
     """Ask a job to stop (it stops between two images); a queued job is cancelled at once."""
     job = _job(project_id, job_id, session)
     if job.state == "queued":
@@ -75,7 +75,7 @@ def cancel(project_id: int, job_id: int, session: DB) -> dict:
 
 
 @router.get("/jobs/{job_id}/result")
-def download(project_id: int, job_id: int, state: State,
+def download(project_id: Id, job_id: Id, state: State,
              session: DB) -> FileResponse:
     job = _job(project_id, job_id, session)
     if job.state != "done" or job.result is None:
@@ -85,7 +85,7 @@ def download(project_id: int, job_id: int, state: State,
 
 
 @router.post("/imports", status_code=201, dependencies=[Depends(require("admin"))])
-async def upload_import(project_id: int, file: UploadFile, state: State) -> dict:
+async def upload_import(project_id: Id, file: UploadFile, state: State) -> dict:
     """Store a COCO JSON to import; returns its name for an ``import_coco`` job's ``file``."""
     data = await file.read(MAX_IMPORT_BYTES + 1)
     if len(data) > MAX_IMPORT_BYTES:

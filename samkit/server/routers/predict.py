@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle
 from samkit.errors import SamkitError
-from samkit.server.deps import DB, WRITERS, State, project_image, require
+from samkit.server.deps import DB, WRITERS, Id, State, project_image, require
 from samkit.server.routers.images import image_file
 from samkit.server.schemas import PredictRequest
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(re
 
 
 @router.post("/images/{image_id}/predict")
-def predict(project_id: int, image_id: int, body: PredictRequest, state: State,
+def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
             session: DB) -> dict:
     image = project_image(project_id, image_id, session)
     session.close()  # nothing more to read: do not hold a connection during model work

@@ -7,13 +7,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from samkit.engine.store.models import Label, ModelVersion, Project
-from samkit.server.deps import DB, WRITERS, current_user, require
+from samkit.server.deps import DB, WRITERS, Id, current_user, require
 from samkit.server.schemas import NewLabel
 
 router = APIRouter(prefix="/api/projects", dependencies=[Depends(current_user)])
 
 
-def get_project(project_id: int, session: Session) -> Project:
+def get_project(project_id: Id, session: Session) -> Project:
     project = session.get(Project, project_id)
     if project is None:
         raise HTTPException(404, f"no project {project_id}")
@@ -31,14 +31,14 @@ def list_projects(session: DB) -> list[dict]:
 
 
 @router.get("/{project_id}/labels")
-def list_labels(project_id: int, session: DB) -> list[dict]:
+def list_labels(project_id: Id, session: DB) -> list[dict]:
     get_project(project_id, session)
     return [{"id": lab.id, "name": lab.name, "color": lab.color}
             for lab in session.scalars(select(Label).where(Label.project_id == project_id).order_by(Label.id))]
 
 
 @router.post("/{project_id}/labels", status_code=201, dependencies=[Depends(require(*WRITERS))])
-def add_label(project_id: int, body: NewLabel, session: DB) -> dict:
+def add_label(project_id: Id, body: NewLabel, session: DB) -> dict:
     get_project(project_id, session)
     label = Label(project_id=project_id, name=body.name, color=body.color)
     session.add(label)
