@@ -51,9 +51,9 @@ def ensure_admin(session: Session, password: str | None) -> str | None:
     when ``password`` is None, else None."""
     if session.scalar(select(User.id).limit(1)) is not None:
         return None
-    generated = None if password else secrets.token_urlsafe(12)
-    create_user(session, "admin", password or generated, "admin")
-    return generated
+    chosen = password or secrets.token_urlsafe(12)
+    create_user(session, "admin", chosen, "admin")
+    return None if password else chosen
 
 
 def _digest(token: str) -> str:

@@ -79,5 +79,7 @@ class EmbeddingCache:
 
 def features_fp16(pred: Predictor) -> tuple[bytes, list[int]]:
     """The image embedding as little-endian fp16 bytes and its shape ((1, 256, 64, 64) for SAM)."""
+    if pred.features is None:
+        raise SamkitError("no image embedding set")
     feats = pred.features.detach().float().cpu().contiguous().numpy().astype("<f2")
     return np.ascontiguousarray(feats).tobytes(), list(feats.shape)

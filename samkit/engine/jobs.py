@@ -132,7 +132,7 @@ class JobRunner:
 
     def _run(self, job_id: int) -> None:
         with self.sessions() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             kind, params, project_id = job.kind, dict(job.params), job.project_id
         state, error, result = "done", None, None
         try:
@@ -145,14 +145,14 @@ class JobRunner:
             state, error = "failed", f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         with self.sessions.begin() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.state, job.error, job.result, job.finished_at = state, error, result, utcnow()
 
     # -- helpers for handlers ----------------------------------------------------------------
     def progress(self, job_id: int, done: int, total: int) -> None:
         """Record progress; raises Cancelled when the job's cancel flag is set (or the server stops)."""
         with self.sessions.begin() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.done, job.total = done, total
             if job.cancel_requested:
                 raise Cancelled

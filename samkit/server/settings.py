@@ -16,8 +16,8 @@ class Settings:
     ``images_dir`` (default ``<project>/images``), uploads in its ``uploads/``."""
 
     project_dir: Path
-    images_dir: Path | None = None
-    db_url: str | None = None
+    images_dir: Path = None  # type: ignore[assignment]  # None: <project>/images, set by __post_init__
+    db_url: str = None  # type: ignore[assignment]  # None: the project's SQLite file, set by __post_init__
     model: str = "samkit_tiny"
     admin_password: str | None = None  # None: $SAMKIT_ADMIN_PASSWORD, else generated and printed once
     max_upload_bytes: int = 32 * 1024 * 1024

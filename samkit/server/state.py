@@ -38,6 +38,7 @@ class ServerState:
         with self.sessions.begin() as s:
             self.generated_password = accounts.ensure_admin(s, settings.admin_password)
             project = self._project(s)
+            assert project.model_version_id is not None  # every project is made with one (_project)
             self.project_id, self.model_version_id = project.id, project.model_version_id
             self.scanned, self.refused = scan(s, project.id, settings.images_dir, settings.max_pixels)
         self.model = shared_model(settings.model)

@@ -105,7 +105,7 @@ def undo(session: Session, image_id: int, user_id: int | None) -> AnnotationRevi
                          .order_by(AnnotationRevision.id.desc()).limit(1))
     if rev is None:
         return None
-    ann = session.get(Annotation, rev.annotation_id)
+    ann = session.get_one(Annotation, rev.annotation_id)
     if rev.state is None:  # undo a create: soft delete
         ann.deleted_at = utcnow()
     else:

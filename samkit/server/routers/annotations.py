@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(cu
 def _annotation(project_id: Id, annotation_id: Id, session: Session) -> tuple[Annotation, Image]:
     ann = session.get(Annotation, annotation_id)
     image = session.get(Image, ann.image_id) if ann is not None else None
-    if image is None or image.project_id != project_id:
+    if ann is None or image is None or image.project_id != project_id:
         raise HTTPException(404, f"no annotation {annotation_id} in project {project_id}")
     return ann, image
 
@@ -113,4 +113,4 @@ def undo(project_id: Id, image_id: Id, user: Writer,
     if rev is None:
         raise HTTPException(404, "nothing to undo on this image")
     session.commit()
-    return {"undone": rev.action, "annotation": annotation_view(session.get(Annotation, rev.annotation_id))}
+    return {"undone": rev.action, "annotation": annotation_view(session.get_one(Annotation, rev.annotation_id))}

@@ -81,8 +81,8 @@ def embedding(project_id: Id, image_id: Id, state: State,
     pred = state.embeddings.get(image_file(state, image), image.sha256)
     data, shape = features_fp16(pred)
     headers = {"X-Embedding-Shape": ",".join(map(str, shape)), "X-Embedding-Dtype": "float16",
-               "X-Original-Size": ",".join(map(str, pred.original_size)),
-               "X-Input-Size": ",".join(map(str, pred.input_size)), "X-Model-Version": state.embeddings.tag}
+               "X-Original-Size": ",".join(map(str, pred.original_size or ())),
+               "X-Input-Size": ",".join(map(str, pred.input_size or ())), "X-Model-Version": state.embeddings.tag}
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
