@@ -11,6 +11,8 @@ from samkit.engine.store.models import Annotation, Base
 from tests.engine.test_store import WRITES, write_from_two_processes
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
+
 
 def test_migrations_on_postgres(postgres_url: str) -> None:  # noqa: F811
     engine, _ = open_store(postgres_url)

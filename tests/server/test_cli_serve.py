@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from samkit.cli import main
@@ -18,6 +19,8 @@ from samkit.engine.store.db import default_url, open_store
 from samkit.engine.store.models import Annotation, Job
 from tests.server.conftest import GRABCUT_IMAGES, make_project
 from tests.server.test_jobs import LOW
+
+pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 
 TIMEOUT = 120  # s per request: generous, the machine may be loaded (not a speed check)
 

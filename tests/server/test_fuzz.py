@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from samkit.server.app import create_app
 from tests.server.conftest import Served, make_project, settings_for
 
+pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
+
 MAX_EXAMPLES = 15
 # job creation (a fuzzed job would keep the worker busy), and what would sign the fuzzing admin out
 KEPT_OUT = ["/api/projects/{project_id}/jobs", "/api/auth/logout", "/api/users/{user_id}/deactivate"]

@@ -7,6 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -17,6 +18,8 @@ from samkit.engine.store.models import Annotation, Job
 from samkit.server.app import create_app
 from samkit.server.state import ServerState
 from tests.server.conftest import Served, make_project, settings_for
+
+pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 
 JOBS = "/api/projects/1/jobs"
 # samkit_tiny's scores run well below SAM's (README): thresholds that keep some masks, a coarse grid

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from samkit.server.app import create_app
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.server.conftest import Served, make_project, settings_for
 from tests.server.test_jobs import LOW, _run
+
+pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 
 
 def test_annotate_and_jobs_on_postgres(tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
