@@ -14,6 +14,7 @@ from torch import nn
 
 from samkit.errors import PromptError
 from samkit.models.beit3 import Beit3
+from samkit.models.prompt_encoder import PromptEncoder
 from samkit.models.sam import Sam
 from samkit.models.text_tokenizer import PAD, XlmrTokenizer
 
@@ -64,7 +65,7 @@ class EvfSam(nn.Module):
         return self.visual_model.image_encoder
 
     @property
-    def prompt_encoder(self) -> nn.Module:
+    def prompt_encoder(self) -> PromptEncoder:
         return self.visual_model.prompt_encoder
 
     @property

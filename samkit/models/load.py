@@ -63,7 +63,7 @@ def fetch_checkpoint(spec: ModelSpec, progress: bool = True) -> Path:
 
 def load_model(name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                device: str | torch.device = "cpu", pretrained: bool = True, progress: bool = True,
-               **options: object) -> nn.Module:
+               **options: object) -> Sam | EvfSam:
     """Build a model and load its weights; returns it in eval mode on ``device``.
 
     - an existing checkpoint file: its architecture is recognised from its keys and it is loaded as is;
@@ -163,7 +163,7 @@ def _model(model: nn.Module) -> Sam | EvfSam:
     return model
 
 
-def _ready(module: nn.Module, weights: str, device: str | torch.device) -> nn.Module:
+def _ready(module: nn.Module, weights: str, device: str | torch.device) -> Sam | EvfSam:
     model = _model(module)
     model.weights = weights  # where the weights came from: a path, or "random"
     # everything-mode thresholds stored with the weights (samkit model files), used when the user sets none

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.io_utils import atomic_path
+from samkit.models.evf_sam import EvfSam
 from samkit.models.sam import Sam
 from samkit.models.transformer import ImageCache
 from samkit.predict.refining import MaskRefiner
@@ -81,7 +82,7 @@ class Predictor:
     :meth:`predict` runs on the masks (``refine``); its image-only work runs in :meth:`set_image`.
     """
 
-    def __init__(self, model: Sam, refiner: MaskRefiner | None = None, threads: int | None = None) -> None:
+    def __init__(self, model: Sam | EvfSam, refiner: MaskRefiner | None = None, threads: int | None = None) -> None:
         tune_allocator()
         self.model = model.eval()
         self.threads = threads

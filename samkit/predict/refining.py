@@ -6,13 +6,15 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
+
+from samkit.models.evf_sam import EvfSam
+from samkit.models.sam import Sam
 
 
 class MaskRefiner(Protocol):
     """A refiner of the predictor's full-resolution logits, with its own per-image cache."""
 
-    def check_model(self, model: nn.Module) -> None:
+    def check_model(self, model: Sam | EvfSam) -> None:
         """Raise a SamkitError when the refiner was not made for ``model`` (embedding size, input frame)."""
 
     def set_image(self, image: np.ndarray, embedding: torch.Tensor) -> None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.errors import CheckpointError, SamkitError
+from samkit.models.evf_sam import EvfSam
 from samkit.models.sam import Sam
 from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
 from samkit.refine.click_maps import click_maps, scale_points
@@ -93,7 +94,7 @@ class SamRefiner(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def check_model(self, model: Sam) -> None:
+    def check_model(self, model: Sam | EvfSam) -> None:
         """Raise CheckpointError when ``model`` is not the kind of SAM this refiner was trained behind
         (embedding size, input frame); warn when only the architecture name differs."""
         cfg = self.cfg

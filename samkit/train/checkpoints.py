@@ -44,7 +44,6 @@ class CheckpointedRun:
     resumable_changes: frozenset[str] = frozenset()  # config keys that may change when resuming
     # Set by the trainer this class is mixed into:
     cfg: Any  # its config (resume, log_every, save_every, keep_checkpoints, to_dict())
-    end_step: int
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
@@ -56,6 +55,11 @@ class CheckpointedRun:
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint holds besides optimiser, scheduler, step and config (the weights, ...)."""
+        raise NotImplementedError
+
+    @property
+    def end_step(self) -> int:
+        """The last step of the run (the trainer's)."""
         raise NotImplementedError
 
     def restore_state(self, state: dict[str, Any]) -> None:
