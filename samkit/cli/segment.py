@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -213,16 +214,19 @@ def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentP
     if prompts.text is not None:
         _require_text(predictor)  # before the image encoder runs
     if embedding is None:
+        if image is None:
+            raise SamkitError("segment needs an image or an --embedding")
         predictor.set_image(image)
     else:
         predictor.load_embedding(embedding, image_size=None if image is None else image.shape[:2], image=image)
     size = predictor.original_size
+    assert size is not None  # set_image / load_embedding ran
     if prompts.mask_input is not None and mask_input is None:
         mask_input = _read_mask_input(prompts.mask_input, size, max_pixels)
     if mask_input is not None:  # the model's own low-res mask frame (256 for 1024 inputs)
         mask_input = mask_to_low_res_logits(mask_input, predictor.model.img_size,
                                             predictor.model.prompt_encoder.mask_input_size[0])
-    query = {"points": prompts.points or None, "labels": prompts.labels or None, "box": prompts.box,
+    query: dict[str, Any] = {"points": prompts.points or None, "labels": prompts.labels or None, "box": prompts.box,
              "mask_input": mask_input, "multimask": prompts.multimask, "text": prompts.text,
              "semantic": prompts.semantic}
     if getattr(predictor, "refiner", None) is None:
@@ -262,6 +266,7 @@ def _require_text(predictor: Predictor) -> None:
 def _full_res_mask(predictor: Predictor, low: torch.Tensor, logits_path: Path | None) -> np.ndarray:
     """(s, s) low-res logits -> (H, W) bool mask, computed :data:`BAND_ROWS` rows at a time (the logits are
     appended band by band to ``logits_path``, a float32 .npy file, when given)."""
+    assert predictor.original_size is not None and predictor.input_size is not None  # an image is set
     h, w = predictor.original_size
     rows, cols = upsample_operators(predictor.original_size, predictor.input_size, low.shape[-1],
                                     predictor.model.img_size)
@@ -435,6 +440,7 @@ def run_embed(args: argparse.Namespace) -> int:
     except (SafetensorError, OSError) as exc:
         raise SamkitError(f"cannot write --out {out}: {getattr(exc, 'strerror', None) or exc}") from None
     os.chmod(out, 0o666 & ~_umask())  # the usual permissions of a new file
+    assert predictor.original_size is not None  # set_image ran
     h, w = predictor.original_size
     print(f"{predictor.model.arch}: embedding of {args.image} ({w} x {h}) -> {out}")
     return 0
