@@ -41,6 +41,7 @@ def _annotations(out: Path, stem: str) -> list[dict]:
     return json.loads((out / f"{stem}.json").read_text())["annotations"]
 
 
+@pytest.mark.slow
 def test_sa1b_run_reports_failures_and_resumes(inputs, tmp_path):
     out = tmp_path / "out"
     summary = run_local(_job(inputs, out, overlay=True), progress=False)
@@ -66,6 +67,7 @@ def test_sa1b_run_reports_failures_and_resumes(inputs, tmp_path):
     assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in stamps.items() if n != "summary.json")
 
 
+@pytest.mark.slow
 def test_coco_and_png_outputs_hold_the_same_masks(inputs, tmp_path):
     sa1b = tmp_path / "sa1b"
     run_local(_job(inputs, sa1b), progress=False)

@@ -69,6 +69,7 @@ def test_empty_masks_give_ap_zero(coco, coco_path):
     assert r["ap"] == 0.0 and r["ap50"] == 0.0 and r["num_images"] == 3
 
 
+@pytest.mark.slow
 def test_mobile_sam_plumbing(fill_mobile_sam, coco_path):
     from samkit import Predictor
 

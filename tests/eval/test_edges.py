@@ -32,6 +32,7 @@ def hline(row: int, c0: int, c1: int, value: float = 1.0, size: int = 20) -> np.
     return m
 
 
+@pytest.mark.slow
 def test_precision_recall_by_hand():
     gt = hline(10, 2, 12) > 0  # 10 px
     e = hline(11, 2, 10)  # 8 px one row below, all within tolerance
@@ -149,6 +150,7 @@ def test_pipeline_on_two_regions():
     assert edges.sample_boundaries(sample).shape == (1, 48, 64)
 
 
+@pytest.mark.slow
 def test_bsds_plumbing_with_mobile_sam(fill_mobile_sam, data_dir):
     from samkit.data.readers import BSDS500Dataset
 

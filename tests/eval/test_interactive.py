@@ -94,6 +94,7 @@ def grabcut_sample(data_dir, name: str) -> Sample:
                   source=str(image))
 
 
+@pytest.mark.slow
 def test_mobile_sam_plumbing_on_grabcut(fill_mobile_sam, data_dir, tmp_path):
     from samkit.eval.report import write_report
 

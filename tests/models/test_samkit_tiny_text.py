@@ -54,6 +54,7 @@ def test_loads_offline_as_an_evf_model_with_its_tokenizer(model, tmp_path, monke
     assert max(ids) < model.vocab_size
 
 
+@pytest.mark.slow
 def test_text_prompt_beats_wrong_text_on_test_scenes(model, data_dir):
     """On held-out test scenes the model's own expression gives clearly better masks than another scene's."""
     scenes = open_refer_scenes(data_dir, "test", length=24)
@@ -70,6 +71,7 @@ def test_text_prompt_beats_wrong_text_on_test_scenes(model, data_dir):
     assert np.mean(right) >= np.mean(wrong) + MARGIN_OVER_WRONG_TEXT
 
 
+@pytest.mark.slow
 def test_early_fusion_uses_the_image_in_the_text_encoder(model, data_dir):
     """Same expression, same decoder image, but the BEiT-3 sees another scene: the masks get worse (the
     prompt token depends on the image, which late fusion's cannot)."""

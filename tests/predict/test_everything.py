@@ -239,6 +239,7 @@ def test_support_blocks_cover_what_each_pixel_reads(tiny_low_res):
                 assert (min(reads), max(reads)) == tuple(span[y])
 
 
+@pytest.mark.slow
 def test_stability_bounds_hold_on_real_logits(tiny_low_res):
     pred, low = tiny_low_res
     blocks = support_blocks(pred.original_size, pred.input_size, low.shape[-1], pred.model.img_size)
@@ -259,6 +260,7 @@ def test_stability_bounds_hold_on_real_logits(tiny_low_res):
     assert max(drops) > 0 and min(drops) < len(low), drops  # the shortcut works and keeps candidates
 
 
+@pytest.mark.slow
 def test_stability_prefilter_changes_nothing(data_dir):
     model = samkit.load_model("samkit_tiny")
     image = data_dir / "GrabCut" / "data_GT" / "124080.jpg"
@@ -268,6 +270,7 @@ def test_stability_prefilter_changes_nothing(data_dir):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_default_model_with_default_settings_finds_objects(data_dir):
     """The bundled model's recommended thresholds (its file's metadata) keep masks with no flag set."""
     model = samkit.load_model("samkit_tiny")

@@ -15,6 +15,7 @@ def refiner_file(refiner, tmp_path):
     return save_refiner(refiner, tmp_path / "ref.fp16.safetensors")
 
 
+@pytest.mark.slow
 def test_train_refiner(tmp_path, data_dir):
     cfg = {"out_dir": str(tmp_path / "run"), "model": "samkit_tiny",
            "datasets": [{"kind": "grabcut", "root": str(data_dir / "GrabCut")}], "item_size": 128, "batch_size": 1,
@@ -29,6 +30,7 @@ def test_train_refiner(tmp_path, data_dir):
     assert_error(run_cli("train-refiner", bad), tmp_path / "none", "clicks")
 
 
+@pytest.mark.slow
 def test_eval_interactive_with_refiner(tmp_path, data_dir, refiner_file):
     out = tmp_path / "eval"
     r = run_cli("eval", "interactive", "--dataset", "grabcut", "--root", data_dir / "GrabCut", "--max-samples", 1,

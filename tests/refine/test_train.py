@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from samkit.predict.predictor import Predictor
 from samkit.refine import load_refiner
 from samkit.train.data import StepBatches
@@ -17,6 +19,7 @@ def small_config(tmp_path, **over) -> RefinerTrainConfig:
     return RefinerTrainConfig(**{**base, **over})
 
 
+@pytest.mark.slow
 def test_steps_on_one_batch_lower_the_loss(tmp_path, grabcut):
     trainer = RefinerTrainer(small_config(tmp_path), samples=[grabcut[0], grabcut[5]])
     batch = StepBatches(trainer.samples, trainer.cfg)[0]

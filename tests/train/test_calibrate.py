@@ -13,6 +13,7 @@ from samkit.predict.everything import AutomaticMaskGenerator
 from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
 
 
+@pytest.mark.slow
 def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_path):
     val = open_dataset("berkeley", data_dir / "ECSSD")  # a training-data split, never an evaluation set
     points, amg = split_validation(val, 4, 1)
