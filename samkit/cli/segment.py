@@ -354,6 +354,7 @@ def _run_prompts_file(args: argparse.Namespace) -> int:
     predictor = None
     with staged_outputs(args.out) as stage:
         for job in jobs:
+            assert job.image_path is not None  # read_prompts_file names an image for every job
             image = _read_image(job.image_path, args.max_pixels)
             folder = stage / job.out.name
             folder.mkdir()

@@ -15,6 +15,7 @@ from samkit.cli.common import check_writable
 from samkit.data.readers import open_dataset
 from samkit.errors import SamkitError
 from samkit.models.load import load_model
+from samkit.models.sam import Sam
 from samkit.train import load_config, train
 from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
 from samkit.train.refiner import load_refiner_config, train_refiner
@@ -118,6 +119,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise SamkitError(f"--out must be a .safetensors file, got {args.out}")
     check_writable(args.out.parent, "--out's folder")
     model = load_model(args.model)
+    if not isinstance(model, Sam):
+        raise SamkitError(f"calibrate fits a SAM's IoU head and everything thresholds; {args.model} is a text model")
     points, images = split_validation(open_dataset(args.val_kind, args.val_root), args.points, args.images)
     report = calibrate_model(model, points, images, args.points_per_side)
     path = write_calibrated(model, report, args.out)

@@ -26,7 +26,7 @@ STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
 
 
 def evaluate(predictor: BatchSegmenter, coco_json_path: str | os.PathLike, image_dir: str | os.PathLike,
-             max_samples: int | None = None, progress: bool = False, batch_size: int = 32) -> dict:
+             max_samples: int | None = None, progress: bool | str = False, batch_size: int = 32) -> dict:
     """Mask AP of ``predictor`` (set_image / predict_batch) prompted with the GT boxes of the
     COCO annotation file; images are read from ``image_dir / file_name``. ``max_samples``: the first
     N images (by id) that have a non-crowd instance. Returns a JSON-ready dict of the AP figures."""

@@ -332,7 +332,7 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
 
 def evaluate(predictor: BatchSegmenter, samples: Iterable[Sample], points_per_side: int = 16,
              thresholds: int | Sequence[float] = 99, max_dist: float = BSDS_MAX_DIST,
-             max_samples: int | None = None, progress: bool = False, nms_iou: float = 0.7) -> dict:
+             max_samples: int | None = None, progress: bool | str = False, nms_iou: float = 0.7) -> dict:
     """Zero-shot edge detection benchmark on Samples with human boundaries (:func:`sample_boundaries`:
     e.g. ``BSDS500Dataset(root, split="test")``). Returns a JSON-ready dict with ``ods``,
     ``ois`` ({f, precision, recall[, threshold]}), ``ap``, ``pr_curve`` and timings."""

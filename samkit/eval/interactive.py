@@ -27,7 +27,7 @@ from samkit.eval.report import track
 
 def evaluate(predictor: Segmenter, samples: Iterable[Sample], max_clicks: int = 20,
              iou_thresholds: Sequence[float] = (0.85, 0.90, 0.95), max_samples: int | None = None,
-             progress: bool = False) -> dict:
+             progress: bool | str = False) -> dict:
     """Run the click protocol on every object of ``samples`` with ``predictor`` (anything with
     ``set_image(image)`` and ``predict(points=, labels=, mask_input=, multimask=)`` returning masks,
     scores, low_res_logits). Returns a JSON-ready dict: ``noc``/``nof`` keyed "85", "90", ...,

@@ -117,7 +117,7 @@ def summarize(expressions: Sequence[dict], thresholds: Sequence[float] = PRECISI
 # ---------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(segmenter: Any, samples: Iterable[Sample], max_samples: int | None = None, progress: bool = False,
+def evaluate(segmenter: Any, samples: Iterable[Sample], max_samples: int | None = None, progress: bool | str = False,
              thresholds: Sequence[float] = PRECISION_THRESHOLDS) -> dict:
     """Referring segmentation metrics of ``segmenter`` on ``samples`` (e.g. a RefDataset: samples with
     ``sentence`` and ``masks`` (1, H, W)); ``max_samples`` limits the number of expressions.

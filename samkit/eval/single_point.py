@@ -16,7 +16,7 @@ from samkit.eval.report import track
 
 
 def evaluate(predictor: Segmenter, samples: Iterable[Sample], max_samples: int | None = None,
-             progress: bool = False) -> dict:
+             progress: bool | str = False) -> dict:
     """One-click mIoU of ``predictor`` (set_image / predict) on every object of ``samples``.
 
     Returns a JSON-ready dict: ``miou`` (highest-scored mask), ``miou_oracle`` (best of the
