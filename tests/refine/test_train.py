@@ -21,10 +21,11 @@ def small_config(tmp_path, **over) -> RefinerTrainConfig:
 
 @pytest.mark.slow
 def test_steps_on_one_batch_lower_the_loss(tmp_path, grabcut):
-    trainer = RefinerTrainer(small_config(tmp_path), samples=[grabcut[0], grabcut[5]])
+    # lr 1e-3: at 3e-3 this tiny batch's loss falls for 6 steps, then spikes (see docs/refiner.md)
+    trainer = RefinerTrainer(small_config(tmp_path, lr=1e-3), samples=[grabcut[0], grabcut[5]])
     batch = StepBatches(trainer.samples, trainer.cfg)[0]
     losses = []
-    for _ in range(12):
+    for _ in range(16):
         trainer.step = 0  # the same simulated clicks' randomness at every step
         losses.append(trainer.train_step(batch)["loss"])
     assert losses[-1] < 0.8 * losses[0], losses
