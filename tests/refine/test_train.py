@@ -28,7 +28,7 @@ def test_steps_on_one_batch_lower_the_loss(tmp_path, grabcut):
     for _ in range(16):
         trainer.step = 0  # the same simulated clicks' randomness at every step
         losses.append(trainer.train_step(batch)["loss"])
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert min(losses[-4:]) < 0.85 * losses[0] and losses[5] < losses[0], losses
 
 
 def test_resume_and_export(tmp_path, grabcut, tiny):
