@@ -2,7 +2,6 @@
 project database, accounts (argon2, limiter) and the annotation undo chain."""
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
@@ -12,40 +11,9 @@ from sqlalchemy import func, inspect, select, text
 from samkit.engine import accounts
 from samkit.engine.store import annotations as ops
 from samkit.engine.store.db import default_url, open_engine, open_store
-from samkit.engine.store.models import Annotation, Base, Image, Project
+from samkit.engine.store.models import Annotation, Base
 from samkit.errors import SamkitError
-
-WRITES = 40
-
-
-def _setup(url: str) -> None:
-    _, sessions = open_store(url)
-    with sessions.begin() as s:
-        s.add(Project(name="p"))
-        s.flush()
-        s.add(Image(project_id=1, path="a.png", sha256="0" * 64, size_bytes=1, width=8, height=8))
-
-
-def _writer(url: str, offset: int) -> None:
-    _, sessions = open_store(url)
-    mask = np.zeros((8, 8), bool)
-    for i in range(WRITES):
-        mask[:] = False
-        mask[(offset + i) % 8, :] = True
-        with sessions.begin() as s:  # one transaction per write, as the server does
-            ops.create(s, 1, mask, None, source="manual")
-
-
-def write_from_two_processes(url: str) -> None:
-    """Set up ``url`` and let two processes add WRITES annotations each, at the same time."""
-    _setup(url)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(url, k)) for k in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
+from tests.engine.store_helpers import WRITES, setup_store, write_from_two_processes
 
 
 def test_migrations_create_every_table_in_wal_mode(tmp_path: Path) -> None:
@@ -79,7 +47,7 @@ def test_two_processes_write_one_sqlite_project(tmp_path: Path) -> None:
 
 def test_undo_chain_restores_every_state(tmp_path: Path) -> None:
     url = default_url(tmp_path)
-    _setup(url)
+    setup_store(url)
     _, sessions = open_store(url)
     a, b = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
     a[:2], b[:5] = True, True

@@ -8,7 +8,7 @@ from sqlalchemy import func, inspect, select, text
 from samkit.engine.store import annotations as ops
 from samkit.engine.store.db import open_store
 from samkit.engine.store.models import Annotation, Base
-from tests.engine.test_store import WRITES, write_from_two_processes
+from tests.engine.store_helpers import WRITES, write_from_two_processes
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each

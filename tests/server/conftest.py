@@ -81,3 +81,15 @@ def served(tmp_path: Path) -> Iterator[Served]:
     app = create_app(settings)
     with TestClient(app) as client:
         yield Served(client, app)
+
+
+JOBS = "/api/projects/1/jobs"
+# everything-mode settings that keep masks from samkit_tiny with a 4x4 grid (fast jobs)
+LOW = {"points_per_side": 4, "pred_iou_thresh": 0.2, "stability_score_thresh": 0.6, "stability_score_offset": 0.1}
+
+
+def run_job(served: Served, kind: str, role: str = "annotator", **params) -> dict:
+    """Start a job of ``kind`` with ``params`` as ``role`` and wait for it to end; returns the job."""
+    r = served.post(JOBS, role, json={"kind": kind, "params": params})
+    assert r.status_code == 201, r.text
+    return served.wait_job(r.json()["id"])

@@ -17,8 +17,7 @@ from sqlalchemy import select
 from samkit.cli import main
 from samkit.engine.store.db import default_url, open_store
 from samkit.engine.store.models import Annotation, Job
-from tests.server.conftest import GRABCUT_IMAGES, make_project
-from tests.server.test_jobs import LOW
+from tests.server.conftest import GRABCUT_IMAGES, LOW, make_project
 
 pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 

@@ -17,21 +17,11 @@ from samkit.data.readers.coco import segmentation_to_mask
 from samkit.engine.store.models import Annotation, Job
 from samkit.server.app import create_app
 from samkit.server.state import ServerState
-from tests.server.conftest import Served, make_project, settings_for
+from tests.server.conftest import JOBS, LOW, Served, make_project, run_job, settings_for
 
 pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 
-JOBS = "/api/projects/1/jobs"
 # samkit_tiny's scores run well below SAM's (README): thresholds that keep some masks, a coarse grid
-LOW = {"points_per_side": 4, "pred_iou_thresh": 0.2, "stability_score_thresh": 0.6, "stability_score_offset": 0.1}
-
-
-def _run(served: Served, kind: str, role: str = "annotator", **params) -> dict:  # noqa: ANN003
-    r = served.post(JOBS, role, json={"kind": kind, "params": params})
-    assert r.status_code == 201, r.text
-    return served.wait_job(r.json()["id"])
-
-
 def _count(served: Served, **where) -> int:  # noqa: ANN003
     with served.state.sessions() as s:
         query = select(func.count(Annotation.id)).where(Annotation.deleted_at.is_(None))
@@ -41,14 +31,14 @@ def _count(served: Served, **where) -> int:  # noqa: ANN003
 
 
 def test_encode_job_fills_the_disk_cache(served: Served) -> None:
-    job = _run(served, "encode")
+    job = run_job(served, "encode")
     assert job["state"] == "done" and job["done"] == job["total"] == 3
     for image in served.get("/api/projects/1/images").json():
         assert served.state.embeddings.file(image["sha256"]).is_file()
 
 
 def test_auto_semi_and_export(served: Served) -> None:
-    auto = _run(served, "auto", **LOW)
+    auto = run_job(served, "auto", **LOW)
     assert auto["state"] == "done", auto
     n_auto = _count(served, source="auto", status="accepted", job_id=auto["id"])
     assert n_auto > 0
@@ -58,7 +48,7 @@ def test_auto_semi_and_export(served: Served) -> None:
 
     # semi: stricter thresholds than auto's (the defaults, 0.9 / 0.95, keep nothing of samkit_tiny's)
     strict = {**LOW, "pred_iou_thresh": 0.3, "stability_score_thresh": 0.8}
-    semi = _run(served, "semi", **strict)
+    semi = run_job(served, "semi", **strict)
     assert semi["state"] == "done", semi
     n_semi = _count(served, source="semi", status="pending")
     assert 0 < n_semi < n_auto
@@ -70,7 +60,7 @@ def test_auto_semi_and_export(served: Served) -> None:
     assert r.status_code == 200 and r.json()["status"] == "accepted"
     assert _count(served, source="semi", status="pending") == n_semi - 1
 
-    export = _run(served, "export")
+    export = run_job(served, "export")
     assert export["state"] == "done" and export["has_result"], export
     doc = served.get(f"{JOBS}/{export['id']}/result").json()
     assert len(doc["images"]) == 3
@@ -80,13 +70,13 @@ def test_auto_semi_and_export(served: Served) -> None:
     info = next(i for i in doc["images"] if i["id"] == first["image_id"])
     mask = segmentation_to_mask(first["segmentation"], info["height"], info["width"])
     assert int(mask.sum()) == first["area"]
-    polygons = _run(served, "export", segmentation="polygon")
+    polygons = run_job(served, "export", segmentation="polygon")
     doc = served.get(f"{JOBS}/{polygons['id']}/result").json()
     assert all(isinstance(a["segmentation"], list) for a in doc["annotations"])
     per_image = {Path(i["file_name"]).stem: sum(a["image_id"] == i["id"] for a in doc["annotations"])
                  for i in doc["images"]}
     for fmt in ("sa1b", "yolo", "png"):
-        job = _run(served, "export", format=fmt)
+        job = run_job(served, "export", format=fmt)
         r = served.get(f"{JOBS}/{job['id']}/result")
         assert r.status_code == 200 and r.headers["content-type"] == "application/zip", (fmt, job)
         with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
@@ -115,7 +105,7 @@ def test_import_coco(served: Served) -> None:
     assert served.post("/api/projects/1/imports", files=files).status_code == 403  # admin only
     name = served.post("/api/projects/1/imports", "admin", files=files).json()["file"]
     assert served.post(JOBS, json={"kind": "import_coco", "params": {"file": name}}).status_code == 403
-    job = _run(served, "import_coco", "admin", file=name)
+    job = run_job(served, "import_coco", "admin", file=name)
     assert job["state"] == "done", job
     anns = served.get("/api/projects/1/images/1/annotations").json()
     labels = served.get("/api/projects/1/labels").json()
@@ -128,7 +118,7 @@ def test_import_coco(served: Served) -> None:
     doc["annotations"].append({"id": 3, "image_id": 6, "segmentation": mask_to_rle(mask)})
     files = {"file": ("coco.json", json.dumps(doc).encode(), "application/json")}
     name = served.post("/api/projects/1/imports", "admin", files=files).json()["file"]
-    job = _run(served, "import_coco", "admin", file=name)
+    job = run_job(served, "import_coco", "admin", file=name)
     assert job["state"] == "failed" and "missing.jpg" in job["error"]
     assert len(served.get("/api/projects/1/images/1/annotations").json()) == 2
     r = served.post("/api/projects/1/imports", "admin", files={"file": ("x.json", b"not json", "application/json")})

@@ -8,8 +8,7 @@ from fastapi.testclient import TestClient
 
 from samkit.server.app import create_app
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
-from tests.server.conftest import Served, make_project, settings_for
-from tests.server.test_jobs import LOW, _run
+from tests.server.conftest import LOW, Served, make_project, run_job, settings_for
 
 pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 
@@ -26,7 +25,7 @@ def test_annotate_and_jobs_on_postgres(tmp_path: Path, postgres_url: str) -> Non
         r = served.patch(url, "admin", json={"version": 1, "status": "rejected"})
         assert r.status_code == 409 and r.json()["current"]["version"] == 2
         assert served.post("/api/projects/1/images/1/undo").json()["undone"] == "update"
-        assert _run(served, "auto", **LOW)["state"] == "done"
-        export = _run(served, "export")
+        assert run_job(served, "auto", **LOW)["state"] == "done"
+        export = run_job(served, "export")
         doc = served.get(f"/api/projects/1/jobs/{export['id']}/result").json()
         assert len(doc["images"]) == 3 and len(doc["annotations"]) > 1
