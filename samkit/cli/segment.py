@@ -417,7 +417,7 @@ def _prompt_set(entry: object, where: str, multimask: bool) -> SegmentPrompts:
     if any(len(p) != 2 for p in points) or len(labels) != len(points) or not set(labels) <= {0, 1}:
         raise PromptError(f"{where}: points must be [[x, y], ...] with as many labels (1 or 0)")
     text = entry.get("text")
-    return SegmentPrompts(points, labels, box, None, bool(entry.get("multimask", multimask)),
+    return SegmentPrompts([(x, y) for x, y in points], labels, box, None, bool(entry.get("multimask", multimask)),
                           None if text is None else str(text), bool(entry.get("semantic", False)))
 
 

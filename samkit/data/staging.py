@@ -12,7 +12,7 @@ from samkit.errors import SamkitError
 
 
 @contextmanager
-def staged_outputs(out_dir: str | Path) -> Iterator[Path]:
+def staged_outputs(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh staging directory; publish its files into ``out_dir`` only on success.
 
     The staging directory is created beside ``out_dir`` (in its nearest existing ancestor, so
@@ -32,7 +32,7 @@ def staged_outputs(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def require_writable(out_dir: str | Path, what: str = "output folder") -> None:
+def require_writable(out_dir: str | os.PathLike, what: str = "output folder") -> None:
     """Fail now (before slow work) unless ``out_dir`` is, or can be created as, a writable folder; the
     message names ``out_dir`` as given (``what``: how the user gave it, e.g. ``--out``)."""
     out_dir = Path(out_dir)

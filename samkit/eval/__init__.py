@@ -4,6 +4,8 @@ mask AP on COCO, zero-shot edges on BSDS500 (ODS/OIS). Each protocol's ``evaluat
 :class:`~samkit.eval.protocol.BatchSegmenter`, + ``predict_batch``) and returns a JSON-ready
 dict; :func:`write_report` writes it as JSON plus plots. Referring segmentation (cIoU / gIoU on
 RefCOCO-style expressions) takes a text segmenter or a text-promptable predictor, see :mod:`samkit.eval.refer`."""
+from collections.abc import Callable
+
 from samkit.eval import boxes, edges, interactive, refer, single_point
 from samkit.eval.clicks import Click, interior_point, next_click
 from samkit.eval.metrics import click_metrics, iou, miou_at_k, noc, nof
@@ -17,7 +19,7 @@ evaluate_edges = edges.evaluate
 evaluate_refer = refer.evaluate
 
 #: CLI protocol name -> evaluation function (``samkit eval <name>``).
-PROTOCOLS = {
+PROTOCOLS: dict[str, Callable[..., dict]] = {
     "interactive": evaluate_interactive,
     "single-point": evaluate_single_point,
     "boxes": evaluate_boxes,

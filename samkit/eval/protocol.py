@@ -12,10 +12,11 @@ import numpy as np
 
 
 class Segmentation(Protocol):
-    """A prediction: masks (C,H,W) bool, scores (C,) predicted IoU, low_res_logits (C,s,s) to feed back
-    as ``mask_input`` (batched: a leading B axis on each)."""
+    """A prediction: masks (C,H,W) bool, logits (C,H,W) float32, scores (C,) predicted IoU, low_res_logits
+    (C,s,s) to feed back as ``mask_input`` (batched: a leading B axis on each)."""
 
     masks: np.ndarray
+    logits: np.ndarray
     scores: np.ndarray
     low_res_logits: np.ndarray
 

@@ -30,6 +30,7 @@ from samkit.data.staging import require_writable, staged_outputs
 from samkit.errors import SamkitError
 from samkit.eval.clicks import interior_point
 from samkit.eval.metrics import iou
+from samkit.models.evf_sam import EvfSam
 from samkit.models.hub import cache_dir
 from samkit.models.load import load_model
 from samkit.models.sam import Sam
@@ -74,6 +75,8 @@ class DecoderGraph(nn.Module):
     of :func:`samkit.predict.transforms.upsample_operators` built in the graph from ``orig_im_size``.
     """
 
+    up: torch.Tensor  # (S, s) buffer, see _up_matrix
+
     def __init__(self, model: Sam) -> None:
         super().__init__()
         self.model = model
@@ -92,14 +95,15 @@ class DecoderGraph(nn.Module):
         emb = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
         lab = labels[..., None]
         emb = torch.where(lab == -1, pe.not_a_point_embed.weight, emb)
-        for i, point_embed in enumerate(pe.point_embeddings):
-            emb = emb + (lab == i).to(emb.dtype) * point_embed.weight
+        for i in range(len(pe.point_embeddings)):
+            emb = emb + (lab == i).to(emb.dtype) * pe.point_embedding(i)
         return emb
 
     def _axis_operator(self, out_len: torch.Tensor, inp_len: torch.Tensor) -> torch.Tensor:
         """(out_len, s): bilinear resize of the first ``inp_len`` input-frame rows to ``out_len``,
         composed with the low-res -> input-frame step (each output row blends two rows of ``up``)."""
-        i = torch.arange(out_len.to(torch.int64), dtype=torch.float32)
+        # a 0-d tensor end is traced as a dynamic size; torch's stubs take numbers only
+        i = torch.arange(out_len.to(torch.int64), dtype=torch.float32)  # type: ignore[call-overload]
         src = ((i + 0.5) * (inp_len.to(torch.float32) / out_len) - 0.5).clamp(min=0.0)
         last = inp_len - 1
         i0 = torch.minimum(src.floor().to(torch.int64), last)
@@ -124,8 +128,8 @@ class DecoderGraph(nn.Module):
         return masks, iou, low
 
 
-def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None = None, opset: int = DEFAULT_OPSET,
-                image: Any = None, pretrained: bool = True) -> dict:
+def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
+                opset: int = DEFAULT_OPSET, image: Any = None, pretrained: bool = True) -> dict:
     """Write the encoder and decoder graphs of ``model`` (a SAM-family model, or a name / checkpoint
     path for :func:`samkit.load_model`, with ``pretrained``) into the folder ``out`` and validate them
     against PyTorch on ``image`` (default: the bundled sample).
@@ -141,7 +145,7 @@ def export_onnx(model: Sam | str, out: str | os.PathLike, quantize: str | None =
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*random weights.*")
             model = load_model(model, pretrained=pretrained)
-    if getattr(model, "has_text_encoder", False):
+    if isinstance(model, EvfSam):  # the one model class with has_text_encoder
         raise SamkitError(f"{model.arch}: text-promptable models cannot be exported to ONNX (export its SAM backbone)")
     rgb = load_image(SAMPLE_IMAGE if image is None else image)
     require_writable(out)
@@ -240,13 +244,15 @@ def validate(model: Sam, folder: Path, rgb: np.ndarray, precisions: list[str]) -
     ref.set_image(rgb)
     prompts = _validation_prompts(ref)
     expected = [ref.predict(**p) for p in prompts]
+    assert ref.features is not None  # set_image ran
     result = {"image_hw": list(rgb.shape[:2]), "prompts": len(prompts)}
     for precision in precisions:
         pred = OnnxPredictor(folder, precision=precision)
         pred.set_image(rgb)
         got = [pred.predict(**p) for p in prompts]
+        assert pred.features is not None  # set_image ran
         agree = [float(np.mean(g.masks == e.masks)) for g, e in zip(got, expected, strict=False)]
-        ious = [iou(gm, em) for g, e in zip(got, expected, strict=False)
+        ious = [float(iou(gm, em)) for g, e in zip(got, expected, strict=False)
                 for gm, em in zip(g.masks, e.masks, strict=False)]
         result[precision] = {
             "embedding_max_abs_diff": float((pred.features - ref.features).abs().max()),
@@ -264,9 +270,10 @@ def validate(model: Sam, folder: Path, rgb: np.ndarray, precisions: list[str]) -
     return result
 
 
-def _validation_prompts(pred: Predictor) -> list[dict]:
+def _validation_prompts(pred: Predictor) -> list[dict[str, Any]]:
+    assert pred.original_size is not None  # set_image ran
     h, w = pred.original_size
-    first = {"points": [[w * 0.5, h * 0.5]], "labels": [1], "multimask": True}
+    first: dict[str, Any] = {"points": [[w * 0.5, h * 0.5]], "labels": [1], "multimask": True}
     low = pred.predict(**first).low_res_logits
     return [
         first,

@@ -18,12 +18,13 @@ import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from samkit.errors import SamkitError
+from samkit.models.sam import Sam
 from samkit.predict.predictor import Predictor
 from samkit.runtime import default_threads
 
@@ -185,7 +186,9 @@ class OnnxPredictor(Predictor):
     """
 
     def __init__(self, folder: str | os.PathLike, precision: str = "fp32", threads: int | None = None) -> None:
-        super().__init__(OnnxSam(folder, precision, threads))
+        self.onnx_model = OnnxSam(folder, precision, threads)
+        # OnnxSam has the part of Sam's interface the Predictor uses (encode_image, decode, geometry)
+        super().__init__(cast(Sam, self.onnx_model))
 
     def _run(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
              masks: torch.Tensor | None, multimask: bool,
@@ -194,8 +197,9 @@ class OnnxPredictor(Predictor):
             raise SamkitError("text prompts are not part of the ONNX export: use the torch Predictor")
         b = next(t.shape[0] for t in (pts[0] if pts else None, boxes, masks) if t is not None)
         sel = slice(1, None) if multimask else slice(0, 1)
-        outs = [self.model.run_decoder(self.features, None if pts is None else (pts[0][i], pts[1][i]),
-                                       None if boxes is None else boxes[i], None if masks is None else masks[i],
-                                       self.original_size) for i in range(b)]
+        features, original_size, _ = self._require_image()
+        outs = [self.onnx_model.run_decoder(features, None if pts is None else (pts[0][i], pts[1][i]),
+                                            None if boxes is None else boxes[i], None if masks is None else masks[i],
+                                            original_size) for i in range(b)]
         logits, iou, low = (np.stack([o[k][sel] for o in outs]) for k in range(3))
         return logits > self.model.mask_threshold, logits, iou, low

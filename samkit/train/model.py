@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ def build_model(name: str, img_size: int = 1024, init_checkpoint: str | os.PathL
     (downloaded into the cache when missing), or a checkpoint file of that architecture.
     """
     spec = resolve_name(name)
-    model = spec.builder()
+    model = cast(Sam, spec.builder())  # a registry builder returns a Sam (or an EvfSam, which has its interface)
     if init_checkpoint is not None:
         path = fetch_checkpoint(spec) if os.fspath(init_checkpoint) == PRETRAINED else Path(init_checkpoint)
         load_weights(model, load_state_dict_file(path), spec.name)

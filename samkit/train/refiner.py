@@ -190,7 +190,7 @@ class RefinerTrainer(CheckpointedRun):
                             {"train_config": json.dumps(self.cfg.to_dict()), "train_steps": str(self.step)})
 
     # -- one step ----------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, float | None]:
         """One optimiser step on a batch of simulated sessions; returns the mean losses."""
         self.optimizer.zero_grad(set_to_none=True)
         rng = np.random.default_rng([self.cfg.seed, self.step, 1])
@@ -214,9 +214,11 @@ class RefinerTrainer(CheckpointedRun):
         features = self.refiner.global_refiner.image_branch(_resize(images, rc.work_size), embedding)
         targets_np, valid_np = targets.cpu().numpy(), valid.cpu().numpy()
         prompts = first_prompts(targets_np, rng, box_prob=0.0, valid=valid_np)
-        mask_input, preds, rounds = None, None, []
+        mask_input, rounds = None, []
+        preds: np.ndarray | None = None
         for k in range(cfg.clicks):
             if k:
+                assert preds is not None  # set by the previous click
                 prompts = prompts.add_clicks(self._next_clicks(preds, targets_np, valid_np, prompts, rng))
             points = torch.from_numpy(prompts.points).to(self.device)
             labels = torch.from_numpy(prompts.labels).to(self.device)
@@ -281,6 +283,7 @@ class RefinerTrainer(CheckpointedRun):
                      rng: np.random.Generator) -> list[tuple[int, int, int] | None]:
         """One click per object from the current refined mask's error: the RITM rule or uniform."""
         clicks: list[tuple[int, int, int] | None] = []
+        assert prompts.points is not None and prompts.labels is not None  # sessions are clicks only (no boxes)
         for b in range(preds.shape[0]):
             if rng.random() < self.cfg.ritm_click_prob:
                 done = [(int(y), int(x))

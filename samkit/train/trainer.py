@@ -151,7 +151,7 @@ class Trainer(CheckpointedRun):
             return geometry_warmup(self.model, cfg.decoder_warmup_steps, cfg.img_size, cfg.batch_size,
                                    cfg.decoder_warmup_lr, cfg.seed, self.device, write)
 
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, float | None]:
         """One optimiser step on a batch: encode, simulate the interactive rounds, clip, step."""
         images = batch["images"].to(self.device, non_blocking=True)
         targets = batch["targets"].to(self.device, non_blocking=True)
@@ -185,10 +185,12 @@ class Trainer(CheckpointedRun):
         loss_targets, loss_valid = (targets, valid) if cfg.loss_size == "full" else low_res_targets(targets, valid)
         schedule = round_schedule(cfg.click_rounds, cfg.mask_only_rounds, rng)
         prompts = first_prompts(targets_np, rng, cfg.box_prob, valid_np, protocol_prob=cfg.protocol_click_prob)
-        mask_input, preds = None, None
+        mask_input: torch.Tensor | None = None
+        preds: np.ndarray | None = None
         per_round: list[dict[str, float]] = []
         for new_click in [False, *schedule]:
             if new_click:
+                assert preds is not None  # round 0 never adds a click
                 prompts = prompts.add_clicks(correction_clicks(preds, targets_np, valid_np, rng,
                                                               cfg.protocol_click_prob))
             terms, low, iou_pred, logits = self._round(features, prompts, mask_input, loss_targets, loss_valid)
@@ -248,7 +250,8 @@ def _rng_state() -> dict:
     Batches and prompts do not use them (they are seeded by (seed, step)); they matter for any
     randomness inside the model (dropout, drop-path) and for user code.
     """
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # the default; numpy's stubs type the default as legacy=False
+    assert isinstance(np_state, tuple)  # the legacy MT19937 state
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
