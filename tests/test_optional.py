@@ -16,6 +16,7 @@ def test_require_imports_an_installed_module() -> None:
 
 def test_missing_module_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # (another test may have imported it already)
     with pytest.raises(MissingDependencyError) as info:
         require("scipy.stats", "eval", "score calibration")
     assert str(info.value) == "scipy is not installed (needed for score calibration): pip install 'samkit[eval]'"
@@ -29,6 +30,7 @@ def test_a_real_call_site_uses_it(monkeypatch: pytest.MonkeyPatch) -> None:
     records = [{"scores": [0.9, 0.2], "ious": [0.8, 0.1]}, {"scores": [0.5, 0.7], "ious": [0.4, 0.6]}]
     assert score_quality(records)["spearman"] == pytest.approx(1.0)
     monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'samkit\[eval\]'"):
         score_quality(records)
 

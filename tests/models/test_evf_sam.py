@@ -234,8 +234,10 @@ def test_sharded_fp16_round_trip(tiny, tmp_path, image, safetensors, stem, ext):
     assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in tiny.state_dict().items())
     assert loaded.tokenizer is not None and loaded.backbone == "samkit_tiny" and loaded.img_size == 256
-    for a, b in zip(_outputs(loaded, image), _outputs(tiny, image), strict=False):
-        np.testing.assert_array_equal(a, b)
+    # same weights (checked exactly above); outputs to float rounding: the predictor's thread count may
+    # differ between the two calls (adaptive threads), and with it the order of float sums
+    for a, b in zip(_outputs(loaded, image), _outputs(tiny, image), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_pytorch_bin_round_trip_and_directory_path(tiny, tmp_path, image):
