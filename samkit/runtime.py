@@ -84,7 +84,16 @@ def default_threads() -> int:
     """Intra-op threads for the next call. When some of this process's CPUs are idle, only those: a
     thread that shares its core with a busy process holds up every operator's barrier. When none is
     (more runnable threads than CPUs), all of them: every thread is time-sliced then, and more threads
-    get a larger share of the machine (bench/speed.py measured 2 threads faster than 1 at load ~9)."""
+    get a larger share of the machine (bench/speed.py measured 2 threads faster than 1 at load ~9).
+
+    ``SAMKIT_THREADS=N`` fixes the count instead (reproducible results: the order of float sums, and so
+    the last bits of some outputs, can depend on the thread count); unset or ``auto``: adaptive."""
+    fixed = os.environ.get("SAMKIT_THREADS", "auto").strip().lower()
+    if fixed != "auto":
+        try:
+            return max(1, int(fixed))
+        except ValueError:
+            raise ValueError(f"SAMKIT_THREADS must be a number of threads or 'auto', got {fixed!r}") from None
     cpus = available_cpus()
     free = cpus - busy_elsewhere()
     return free if free >= 1 else cpus

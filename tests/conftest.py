@@ -11,6 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SAMKIT_SHARED", REPO.parent / "shared")).resolve()
 PARITY = SHARED / "parity"
 DATA = SHARED / "data"
+# Tests compare outputs exactly (two calls, two engines, Ray workers): a fixed thread count makes them
+# reproducible; the adaptive rule itself is tested in tests/test_runtime.py. Inherited by worker processes.
+os.environ.setdefault("SAMKIT_THREADS", "2")
 
 
 def require_shared(path: Path) -> Path:

@@ -66,7 +66,19 @@ def test_default_threads_use_the_free_cpus_or_all_when_none_is(monkeypatch, cpus
 
     monkeypatch.setattr(runtime, "available_cpus", lambda: cpus)
     monkeypatch.setattr(runtime, "busy_elsewhere", lambda: busy)
+    monkeypatch.delenv("SAMKIT_THREADS", raising=False)  # adaptive (the default)
     assert runtime.default_threads() == expected
+
+
+def test_samkit_threads_fixes_the_count(monkeypatch):
+    from samkit import runtime
+
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 5)
+    monkeypatch.setenv("SAMKIT_THREADS", "3")
+    assert runtime.default_threads() == 3
+    monkeypatch.setenv("SAMKIT_THREADS", "lots")
+    with pytest.raises(ValueError, match="SAMKIT_THREADS"):
+        runtime.default_threads()
 
 
 def test_thread_budget_restores_the_setting():
