@@ -14,6 +14,7 @@ from samkit.cli.args import positive_int
 from samkit.cli.common import check_writable
 from samkit.data.readers import open_dataset
 from samkit.errors import SamkitError
+from samkit.io_utils import atomic_write_text
 from samkit.models.load import load_model
 from samkit.models.sam import Sam
 from samkit.train import load_config, train
@@ -125,7 +126,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     report = calibrate_model(model, points, images, args.points_per_side)
     path = write_calibrated(model, report, args.out)
     report_path = path.with_suffix(".calibration.json")
-    report_path.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    atomic_write_text(report_path, json.dumps(report.to_dict(), indent=1) + "\n")
     before, after = report.before, report.after
     print(f"IoU head: Spearman {before['spearman']} -> {after['spearman']}, calibration error "
           f"{before['calibration_error']:.3f} -> {after['calibration_error']:.3f}; everything thresholds "

@@ -72,24 +72,25 @@ class GrabCutPredictor:
                       mask_input: np.ndarray | None) -> np.ndarray:
         """(H,W) uint8 GrabCut labels (GC_BGD / GC_FGD / GC_PR_BGD / GC_PR_FGD)."""
         init = np.full((h, w), cv2.GC_PR_BGD, dtype=np.uint8)
+        inside = None  # the box's pixels, as slices
         if box is not None:
             x0, y0, x1, y1 = (int(round(v)) for v in np.asarray(box, dtype=np.float64).reshape(4))
+            inside = (slice(max(y0, 0), y1 + 1), slice(max(x0, 0), x1 + 1))
             init[:] = cv2.GC_BGD
-            init[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = cv2.GC_PR_BGD
+            init[inside] = cv2.GC_PR_BGD
         if mask_input is not None:
-            previous = np.asarray(mask_input).reshape(-1, *np.asarray(mask_input).shape[-2:])[0]
+            given = np.asarray(mask_input)
+            previous = given.reshape(-1, *given.shape[-2:])[0]
             if previous.shape != (h, w):
-                raise PromptError(f"GrabCut's mask_input must be its own earlier (1,{h},{w}) answer, "
-                                  f"got {np.asarray(mask_input).shape}")
+                raise PromptError(f"GrabCut's mask_input must be its own earlier (1,{h},{w}) answer, got {given.shape}")
             init[previous > 0] = cv2.GC_PR_FGD
         else:
             positive = pts[labs == 1]
             if len(positive):
                 radius = max(int(round(self.prior_fraction * np.hypot(h, w))), 1)
                 cv2.circle(init, _pixel(positive[0]), radius, int(cv2.GC_PR_FGD), -1)
-            elif box is not None:
-                x0, y0, x1, y1 = (int(round(v)) for v in np.asarray(box, dtype=np.float64).reshape(4))
-                init[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = cv2.GC_PR_FGD
+            elif inside is not None:
+                init[inside] = cv2.GC_PR_FGD
         for point, label in zip(pts, labs, strict=False):
             cv2.circle(init, _pixel(point), self.sure_radius, int(cv2.GC_FGD if label == 1 else cv2.GC_BGD), -1)
         return init
