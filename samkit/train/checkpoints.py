@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from tqdm import tqdm
 
 from samkit.io_utils import atomic_write_text
 from samkit.train.config import save_config
+from samkit.train.device import peak_memory_mb
 from samkit.train.model import atomic_save
 
 LOG_NAME = "train_log.jsonl"
@@ -46,6 +50,36 @@ class CheckpointedRun:
     cfg: Any  # its config (resume, log_every, save_every, keep_checkpoints, to_dict())
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    step: int
+
+    def train_step(self, batch: dict) -> dict[str, Any]:
+        """One optimiser step on ``batch``; returns the step's stats (with ``loss``) for the log."""
+        raise NotImplementedError
+
+    def step_timing(self, seconds: float) -> dict[str, float]:
+        """The timing field of a step's log record; ``seconds``: data + step, not logging or checkpoints."""
+        return {"seconds": seconds}
+
+    def train_loop(self, loader: Iterable[dict], desc: str, total: int) -> dict[str, Any] | None:
+        """:meth:`train_step` on each batch of ``loader`` with a progress bar (``total`` steps); after each, a
+        log record (step, the step's stats, lr, :meth:`step_timing`, peak memory) through :meth:`record_step`.
+        Returns the last record (None when no step ran)."""
+        last = None
+        bar = tqdm(total=total, initial=self.step, unit="step", desc=desc, disable=not self.cfg.progress)
+        with bar, open(self.log_path, "a") as log:
+            tick = time.perf_counter()
+            for batch in loader:
+                lr = self.optimizer.param_groups[0]["lr"]
+                stats = self.train_step(batch)
+                self.step += 1
+                last = {"step": self.step, **stats, "lr": lr, **self.step_timing(time.perf_counter() - tick),
+                        "peak_mem_mb": peak_memory_mb(self.device)}
+                self.record_step(last, log)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
+                tick = time.perf_counter()
+        return last
 
     def use_out_dir(self, out_dir: str | os.PathLike) -> None:
         """Set ``out_dir``, its ``checkpoints/`` folder and its ``train_log.jsonl``."""

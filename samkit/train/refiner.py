@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from samkit.data.sample import Sample
 from samkit.eval.clicks import next_click
@@ -50,7 +48,7 @@ from samkit.train.config import (
     read_config_file,
 )
 from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset
-from samkit.train.device import peak_memory_mb, resolve_device
+from samkit.train.device import resolve_device
 from samkit.train.losses import mask_iou
 from samkit.train.optim import OptimConfig, build_optimizer, build_schedule, clip_gradients
 from samkit.train.prompts import Prompts, correction_click, first_prompts
@@ -168,19 +166,7 @@ class RefinerTrainer(CheckpointedRun):
         loader = torch.utils.data.DataLoader(StepBatches(self.samples, self.cfg), batch_size=None,
                                              sampler=range(self.step, self.end_step), num_workers=self.cfg.num_workers)
         self.refiner.train()
-        bar = tqdm(total=self.end_step, initial=self.step, unit="step", desc="refiner", disable=not self.cfg.progress)
-        with bar, open(self.log_path, "a") as log:
-            tick = time.perf_counter()
-            for batch in loader:
-                lr = self.optimizer.param_groups[0]["lr"]
-                stats = self.train_step(batch)
-                self.step += 1
-                record = {"step": self.step, **stats, "lr": lr, "seconds": time.perf_counter() - tick,
-                          "peak_mem_mb": peak_memory_mb(self.device)}
-                self.record_step(record, log)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
-                bar.update(1)
-                tick = time.perf_counter()
+        self.train_loop(loader, "refiner", self.end_step)
         return self.export()
 
     def export(self) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from samkit.data.sample import Sample
 from samkit.models.model_file import ModelFileInfo, write_model_file
@@ -32,7 +30,7 @@ from samkit.models.sam import Sam
 from samkit.train.checkpoints import CheckpointedRun
 from samkit.train.config import TrainConfig
 from samkit.train.data import SampleMix, StepBatches, as_sequences, build_dataset, low_res_targets
-from samkit.train.device import autocast, bf16_supported, peak_memory_mb, resolve_device
+from samkit.train.device import autocast, bf16_supported, resolve_device
 from samkit.train.losses import LossTerms, sam_loss
 from samkit.train.model import build_model, export_state_dict, set_train_mode, trainable_parameters
 from samkit.train.optim import build_optimizer, build_schedule, clip_gradients
@@ -114,23 +112,12 @@ class Trainer(CheckpointedRun):
         set_train_mode(self.model, self.cfg.mode)
         if self.step == 0 and not self.checkpoints():
             self.decoder_warmup()
-        last = None
-        bar = tqdm(total=self.cfg.steps, initial=self.step, unit="step", desc="train", disable=not self.cfg.progress)
-        with bar, open(self.log_path, "a") as log:
-            tick = time.perf_counter()
-            for batch in loader:
-                lr = self.optimizer.param_groups[0]["lr"]
-                stats = self.train_step(batch)
-                self.step += 1
-                now = time.perf_counter()
-                last = {"step": self.step, **stats, "lr": lr,
-                        "images_per_s": self.cfg.batch_size / max(now - tick, 1e-9),
-                        "peak_mem_mb": peak_memory_mb(self.device)}
-                self.record_step(last, log)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}")
-                bar.update(1)
-                tick = time.perf_counter()  # images/s: data + step, not logging or checkpoints
+        last = self.train_loop(loader, "train", self.cfg.steps)
         return self._finish(last)
+
+    def step_timing(self, seconds: float) -> dict[str, float]:
+        """Images per second of a step (data + step, not logging or checkpoints)."""
+        return {"images_per_s": self.cfg.batch_size / max(seconds, 1e-9)}
 
     @property
     def end_step(self) -> int:
