@@ -1,0 +1,1 @@
+"""The data engine behind ``samkit serve``: storage, accounts, embeddings, jobs and statistics."""
