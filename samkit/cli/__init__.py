@@ -13,6 +13,8 @@ calibrate
 models, demo           :mod:`samkit.cli.models`    the registry and cache; a demo run
 export                 :mod:`samkit.cli.export`    ONNX graphs of a model (``export onnx``)
 serve                  :mod:`samkit.cli.serve`     the annotation server (``samkit[server]``)
+engine                 :mod:`samkit.cli.engine`    the data engine's tools on a served project
+                                                   (``engine stats``)
 =====================  ==========================  ==================================================
 
 A command module has ``add_parser(subparsers, name, help)``, which adds the command's parser and sets its
@@ -67,6 +69,7 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("samkit.cli.models", "segment a sample image with a locally available model"),
     "export": Command("samkit.cli.export", "export a model to ONNX: encoder and prompt decoder graphs (+ int8)"),
     "serve": Command("samkit.cli.serve", "run the annotation server (data engine HTTP API; samkit[server])"),
+    "engine": Command("samkit.cli.engine", "data engine tools on a served project: stats (samkit[server])"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Projects (read) and their labels."""
+"""Projects (read), their labels and their annotation statistics."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from samkit.engine.stats import project_stats
 from samkit.engine.store.models import Label, ModelVersion, Project
 from samkit.server.deps import DB, WRITERS, Id, current_user, require
 from samkit.server.schemas import NewLabel
@@ -47,3 +48,11 @@ def add_label(project_id: Id, body: NewLabel, session: DB) -> dict:
     except IntegrityError:
         raise HTTPException(409, f"label {body.name!r} exists already") from None
     return {"id": label.id, "name": label.name, "color": label.color}
+
+
+@router.get("/{project_id}/stats")
+def stats(project_id: Id, session: DB) -> dict:
+    """The paper's metrics (seconds and clicks per mask, masks per image) per stage, annotator and day:
+    :func:`samkit.engine.stats.project_stats`."""
+    get_project(project_id, session)
+    return project_stats(session, project_id)
