@@ -4,14 +4,27 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
+VENDOR := samkit/server/web/vendor
 
 .PHONY: demo test test-fast lint bench venv services clean
 
 # torch first (the CPU wheel), so that nothing below pulls a CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(VENDOR)/.installed
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[dev,server]'  # every extra, the test and lint tools (pyproject.toml)
+	touch $@
+
+# The in-browser mask decoder's runtime: onnxruntime-web (pinned in web/package-lock.json) from the npm
+# registry, its WASM build copied into the package (samkit/server/web/vendor/, gitignored): users need no
+# Node.js at run time. Node.js and npm from Debian where missing.
+ORT_DIST     := web/node_modules/onnxruntime-web/dist
+VENDOR_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+$(VENDOR)/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)
+	cp $(addprefix $(ORT_DIST)/,$(VENDOR_FILES)) $(VENDOR)/
 	touch $@
 
 venv: $(VENV)/.installed
@@ -40,4 +53,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/predictor.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) web/node_modules $(VENDOR) demo_out .pytest_cache .mypy_cache .ruff_cache

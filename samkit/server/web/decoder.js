@@ -1,0 +1,262 @@
+// The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph (GET
+// /api/projects/{pid}/decoder.onnx) on onnxruntime-web (WASM, SIMD; threads only when the page is
+// cross-origin isolated), fed the server's fp16 image embedding (GET .../images/{iid}/embedding, cached
+// per image). Same arithmetic as samkit.Predictor: prompts mapped to the model's input frame, the graph
+// upsamples the low-res logits to the original image, masks are logits > the model's threshold (0).
+// When onnxruntime-web cannot start, decode() asks the server (POST .../images/{iid}/predict) instead
+// and the decoder says why (kind 'server', reason).
+//
+//   const dec = await createDecoder(projectId, token);      // dec.kind: 'browser' | 'server', dec.reason
+//   const out = await dec.decode(imageId, [[x, y]], [1], null, null);
+//   out.masks[0].data  // Uint8Array, 0/1 per pixel, row-major, original image size; masks best-scored first
+//   out.scores         // predicted IoU per mask
+//   out.lowRes         // Float32Array: the best mask's low-res logits (browser); null (server)
+//   out.feedback[i]    // what to pass back as maskInput to refine masks[i]: its low-res logits
+//                      // (browser) or {prediction_id, index} (server)
+//
+// decode(imageId, points, labels, box, maskInput, {multimask}): points [[x, y], ...] in original image
+// pixels, labels 1 (object) / 0 (background), box [x0, y0, x1, y1] or null, maskInput an earlier result's
+// lowRes or feedback[i], or null; multimask (default true): the 3 candidates, else the single-mask output.
+
+import { decodeRle } from './rle.js';
+
+const VENDOR = new URL('./vendor/', import.meta.url).href;
+const EMBEDDINGS_KEPT = 8; // images whose embeddings stay in memory (4 MB each for SAM ViT models)
+
+/** Error with the server's one-line detail. */
+async function failure(response, what) {
+  let detail = response.statusText;
+  try {
+    detail = (await response.json()).detail ?? detail;
+  } catch {
+    // not JSON: keep the status text
+  }
+  return new Error(`${what}: HTTP ${response.status} ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`);
+}
+
+let halfTable = null;
+
+/** Little-endian IEEE fp16 bytes -> Float32Array (a 64 K entry table, built once). */
+export function halfToFloat(buffer) {
+  if (halfTable === null) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) {
+      const sign = h & 0x8000 ? -1 : 1;
+      const exp = (h >> 10) & 0x1f;
+      const frac = h & 0x3ff;
+      halfTable[h] = exp === 0 ? sign * frac * 2 ** -24
+        : exp === 31 ? (frac ? NaN : sign * Infinity)
+          : sign * (1 + frac / 1024) * 2 ** (exp - 15);
+    }
+  }
+  const half = new Uint16Array(buffer);
+  const out = new Float32Array(half.length);
+  for (let i = 0; i < half.length; i++) out[i] = halfTable[half[i]];
+  return out;
+}
+
+/** The prompts checked as the server checks them; one-line errors. */
+function checkPrompts(points, labels, box, size) {
+  const [height, width] = size;
+  if ((points == null) !== (labels == null)) throw new Error('points and labels go together: pass both');
+  if (points != null) {
+    if (!Array.isArray(points) || points.length === 0 || points.length !== labels.length) {
+      throw new Error(`${points?.length} points but ${labels?.length} labels`);
+    }
+    points.forEach(([x, y], i) => {
+      if (!Number.isFinite(x) || !Number.isFinite(y)) throw new Error(`point ${i} is not two numbers`);
+      if (x < 0 || x > width || y < 0 || y > height) {
+        throw new Error(`point (${x}, ${y}) is outside the image (${width} x ${height} pixels)`);
+      }
+      if (labels[i] !== 0 && labels[i] !== 1) throw new Error(`labels must be 1 or 0, got ${labels[i]}`);
+    });
+  }
+  if (box != null) {
+    if (box.length !== 4 || !box.every(Number.isFinite)) throw new Error('box must be 4 numbers x0, y0, x1, y1');
+    if (box[2] < box[0] || box[3] < box[1]) throw new Error('box has x1 < x0 or y1 < y0 (expected x0, y0, x1, y1)');
+  }
+  if (points == null && box == null) return false;
+  return true;
+}
+
+function parseSize(header) {
+  const size = (header ?? '').split(',').map(Number);
+  if (size.length !== 2 || !size.every((v) => v > 0)) throw new Error(`bad size header ${header}`);
+  return size;
+}
+
+/** Runs one call at a time (an onnxruntime-web session runs one at a time). */
+function serial() {
+  let last = Promise.resolve();
+  return (fn) => {
+    const next = last.then(fn, fn);
+    last = next.catch(() => {});
+    return next;
+  };
+}
+
+async function browserDecoder(api, headers, options) {
+  if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly');
+  const ort = await import(options.ortUrl ?? `${VENDOR}ort.wasm.min.mjs`);
+  const threads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.wasm.wasmPaths = options.wasmPaths ?? VENDOR;
+  ort.env.wasm.numThreads = threads;
+  ort.env.wasm.proxy = false;
+  ort.env.logLevel = 'error';
+
+  const infoResponse = await fetch(`${api}/decoder`, { headers });
+  if (!infoResponse.ok) throw await failure(infoResponse, 'decoder');
+  const info = await infoResponse.json();
+  const graphResponse = await fetch(info.graph_url, { headers });
+  if (!graphResponse.ok) throw await failure(graphResponse, 'decoder graph');
+  const graph = new Uint8Array(await graphResponse.arrayBuffer());
+  const session = await ort.InferenceSession.create(graph, {
+    executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+  });
+  const low = info.low_res;
+  const run = serial();
+  const embeddings = new Map(); // imageId -> Promise<{tensor, originalSize, inputSize}>, oldest first
+
+  function embedding(imageId) {
+    const key = String(imageId);
+    let entry = embeddings.get(key);
+    if (entry === undefined) {
+      entry = (async () => {
+        const r = await fetch(`${api}/images/${imageId}/embedding`, { headers });
+        if (!r.ok) throw await failure(r, `embedding of image ${imageId}`);
+        if (r.headers.get('X-Model-Version') !== info.model_version) {
+          throw new Error(`image ${imageId}'s embedding is from model ${r.headers.get('X-Model-Version')}, `
+            + `the decoder from ${info.model_version}: reload the page`);
+        }
+        const shape = r.headers.get('X-Embedding-Shape').split(',').map(Number);
+        const data = halfToFloat(await r.arrayBuffer());
+        return {
+          tensor: new ort.Tensor('float32', data, shape),
+          originalSize: parseSize(r.headers.get('X-Original-Size')),
+          inputSize: parseSize(r.headers.get('X-Input-Size')),
+        };
+      })();
+      entry.catch(() => embeddings.delete(key)); // a failed fetch is retried next time
+    } else {
+      embeddings.delete(key); // most recently used last
+    }
+    embeddings.set(key, entry);
+    while (embeddings.size > EMBEDDINGS_KEPT) embeddings.delete(embeddings.keys().next().value);
+    return entry;
+  }
+
+  function feeds(emb, points, labels, box, maskInput) {
+    const [height, width] = emb.originalSize;
+    const sx = emb.inputSize[1] / width; // as samkit.predict.transforms.scale_coords
+    const sy = emb.inputSize[0] / height;
+    const coords = [];
+    const labs = [];
+    (points ?? []).forEach(([x, y], i) => {
+      coords.push(x * sx, y * sy);
+      labs.push(labels[i]);
+    });
+    if (box != null) {
+      coords.push(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy);
+      labs.push(2, 3);
+    } else {
+      coords.push(0, 0); // SAM pads point-only prompts with one "not a point"
+      labs.push(-1);
+    }
+    if (maskInput != null && maskInput.length !== low * low) {
+      throw new Error(`maskInput must be ${low} x ${low} low-res logits (an earlier result's lowRes or feedback)`);
+    }
+    const n = labs.length;
+    return {
+      image_embeddings: emb.tensor,
+      point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, n, 2]),
+      point_labels: new ort.Tensor('float32', Float32Array.from(labs), [1, n]),
+      mask_input: new ort.Tensor('float32', maskInput == null ? new Float32Array(low * low)
+        : Float32Array.from(maskInput), [1, 1, low, low]),
+      has_mask_input: new ort.Tensor('float32', Float32Array.of(maskInput == null ? 0 : 1), [1]),
+      orig_im_size: new ort.Tensor('float32', Float32Array.of(height, width), [2]),
+    };
+  }
+
+  async function decode(imageId, points, labels, box, maskInput, { multimask = true } = {}) {
+    const emb = await embedding(imageId);
+    if (!checkPrompts(points, labels, box, emb.originalSize) && maskInput == null) {
+      throw new Error('give at least one prompt: points, box or maskInput');
+    }
+    const out = await run(() => session.run(feeds(emb, points, labels, box, maskInput)));
+    const [height, width] = emb.originalSize;
+    const area = height * width;
+    const logits = out.masks.data;
+    const iou = out.iou_predictions.data;
+    const order = (multimask ? [1, 2, 3] : [0]).sort((a, b) => iou[b] - iou[a]);
+    const masks = order.map((k) => {
+      const data = new Uint8Array(area);
+      const base = k * area;
+      for (let i = 0; i < area; i++) data[i] = logits[base + i] > info.mask_threshold ? 1 : 0;
+      return { width, height, data };
+    });
+    const lowResList = order.map((k) => out.low_res_masks.data.slice(k * low * low, (k + 1) * low * low));
+    Object.values(out).forEach((t) => t.dispose?.());
+    return { masks, scores: order.map((k) => iou[k]), lowRes: lowResList[0], feedback: lowResList };
+  }
+
+  // one run on a blank embedding: the first click does not pay for the kernels' set-up, and a runtime
+  // that cannot run the graph is found now (and the server asked instead)
+  const size = info.embedding_shape.reduce((a, b) => a * b, 1);
+  const blank = { tensor: new ort.Tensor('float32', new Float32Array(size), info.embedding_shape),
+    originalSize: [info.img_size, info.img_size], inputSize: [info.img_size, info.img_size] };
+  const warm = await session.run(feeds(blank, [[1, 1]], [1], null, null));
+  Object.values(warm).forEach((t) => t.dispose?.());
+
+  const simd = 'WASM SIMD';
+  const threadNote = threads > 1 ? `${threads} threads` : `1 thread${globalThis.crossOriginIsolated ? ''
+    : ' (the page is not cross-origin isolated)'}`;
+  return {
+    kind: 'browser',
+    reason: `decoding in the browser: onnxruntime-web ${ort.env.versions?.web ?? ''} (${simd}, ${threadNote}), `
+      + `${info.arch} decoder`,
+    info,
+    decode,
+  };
+}
+
+function serverDecoder(api, headers, reason) {
+  async function decode(imageId, points, labels, box, maskInput, { multimask = true } = {}) {
+    const body = { points: points ?? null, labels: labels ?? null, box: box ?? null, multimask };
+    if (maskInput != null) {
+      if (maskInput.prediction_id === undefined) {
+        throw new Error('maskInput on the server is an earlier result\'s feedback[i] ({prediction_id, index})');
+      }
+      body.mask_input = { prediction_id: maskInput.prediction_id, index: maskInput.index ?? 0 };
+    }
+    const r = await fetch(`${api}/images/${imageId}/predict`, {
+      method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+    });
+    if (!r.ok) throw await failure(r, 'predict');
+    const answer = await r.json(); // masks best-scored first
+    return {
+      masks: answer.masks.map((m) => decodeRle(m.rle)),
+      scores: answer.masks.map((m) => m.score),
+      lowRes: null,
+      feedback: answer.masks.map((m) => ({ prediction_id: answer.prediction_id, index: m.index })),
+    };
+  }
+  return { kind: 'server', reason, info: null, decode };
+}
+
+/**
+ * A decoder for project `projectId` signed in with bearer `token`: in the browser when
+ * onnxruntime-web starts (kind 'browser'), else on the server (kind 'server'); `reason` says which and
+ * why, for the page to show. Options (for tests and benchmarks): ortUrl, wasmPaths (where
+ * onnxruntime-web's module and WASM files are; default ./vendor/), server (true: always the server).
+ */
+export async function createDecoder(projectId, token, options = {}) {
+  const api = `/api/projects/${projectId}`;
+  const headers = { Authorization: `Bearer ${token}` };
+  if (options.server) return serverDecoder(api, headers, 'decoding on the server (asked for)');
+  try {
+    return await browserDecoder(api, headers, options);
+  } catch (err) {
+    const why = String(err?.message ?? err).split('\n')[0];
+    return serverDecoder(api, headers, `decoding on the server: the in-browser decoder could not start (${why})`);
+  }
+}

@@ -1,0 +1,162 @@
+"""The mask decoder in the browser (web/decoder.js on onnxruntime-web, in Debian's chromium) against
+samkit.Predictor in PyTorch on a GrabCut image, its fallback to the server, and the decoder endpoints."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import samkit
+from samkit.server.app import create_app
+from tests.server.conftest import ADMIN_PASSWORD, Served, make_project, settings_for
+from tests.server.live import chromium, live_server
+
+pytestmark = pytest.mark.slow  # an ONNX export, a server and a browser: seconds each
+
+IMAGE = "106024.jpg"  # 481 x 321
+TEST_PAGE = "/__decoder_test__.html"  # answered by the test itself (same origin as the server)
+
+# Runs in the page: decode each prompt (the second-last result's best mask fed back when a prompt asks),
+# masks as '0'/'1' strings for the comparison in Python.
+DECODE_JS = """async ({projectId, token, imageId, prompts}) => {
+  const { createDecoder } = await import('/decoder.js');
+  const decoder = await createDecoder(projectId, token);
+  const results = [];
+  let previous = null;
+  for (const p of prompts) {
+    const out = await decoder.decode(imageId, p.points, p.labels, p.box, p.feedback ? previous.feedback[0] : null,
+                                     { multimask: p.multimask });
+    previous = out;
+    results.push({ scores: out.scores, lowRes: out.lowRes === null ? null : out.lowRes.length,
+                   masks: out.masks.map((m) => ({ width: m.width, height: m.height, bits: m.data.join('') })) });
+  }
+  return { kind: decoder.kind, reason: decoder.reason, results };
+}"""
+
+
+def _prompts(w: int, h: int) -> list[dict]:
+    return [
+        {"points": [[w * 0.5, h * 0.55]], "labels": [1], "box": None, "multimask": True},
+        {"points": [[w * 0.5, h * 0.55], [w * 0.2, h * 0.2]], "labels": [1, 0], "box": None, "multimask": True},
+        {"points": None, "labels": None, "box": [w * 0.15, h * 0.1, w * 0.85, h * 0.95], "multimask": True},
+        {"points": [[w * 0.45, h * 0.5]], "labels": [1], "box": None, "multimask": False, "feedback": True},
+    ]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """A served project of one GrabCut image on loopback: (base URL, admin token, image file)."""
+    project = make_project(tmp_path_factory.mktemp("browser"), (IMAGE,))
+    app = create_app(settings_for(project))
+    with live_server(app) as base:
+        r = httpx.post(f"{base}/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}, timeout=120)
+        assert r.status_code == 200, r.text
+        yield base, r.json()["token"], project / "images" / IMAGE
+
+
+def _decode_in_browser(site: tuple[str, str, Path], prompts: list[dict], block_wasm: bool = False) -> dict:
+    base, token, _ = site
+    with chromium() as browser:
+        page = browser.new_page()
+        page.route(f"{base}{TEST_PAGE}", lambda route: route.fulfill(body="<!doctype html><title>decoder</title>",
+                                                                      content_type="text/html"))
+        if block_wasm:  # onnxruntime-web cannot load its WebAssembly: the decoder must fall back
+            page.route("**/*.wasm", lambda route: route.abort())
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}{TEST_PAGE}")
+        out = page.evaluate(DECODE_JS, {"projectId": 1, "token": token, "imageId": 1, "prompts": prompts})
+        assert not errors, errors
+        return out
+
+
+def _reference(image: Path, prompts: list[dict]) -> list[samkit.Prediction]:
+    """samkit.Predictor in PyTorch on the same image and prompts (the fed-back mask: the previous best)."""
+    pred = samkit.Predictor(samkit.load_model("samkit_tiny"))
+    pred.set_image(image)
+    out: list[samkit.Prediction] = []
+    for p in prompts:
+        mask_input = out[-1].low_res_logits[out[-1].best][None] if p.get("feedback") else None
+        out.append(pred.predict(points=p["points"], labels=p["labels"], box=p["box"], mask_input=mask_input,
+                                multimask=p["multimask"]))
+    return out
+
+
+def _bits(mask: dict) -> np.ndarray:
+    return (np.frombuffer(mask["bits"].encode(), np.uint8) - ord("0")).reshape(mask["height"], mask["width"])
+
+
+def _assert_close(got: dict, ref: samkit.Prediction, agreement: float, score_tol: float) -> None:
+    order = np.argsort(-ref.scores, kind="stable")  # the decoder answers best-scored first
+    np.testing.assert_allclose(got["scores"], ref.scores[order], atol=score_tol)
+    assert len(got["masks"]) == len(order)
+    for mask, k in zip(got["masks"], order, strict=True):
+        bits = _bits(mask)
+        assert bits.shape == ref.masks[k].shape
+        assert ref.masks[k].sum() > 100  # a real mask, not an empty one agreeing with an empty one
+        assert np.mean(bits == ref.masks[k]) >= agreement, np.mean(bits == ref.masks[k])
+
+
+def test_browser_decoder_matches_pytorch(site: tuple[str, str, Path]) -> None:
+    w, h = 481, 321
+    prompts = _prompts(w, h)
+    out = _decode_in_browser(site, prompts)
+    assert out["kind"] == "browser", out["reason"]
+    assert "onnxruntime-web" in out["reason"]
+    reference = _reference(site[2], prompts)
+    assert reference[0].masks.shape[1:] == (h, w)
+    for got, ref in zip(out["results"], reference, strict=True):
+        assert got["lowRes"] == 64 * 64  # samkit_tiny: 256 px input, 64 x 64 low-res logits
+        _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
+
+
+def test_falls_back_to_the_server_when_the_wasm_cannot_load(site: tuple[str, str, Path]) -> None:
+    w, h = 481, 321
+    prompts = _prompts(w, h)
+    out = _decode_in_browser(site, prompts, block_wasm=True)
+    assert out["kind"] == "server"
+    assert out["reason"].startswith("decoding on the server: the in-browser decoder could not start ("), out["reason"]
+    reference = _reference(site[2], prompts)
+    for got, ref in zip(out["results"], reference, strict=True):
+        assert got["lowRes"] is None
+        _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
+
+
+def test_decoder_endpoints(served: Served) -> None:
+    """The graph is exported once per model version into the project folder and served to writers."""
+    info = served.get("/api/projects/1/decoder")
+    assert info.status_code == 200, info.text
+    meta = info.json()
+    assert meta["model_version"] == served.state.embeddings.tag
+    assert (meta["arch"], meta["img_size"], meta["low_res"], meta["mask_threshold"]) == ("samkit_tiny", 256, 64, 0.0)
+    assert meta["embedding_shape"] == [1, 256, 16, 16]
+    assert meta["validation"]["mask_pixel_agreement"] >= 0.9999
+    graph = served.get(meta["graph_url"])
+    assert graph.status_code == 200
+    assert len(graph.content) == meta["graph_bytes"]
+    folder = served.settings.project_dir / "onnx" / meta["model_version"]
+    assert (folder / "decoder.onnx").read_bytes() == graph.content
+    stamp = (folder / "decoder.onnx").stat().st_mtime_ns
+    assert served.get(meta["graph_url"]).status_code == 200
+    assert (folder / "decoder.onnx").stat().st_mtime_ns == stamp  # not exported again
+    embedding = served.get("/api/projects/1/images/1/embedding")
+    assert embedding.headers["X-Model-Version"] == meta["model_version"]
+    assert [int(v) for v in embedding.headers["X-Embedding-Shape"].split(",")] == meta["embedding_shape"]
+    assert served.get("/api/projects/1/decoder", role="viewer").status_code == 403
+    assert served.client.get("/api/projects/1/decoder.onnx").status_code == 401
+    assert served.get("/api/projects/2/decoder").status_code == 404
+
+
+def test_static_types_of_the_runtime(served: Served) -> None:
+    """onnxruntime-web's files (copied by make from the npm package) are served with the types browsers demand."""
+    client: TestClient = served.client
+    for name, kind in (("decoder.js", "text/javascript"), ("vendor/ort.wasm.min.mjs", "text/javascript"),
+                       ("vendor/ort-wasm-simd-threaded.mjs", "text/javascript"),
+                       ("vendor/ort-wasm-simd-threaded.wasm", "application/wasm")):
+        r = client.get(f"/{name}")
+        assert r.status_code == 200, f"/{name}: {r.status_code} (run `make venv` to fetch onnxruntime-web)"
+        assert r.headers["content-type"].split(";")[0] == kind, (name, r.headers["content-type"])
