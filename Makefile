@@ -33,9 +33,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/samkit demo
 
 # Services the tests need, from Debian's packages: PostgreSQL (tests/postgres.py starts a private
-# cluster with its initdb / pg_ctl). Installed here where missing, so a fresh machine needs no extra step.
+# cluster with its initdb / pg_ctl) and chromium (the browser tests drive /usr/bin/chromium with Playwright;
+# never a browser download). Installed here where missing, so a fresh machine needs no extra step.
 services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 # Everything (CI).
 test: $(VENV)/.installed services
