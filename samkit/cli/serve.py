@@ -32,6 +32,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     p.add_argument("--images", type=Path, metavar="DIR", help="image root (default PROJECT_DIR/images)")
     p.add_argument("--db", metavar="URL", help="database URL (default sqlite:///PROJECT_DIR/samkit.db)")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help="model to predict with")
+    p.add_argument("--refiner", metavar="NAME_OR_PATH",
+                   help="a SAM-REF refiner (bundled name or file, docs/refiner.md) refining the predictions")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=positive_int, default=8000, help="port to listen on")
     p.set_defaults(func=run)
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise SamkitError(f"samkit serve needs the server extra: {install_hint('server')} ({_MISSING})")
     if args.images is not None and not args.images.is_dir():
         raise SamkitError(f"--images: not a folder: {args.images}")
-    app = create_app(Settings(args.project, images_dir=args.images, db_url=args.db, model=args.model))
+    app = create_app(Settings(args.project, images_dir=args.images, db_url=args.db, model=args.model,
+                              refiner=args.refiner))
     state = app.state.samkit
     if state.generated_password:
         print(f"samkit: created user 'admin' with password {state.generated_password} (shown only now)",

@@ -1,7 +1,9 @@
 """Image embeddings for the annotation server: one :class:`~samkit.predict.predictor.Predictor` per
 image, kept in an in-memory LRU and on disk (``<cache>/<sha256>.<model tag>.safetensors``), so an image
 is encoded once per model version; :meth:`EmbeddingCache.prefetch` encodes the next images in the
-background. All model work runs under one lock (:attr:`EmbeddingCache.compute`)."""
+background. All model work runs under one lock (:attr:`EmbeddingCache.compute`). With a refiner, one more
+predictor holds it (:meth:`EmbeddingCache.refining`): the refiner caches one image at a time, switched from
+the disk embedding when a refined prediction asks for another image."""
 from __future__ import annotations
 
 import threading
@@ -13,13 +15,16 @@ import numpy as np
 
 from samkit.errors import SamkitError
 from samkit.predict.predictor import Predictor
+from samkit.predict.refining import MaskRefiner
 
 
 class EmbeddingCache:
     """Predictors with their image set, for ``model`` tagged ``tag`` (a model version); ``capacity`` images
-    in memory (about 4 MB each for SAM-family models), every embedding also in ``folder``."""
+    in memory (about 4 MB each for SAM-family models), every embedding also in ``folder``; ``refiner``: a
+    mask refiner for :meth:`refining` (None: none)."""
 
-    def __init__(self, model, tag: str, folder: Path, capacity: int = 32) -> None:  # noqa: ANN001 (a Sam)
+    def __init__(self, model, tag: str, folder: Path, capacity: int = 32,  # noqa: ANN001 (a Sam)
+                 refiner: MaskRefiner | None = None) -> None:
         if capacity < 1:
             raise SamkitError(f"embedding cache capacity must be >= 1, got {capacity}")
         self.model, self.tag, self.folder, self.capacity = model, tag, Path(folder), capacity
@@ -28,6 +33,8 @@ class EmbeddingCache:
         self._lru: OrderedDict[str, Predictor] = OrderedDict()
         self._lru_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-prefetch")
+        self._refining = Predictor(model, refiner=refiner) if refiner is not None else None
+        self._refining_sha: str | None = None
 
     def file(self, sha256: str) -> Path:
         return self.folder / f"{sha256}.{self.tag}.safetensors"
@@ -68,6 +75,17 @@ class EmbeddingCache:
                 pred.save_embedding(disk)
             self._keep(sha256, pred)
             return pred
+
+    def refining(self, path: Path, sha256: str) -> Predictor:
+        """The predictor with the refiner, set to the image at ``path`` (call :meth:`get` first, so the
+        embedding is on disk, then this under :attr:`compute`). SamkitError without a refiner."""
+        if self._refining is None:
+            raise SamkitError("refine=true needs a refiner: start the server with --refiner NAME_OR_PATH")
+        if self._refining_sha != sha256:
+            self._refining_sha = None  # not half-switched if loading fails
+            self._refining.load_embedding(self.file(sha256), image=path)
+            self._refining_sha = sha256
+        return self._refining
 
     def prefetch(self, items: list[tuple[Path, str]]) -> list[Future]:
         """Encode (path, sha256) images in the background unless they are in memory already."""

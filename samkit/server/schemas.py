@@ -43,6 +43,7 @@ class PredictRequest(BaseModel):
     mask_input: MaskInput | None = None
     text: str | None = Field(default=None, max_length=256)
     multimask: bool | None = None
+    refine: bool | None = None  # run the server's refiner (None: when one is configured)
 
 
 class Event(BaseModel):

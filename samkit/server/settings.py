@@ -19,6 +19,7 @@ class Settings:
     images_dir: Path = None  # type: ignore[assignment]  # None: <project>/images, set by __post_init__
     db_url: str = None  # type: ignore[assignment]  # None: the project's SQLite file, set by __post_init__
     model: str = "samkit_tiny"
+    refiner: str | None = None  # a SAM-REF refiner (bundled name or file) behind the model for predictions
     admin_password: str | None = None  # None: $SAMKIT_ADMIN_PASSWORD, else generated and printed once
     max_upload_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000

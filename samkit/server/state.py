@@ -18,6 +18,7 @@ from samkit.engine.store.db import open_store
 from samkit.engine.store.images import scan
 from samkit.engine.store.models import ModelVersion, Project
 from samkit.models.load import load_model
+from samkit.refine.file import load_refiner
 from samkit.server.settings import Settings
 
 RECENT_PREDICTIONS = 256
@@ -32,6 +33,10 @@ def shared_model(name: str) -> Any:
 class ServerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.model = shared_model(settings.model)  # model and refiner first: a bad one leaves no project behind
+        self.refiner = load_refiner(settings.refiner) if settings.refiner else None
+        if self.refiner is not None:
+            self.refiner.check_model(self.model)
         settings.project_dir.mkdir(parents=True, exist_ok=True)
         settings.images_dir.mkdir(parents=True, exist_ok=True)
         self.engine, self.sessions = open_store(settings.db_url)
@@ -41,9 +46,8 @@ class ServerState:
             assert project.model_version_id is not None  # every project is made with one (_project)
             self.project_id, self.model_version_id = project.id, project.model_version_id
             self.scanned, self.refused = scan(s, project.id, settings.images_dir, settings.max_pixels)
-        self.model = shared_model(settings.model)
         self.embeddings = EmbeddingCache(self.model, f"mv{self.model_version_id}", settings.project_dir / "embeddings",
-                                         settings.embedding_cache)
+                                         settings.embedding_cache, self.refiner)
         self.jobs = JobRunner(self.sessions, JobContext(settings.images_dir, settings.project_dir, self.model,
                                                         self.model_version_id, self.embeddings), settings.job_poll_s)
         self.limiter = accounts.LoginLimiter(settings.login_attempts, settings.login_window_s)

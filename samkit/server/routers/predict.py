@@ -1,5 +1,7 @@
 """Prediction: prompts -> masks (COCO RLE, bbox, area) and predicted IoU, from the image's cached
-embedding. Each answer has a ``prediction_id`` so a later request can feed a mask back (``mask_input``)."""
+embedding, refined by the server's refiner when one is configured (``refine``: false for SAM's own masks).
+Each answer has a ``prediction_id`` so a later request can feed a mask back (``mask_input``): SAM's low-res
+logits, also after refining."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,15 +29,19 @@ def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
         mask_input = earlier[1][body.mask_input.index][None]
     if body.points is None and body.box is None and body.text is None and mask_input is None:
         raise HTTPException(422, "give at least one prompt: points, box, mask_input or text")
-    pred = state.embeddings.get(image_file(state, image), image.sha256)
+    path = image_file(state, image)
+    pred = state.embeddings.get(path, image.sha256)
+    refine = state.refiner is not None if body.refine is None else body.refine
     try:
         with state.embeddings.compute:
+            if refine:
+                pred = state.embeddings.refining(path, image.sha256)
             out = pred.predict(points=body.points, labels=body.labels, box=body.box, mask_input=mask_input,
-                               multimask=body.multimask, text=body.text)
+                               multimask=body.multimask, text=body.text, refine=refine)
     except SamkitError as exc:
         raise HTTPException(422, str(exc)) from None
     order = np.argsort(-out.scores)
     masks = [{"index": int(i), "rle": mask_to_rle(out.masks[i]), "bbox": mask_bbox_xywh(out.masks[i]),
               "area": mask_area(out.masks[i]), "score": float(out.scores[i])} for i in order]
     return {"prediction_id": state.remember(image_id, out.low_res_logits), "masks": masks,
-            "model_version": state.embeddings.tag}
+            "model_version": state.embeddings.tag, "refined": refine}
