@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from samkit._optional import install_hint
+from samkit._optional import install_hint, require
 from samkit.cli.args import positive_int
 from samkit.cli.common import DEFAULT_MODEL
 from samkit.errors import SamkitError
@@ -34,6 +34,11 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help="model to predict with")
     p.add_argument("--refiner", metavar="NAME_OR_PATH",
                    help="a SAM-REF refiner (bundled name or file, docs/refiner.md) refining the predictions")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where automatic labelling jobs run the generator: this process, or Ray actors "
+                        "(pip install 'samkit[ray]'); a job's 'engine' parameter overrides it")
+    p.add_argument("--workers", type=positive_int, default=2, metavar="N", help="ray: actors per job")
+    p.add_argument("--ray-address", metavar="ADDR", help="ray: an existing cluster (default: a local one per job)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=positive_int, default=8000, help="port to listen on")
     p.set_defaults(func=run)
@@ -43,10 +48,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
 def run(args: argparse.Namespace) -> int:
     if _MISSING is not None:
         raise SamkitError(f"samkit serve needs the server extra: {install_hint('server')} ({_MISSING})")
+    if args.engine == "ray":
+        require("ray", "ray", "--engine ray")
     if args.images is not None and not args.images.is_dir():
         raise SamkitError(f"--images: not a folder: {args.images}")
     app = create_app(Settings(args.project, images_dir=args.images, db_url=args.db, model=args.model,
-                              refiner=args.refiner))
+                              refiner=args.refiner, engine=args.engine, workers=args.workers,
+                              ray_address=args.ray_address))
     state = app.state.samkit
     if state.generated_password:
         print(f"samkit: created user 'admin' with password {state.generated_password} (shown only now)",

@@ -272,61 +272,78 @@ def run_local(job: EverythingJob, progress: bool = True,
 def run_ray(job: EverythingJob, workers: int = 2, address: str | None = None, progress: bool = True,
             threads_per_worker: int | None = None, max_retries: int = 2,
             on_result: Callable[[dict], None] | None = None) -> dict:
-    """Run ``job`` on Ray: ``workers`` actors, each loading the model once; images are streamed to them
-    (two in flight per actor) and each writes its outputs as soon as an image is done. ``address``:
-    an existing cluster (outputs must be on storage all nodes share); None starts a local one.
-
-    A worker that dies is restarted by Ray and its image retried (``max_retries`` times); an image
-    that still fails is reported like any failing image, and finished images are never redone.
-    """
-    require("ray", "ray", "the Ray engine")
-    import ray
-
+    """Run ``job`` on Ray (:func:`ray_map`): ``workers`` actors, each loading the model once, each writing
+    an image's outputs as soon as it is done. ``address``: an existing cluster (outputs must be on storage
+    all nodes share); None starts a local one. An image whose worker died more often than Ray retries
+    (``max_retries``) is reported like any failing image; finished images are never redone."""
     t0 = time.perf_counter()
     job.prepare()
     todo, done = job.pending()
     results: list[dict] = []
-    if todo:
-        started_here = not ray.is_initialized()
-        if started_here:
-            local = {"num_cpus": max(workers, os.cpu_count() or 1)}
-            kwargs: dict[str, Any] = {"address": address} if address else local
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **kwargs)
-        try:
-            threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-            actor_cls = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_RayWorker)
-            actors = [actor_cls.remote(job, threads) for _ in range(max(1, min(workers, len(todo))))]
-            queue = list(reversed(todo))
-            in_flight: dict[Any, tuple[Path, int]] = {}
+    with tqdm(total=len(todo), desc="everything (ray)", unit="img", disable=not progress or not todo) as bar:
 
-            def submit(i: int) -> None:
-                image = queue.pop()
-                # a Ray actor handle: its methods have .remote, which mypy cannot know of _RayWorker's
-                in_flight[actors[i].process.remote(str(image))] = (image, i)  # type: ignore[union-attr]
+        def collect(image: Path, result: dict | None, error: str | None) -> None:
+            if result is None:
+                result = {"image": str(image), "ok": False, "seconds": 0.0, "reason": f"worker failed: {error}"}
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            bar.update(1)
 
-            for i in range(len(actors)):
-                for _ in range(2):
-                    if queue:
-                        submit(i)
-            with tqdm(total=len(todo), desc="everything (ray)", unit="img", disable=not progress) as bar:
-                while in_flight:
-                    ready, _ = ray.wait(list(in_flight), num_returns=1)
-                    image, actor = in_flight.pop(ready[0])
-                    try:
-                        result = ray.get(ready[0])
-                    except Exception as exc:  # noqa: BLE001 -- the worker died more often than Ray retries
-                        result = {"image": str(image), "ok": False, "seconds": 0.0,
-                                  "reason": f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0]}
-                    results.append(result)
-                    if on_result is not None:
-                        on_result(result)
-                    bar.update(1)
-                    if queue:
-                        submit(actor)
-        finally:
-            if started_here:
-                ray.shutdown()
+        ray_map(_RayWorker, (job,), todo, collect, workers, address, threads_per_worker, max_retries)
     return job.finish(results, len(done), time.perf_counter() - t0, "ray")
+
+
+def ray_map(actor: type, args: tuple, items: list[Any], on_result: Callable[[Any, Any, str | None], None],
+            workers: int = 2, address: str | None = None, threads_per_worker: int | None = None,
+            max_retries: int = 2) -> None:
+    """Stream ``items`` to Ray actors ``actor(*args, threads)`` (``workers`` of them, ``threads`` torch
+    threads each, two items in flight per actor) calling ``actor.process(item)``; ``on_result(item, value,
+    error)`` gets each answer as it comes, in the order they finish (``error``: one line, ``value`` None,
+    when the actor died more often than Ray restarts it, ``max_retries``). Starts a local Ray unless one
+    is running or ``address`` names a cluster; the actors, and a Ray started here, are stopped at the end,
+    also when ``on_result`` raises (a cancelled job)."""
+    require("ray", "ray", "the Ray engine")
+    import ray
+
+    if not items:
+        return
+    started_here = not ray.is_initialized()
+    if started_here:
+        local = {"num_cpus": max(workers, os.cpu_count() or 1)}
+        kwargs: dict[str, Any] = {"address": address} if address else local
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **kwargs)
+    actors: list[Any] = []
+    try:
+        threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        actor_cls: Any = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(actor)
+        actors = [actor_cls.remote(*args, threads) for _ in range(max(1, min(workers, len(items))))]
+        queue = list(reversed(items))
+        in_flight: dict[Any, tuple[Any, int]] = {}
+
+        def submit(i: int) -> None:
+            item = queue.pop()
+            in_flight[actors[i].process.remote(item)] = (item, i)
+
+        for i in range(len(actors)):
+            for _ in range(2):
+                if queue:
+                    submit(i)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            item, i = in_flight.pop(ready[0])
+            try:
+                value, error = ray.get(ready[0]), None
+            except Exception as exc:  # noqa: BLE001 -- the worker died more often than Ray retries
+                value, error = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+            on_result(item, value, error)
+            if queue:
+                submit(i)
+    finally:
+        for handle in actors:
+            ray.kill(handle)
+        if started_here:
+            ray.shutdown()
 
 
 class _RayWorker:
@@ -337,8 +354,20 @@ class _RayWorker:
         self.job = job
         self.generator = job.make_generator()
 
-    def process(self, image: str) -> dict:
+    def process(self, image: Path) -> dict:
         return self.job.process(self.generator, Path(image))
+
+
+class RayGenerator:
+    """A Ray actor of the annotation server's automatic labelling (:func:`ray_map` with ``args`` = (model,
+    generator keyword arguments)): an image path -> :class:`AutomaticMaskGenerator` records (COCO RLE)."""
+
+    def __init__(self, model: Any, generator: dict[str, Any], threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.generator = AutomaticMaskGenerator(model, output_mode="coco_rle", **generator)
+
+    def process(self, image: Path) -> list[dict[str, Any]]:
+        return self.generator.generate(load_image(image))
 
 
 def explain_empty(result: dict) -> str:

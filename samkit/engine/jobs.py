@@ -3,6 +3,9 @@ worker thread: pre-encode, fully automatic labelling (``auto``), semi-automatic 
 stored pending review), export (COCO JSON, or a zip of SA-1B / YOLO-seg / PNG files: a downloadable
 file) and COCO import.
 
+``auto`` and ``semi`` run the generator in this process, or on Ray actors (``engine`` "ray": the job's
+parameter, else the server's ``--engine``), each with a copy of the model.
+
 Each image's results are written in one transaction, so a job stopped at any point leaves whole images
 only; a restarted server re-queues interrupted resumable jobs (done images are skipped: their
 annotations carry the job id) and marks an interrupted import failed (it runs in one transaction).
@@ -28,6 +31,7 @@ from samkit.data.image_io import load_image
 from samkit.data.masks import rle_to_mask
 from samkit.data.readers.coco import segmentation_to_mask
 from samkit.engine.embeddings import EmbeddingCache
+from samkit.engine.everything import RayGenerator, ray_map
 from samkit.engine.store import annotations as ann_ops
 from samkit.engine.store.images import confined
 from samkit.engine.store.models import Annotation, Image, Job, Label, utcnow
@@ -38,6 +42,10 @@ from samkit.predict.everything import AutomaticMaskGenerator, EverythingSettings
 EXPORT_FORMATS = ("coco", "sa1b", "yolo", "png")
 RESUMABLE = ("encode", "auto", "semi", "export")
 GENERATOR_PARAMS = EverythingSettings.names()
+ENGINES = ("local", "ray")
+# auto / semi jobs: the generator's settings, and where it runs (default: the server's --engine / --workers)
+LABEL_PARAMS = (*GENERATOR_PARAMS, "engine", "workers")
+MAX_WORKERS = 256
 # semi-automatic pre-fill keeps only confident masks: these floors apply on top of the model's thresholds
 SEMI_FLOORS = {"pred_iou_thresh": 0.9, "stability_score_thresh": 0.95}
 
@@ -55,11 +63,14 @@ class JobContext:
     model: Any
     model_version_id: int
     embeddings: EmbeddingCache
+    engine: str = "local"  # where auto / semi jobs run the generator unless their params say: local | ray
+    workers: int = 2  # Ray actors
+    ray_address: str | None = None  # an existing Ray cluster (None: a local one, started per job)
 
 
 def check_params(kind: str, params: dict) -> dict:
     """The job's parameters, checked when it is created (SamkitError on anything unknown or bad)."""
-    allowed = {"encode": (), "auto": GENERATOR_PARAMS, "semi": GENERATOR_PARAMS,
+    allowed = {"encode": (), "auto": LABEL_PARAMS, "semi": LABEL_PARAMS,
                "export": ("format", "segmentation", "statuses"), "import_coco": ("file", "source")}
     if kind not in allowed:
         raise SamkitError(f"unknown job kind {kind!r}; one of {tuple(allowed)} (retrain: not implemented yet)")
@@ -68,9 +79,14 @@ def check_params(kind: str, params: dict) -> dict:
         raise SamkitError(f"{kind} job: unknown parameters {sorted(unknown)}; allowed {list(allowed[kind])}")
     if kind in ("auto", "semi"):
         try:
-            EverythingSettings(**params)
+            EverythingSettings(**{k: v for k, v in params.items() if k in GENERATOR_PARAMS})
         except (ValueError, TypeError) as exc:
             raise SamkitError(f"{kind} job: {exc}") from None
+        if params.get("engine", "local") not in ENGINES:
+            raise SamkitError(f"{kind} job: engine must be one of {ENGINES}, got {params['engine']!r}")
+        workers = params.get("workers", 1)
+        if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+            raise SamkitError(f"{kind} job: workers must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
     if kind == "export" and params.get("segmentation", "rle") not in SEGMENTATION_KINDS:
         raise SamkitError(f"export: segmentation must be one of {SEGMENTATION_KINDS}")
     if kind == "export" and params.get("format", "coco") not in EXPORT_FORMATS:
@@ -174,35 +190,54 @@ def _encode(runner: JobRunner, job_id: int, project_id: int, params: dict) -> No
     runner.progress(job_id, len(images), len(images))
 
 
-def _generator(runner: JobRunner, kind: str, params: dict) -> AutomaticMaskGenerator:
-    """The generator of an auto job (the model's thresholds unless given), or of a semi job (thresholds
-    not given are raised to at least :data:`SEMI_FLOORS`)."""
-    settings = EverythingSettings(**params)
+def _generator_kwargs(runner: JobRunner, kind: str, params: dict) -> dict:
+    """The generator settings of an auto job (the model's thresholds unless given), or of a semi job
+    (thresholds not given are raised to at least :data:`SEMI_FLOORS`), as keyword arguments."""
+    settings = EverythingSettings(**{k: v for k, v in params.items() if k in GENERATOR_PARAMS})
     if kind == "semi":
         resolved = settings.resolve(runner.ctx.model)
         settings = replace(resolved, **{name: max(getattr(resolved, name), floor)
                                         for name, floor in SEMI_FLOORS.items() if params.get(name) is None})
-    return AutomaticMaskGenerator(runner.ctx.model, output_mode="coco_rle", **settings.kwargs())
+    return settings.kwargs()
 
 
 def _label_masks(runner: JobRunner, job_id: int, project_id: int, params: dict, kind: str) -> None:
-    """auto: accepted ``auto`` masks; semi: ``semi`` masks pending review. Done images are skipped."""
-    generator = _generator(runner, kind, params)
+    """auto: accepted ``auto`` masks; semi: ``semi`` masks pending review. Done images are skipped. The
+    generator runs here, or on Ray actors (``engine`` "ray", ``workers`` of them, each with a copy of the
+    model), images stored as they finish."""
+    kwargs = _generator_kwargs(runner, kind, params)
     images = runner.images(project_id)
     with runner.sessions() as s:
         done = set(s.scalars(select(Annotation.image_id).where(Annotation.job_id == job_id)).all())
     status = "accepted" if kind == "auto" else "pending"
-    for n, (image_id, path, _) in enumerate(images):
-        runner.progress(job_id, n, len(images))
-        if image_id in done:
-            continue
-        records = generator.generate(load_image(path))
+    todo = [(image_id, path) for image_id, path, _ in images if image_id not in done]
+    finished = len(images) - len(todo)
+
+    def store(image_id: int, records: list[dict]) -> None:
+        nonlocal finished
         with runner.sessions.begin() as s:  # one image, one transaction
             for r in records:
                 ann_ops.create(s, image_id, rle_to_mask(r["segmentation"]), None, source=kind, status=status,
                                score=float(r["predicted_iou"]), model_version_id=runner.ctx.model_version_id,
                                job_id=job_id)
-    runner.progress(job_id, len(images), len(images))
+        finished += 1
+        runner.progress(job_id, finished, len(images))
+
+    runner.progress(job_id, finished, len(images))
+    if params.get("engine", runner.ctx.engine) == "ray":
+        ids = {path: image_id for image_id, path in todo}
+
+        def on_result(path: Path, records: list[dict] | None, error: str | None) -> None:
+            if records is None:
+                raise SamkitError(f"{path.name}: the Ray worker failed: {error}")
+            store(ids[path], records)
+
+        ray_map(RayGenerator, (runner.ctx.model, kwargs), [path for _, path in todo], on_result,
+                params.get("workers", runner.ctx.workers), runner.ctx.ray_address)
+    else:
+        generator = AutomaticMaskGenerator(runner.ctx.model, output_mode="coco_rle", **kwargs)
+        for image_id, path in todo:
+            store(image_id, generator.generate(load_image(path)))
 
 
 def _export_documents(runner: JobRunner, project_id: int, statuses: list[str]) -> tuple[list[dict], list[dict]]:

@@ -28,6 +28,9 @@ class Settings:
     login_attempts: int = 5  # failed logins allowed per client and user name ...
     login_window_s: float = 60.0  # ... in this many seconds
     job_poll_s: float = 0.2
+    engine: str = "local"  # where auto / semi jobs run the generator (a job's "engine" param overrides): local | ray
+    workers: int = 2  # Ray actors of such a job
+    ray_address: str | None = None  # an existing Ray cluster; None: a local one started per job
 
     def __post_init__(self) -> None:
         self.project_dir = Path(self.project_dir).resolve()

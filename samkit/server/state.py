@@ -49,7 +49,9 @@ class ServerState:
         self.embeddings = EmbeddingCache(self.model, f"mv{self.model_version_id}", settings.project_dir / "embeddings",
                                          settings.embedding_cache, self.refiner)
         self.jobs = JobRunner(self.sessions, JobContext(settings.images_dir, settings.project_dir, self.model,
-                                                        self.model_version_id, self.embeddings), settings.job_poll_s)
+                                                        self.model_version_id, self.embeddings, engine=settings.engine,
+                                                        workers=settings.workers, ray_address=settings.ray_address),
+                              settings.job_poll_s)
         self.limiter = accounts.LoginLimiter(settings.login_attempts, settings.login_window_s)
         self._predictions: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._predictions_lock = threading.Lock()
