@@ -17,10 +17,11 @@ LAYERS: dict[str, int] = {
     "data": 1,  # images, masks, samples, dataset readers, mask formats
     "models": 2,  # architectures, registry, checkpoints
     "predict": 3,  # Predictor, everything mode, transforms
-    "eval": 4, "engine": 4, "refine": 4,  # benchmarks, batch jobs, the mask refiner
-    "train": 5, "export": 5, "server": 5,  # trainers, ONNX export, the annotation server
-    "cli": 6,  # the command line may import anything
-    "__init__": 7,  # samkit/__init__.py: the public API
+    "eval": 4, "refine": 4,  # benchmarks, the mask refiner
+    "train": 5, "export": 5,  # trainers, ONNX export
+    "engine": 6, "server": 6,  # batch jobs and the data engine (it retrains with train), the annotation server
+    "cli": 7,  # the command line may import anything
+    "__init__": 8,  # samkit/__init__.py: the public API
 }
 
 # Names any module may import from the package root: metadata, not the public API's modules.

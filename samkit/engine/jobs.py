@@ -1,14 +1,15 @@
 """Background jobs of the annotation server, persisted in the ``jobs`` table and run one at a time by a
 worker thread: pre-encode, fully automatic labelling (``auto``), semi-automatic pre-fill (``semi``,
 stored pending review), export (COCO JSON, or a zip of SA-1B / YOLO-seg / PNG files: a downloadable
-file) and COCO import.
+file), COCO import and retraining (:mod:`samkit.engine.retrain`; its result is the new model file).
 
 ``auto`` and ``semi`` run the generator in this process, or on Ray actors (``engine`` "ray": the job's
 parameter, else the server's ``--engine``), each with a copy of the model.
 
 Each image's results are written in one transaction, so a job stopped at any point leaves whole images
 only; a restarted server re-queues interrupted resumable jobs (done images are skipped: their
-annotations carry the job id) and marks an interrupted import failed (it runs in one transaction).
+annotations carry the job id) and marks an interrupted import or retrain failed (an import runs in one
+transaction; a retrain registers its version only at its end).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from samkit.data.masks import rle_to_mask
 from samkit.data.readers.coco import segmentation_to_mask
 from samkit.engine.embeddings import EmbeddingCache
 from samkit.engine.everything import RayGenerator, ray_map
+from samkit.engine.retrain import RetrainSettings, retrain_project
 from samkit.engine.store import annotations as ann_ops
 from samkit.engine.store.images import confined
 from samkit.engine.store.models import Annotation, Image, Job, Label, utcnow
@@ -56,7 +58,9 @@ class Cancelled(Exception):
 
 @dataclass
 class JobContext:
-    """What jobs work with: the image root, the project folder (exports), the model and its embeddings."""
+    """What jobs work with: the image root, the project folder (exports), the model and its embeddings;
+    ``sync`` (when set) brings model, version and embeddings up to the project's current model version: the
+    runner calls it before each job and after a retrain."""
 
     root: Path
     project_dir: Path
@@ -66,14 +70,16 @@ class JobContext:
     engine: str = "local"  # where auto / semi jobs run the generator unless their params say: local | ray
     workers: int = 2  # Ray actors
     ray_address: str | None = None  # an existing Ray cluster (None: a local one, started per job)
+    sync: Callable[[], object] | None = None
 
 
 def check_params(kind: str, params: dict) -> dict:
     """The job's parameters, checked when it is created (SamkitError on anything unknown or bad)."""
     allowed = {"encode": (), "auto": LABEL_PARAMS, "semi": LABEL_PARAMS,
-               "export": ("format", "segmentation", "statuses"), "import_coco": ("file", "source")}
+               "export": ("format", "segmentation", "statuses"), "import_coco": ("file", "source"),
+               "retrain": RetrainSettings.names()}
     if kind not in allowed:
-        raise SamkitError(f"unknown job kind {kind!r}; one of {tuple(allowed)} (retrain: not implemented yet)")
+        raise SamkitError(f"unknown job kind {kind!r}; one of {tuple(allowed)}")
     unknown = set(params) - set(allowed[kind])
     if unknown:
         raise SamkitError(f"{kind} job: unknown parameters {sorted(unknown)}; allowed {list(allowed[kind])}")
@@ -91,6 +97,8 @@ def check_params(kind: str, params: dict) -> dict:
         raise SamkitError(f"export: segmentation must be one of {SEGMENTATION_KINDS}")
     if kind == "export" and params.get("format", "coco") not in EXPORT_FORMATS:
         raise SamkitError(f"export: format must be one of {EXPORT_FORMATS}")
+    if kind == "retrain":
+        RetrainSettings.from_params(params)
     if kind == "import_coco" and "file" not in params:
         raise SamkitError("import_coco: needs 'file'")
     return params
@@ -152,6 +160,8 @@ class JobRunner:
             kind, params, project_id = job.kind, dict(job.params), job.project_id
         state, error, result = "done", None, None
         try:
+            if self.ctx.sync is not None:
+                self.ctx.sync()
             result = HANDLERS[kind](self, job_id, project_id, params)
         except Cancelled:
             state = "cancelled"
@@ -327,10 +337,21 @@ def _import_coco(runner: JobRunner, job_id: int, project_id: int, params: dict) 
     runner.progress(job_id, len(anns), len(anns))
 
 
+def _retrain(runner: JobRunner, job_id: int, project_id: int, params: dict) -> str:
+    """Fine-tune, evaluate, register (and maybe switch to) a new model version; returns its file."""
+    settings = RetrainSettings.from_params(params)
+    result = retrain_project(runner.sessions, runner.ctx.root, runner.ctx.project_dir, project_id, settings,
+                             lambda done, total: runner.progress(job_id, done, total))
+    if runner.ctx.sync is not None:
+        runner.ctx.sync()  # predict with the new version from now on when the project switched to it
+    return result.file
+
+
 HANDLERS: dict[str, Callable[[JobRunner, int, int, dict], str | None]] = {
     "encode": _encode,
     "auto": lambda r, j, p, params: _label_masks(r, j, p, params, "auto"),
     "semi": lambda r, j, p, params: _label_masks(r, j, p, params, "semi"),
     "export": _export,
     "import_coco": _import_coco,
+    "retrain": _retrain,
 }

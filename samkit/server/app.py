@@ -14,7 +14,7 @@ from samkit.engine.store.annotations import VersionConflict
 from samkit.engine.store.images import PathEscape
 from samkit.errors import SamkitError
 from samkit.server.routers import annotations as annotation_routes
-from samkit.server.routers import auth, decoder, images, jobs, predict, projects
+from samkit.server.routers import auth, decoder, images, jobs, models, predict, projects
 from samkit.server.settings import Settings
 from samkit.server.state import ServerState
 from samkit.server.views import annotation_view
@@ -35,7 +35,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
 
     app = FastAPI(title="samkit annotation server", version=__version__, lifespan=lifespan)
     app.state.samkit = state
-    for module in (auth, projects, images, annotation_routes, predict, jobs, decoder):
+    for module in (auth, projects, images, annotation_routes, predict, jobs, models, decoder):
         app.include_router(module.router)
 
     @app.exception_handler(VersionConflict)

@@ -1,6 +1,7 @@
 """FastAPI dependencies: the server state, a database session per request, the signed-in user, roles."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from samkit.engine import accounts
 from samkit.engine.store.models import Image, Token, User
+from samkit.errors import SamkitError
 from samkit.server.schemas import MAX_ID
 from samkit.server.state import ServerState
 
@@ -20,7 +22,13 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def server(request: Request) -> ServerState:
-    return request.app.state.samkit
+    """The server's state, predicting with the project's current model version (see ``sync_model``)."""
+    state: ServerState = request.app.state.samkit
+    try:
+        state.sync_model()
+    except SamkitError as exc:  # e.g. a version's file deleted by hand: keep serving the loaded model
+        logging.getLogger("samkit.server").error("cannot switch the model version: %s", exc)
+    return state
 
 
 State = Annotated[ServerState, Depends(server)]

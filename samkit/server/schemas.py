@@ -80,5 +80,5 @@ class ImageStatus(BaseModel):
 
 
 class NewJob(BaseModel):
-    kind: Literal["encode", "auto", "semi", "export", "import_coco"]
+    kind: Literal["encode", "auto", "semi", "export", "import_coco", "retrain"]
     params: dict[str, Any] = {}

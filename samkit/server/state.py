@@ -1,9 +1,14 @@
 """What one running server holds: the database, the project, the model and its embeddings, the job
-runner, the login limiter and recent predictions (for feeding a mask back as ``mask_input``)."""
+runner, the login limiter and recent predictions (for feeding a mask back as ``mask_input``).
+
+The model is the project's current model version (``Settings.model`` names the first one of a new project);
+:meth:`ServerState.sync_model` follows a switch made by a retrain (a job, or ``samkit engine retrain`` in
+another process): a new model object and a new embedding cache, keyed by the new version."""
 from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
@@ -17,11 +22,13 @@ from samkit.engine.jobs import JobContext, JobRunner
 from samkit.engine.store.db import open_store
 from samkit.engine.store.images import scan
 from samkit.engine.store.models import ModelVersion, Project
+from samkit.engine.versions import current_version, load_version
 from samkit.models.load import load_model
 from samkit.refine.file import load_refiner
 from samkit.server.settings import Settings
 
 RECENT_PREDICTIONS = 256
+SYNC_INTERVAL_S = 1.0  # how often requests look for a switched model version
 
 
 @lru_cache(maxsize=4)
@@ -55,6 +62,9 @@ class ServerState:
         self.limiter = accounts.LoginLimiter(settings.login_attempts, settings.login_window_s)
         self._predictions: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._predictions_lock = threading.Lock()
+        self._model_source, self._synced_at, self._switch_lock = settings.model, 0.0, threading.Lock()
+        self.jobs.ctx.sync = lambda: self.sync_model(force=True)
+        self.sync_model(force=True)  # an existing project predicts with its current version (maybe retrained)
 
     def _project(self, s) -> Project:  # noqa: ANN001 (a Session)
         """The project of this folder (named after it), with its model version, made at the first start."""
@@ -68,6 +78,35 @@ class ServerState:
             s.add(project)
             s.flush()
         return project
+
+    def sync_model(self, force: bool = False) -> bool:
+        """Predict with the project's current model version: when it is not the loaded one, load it and start
+        a new embedding cache (tagged ``mv<id>``: no embedding of the old version is served). Looks at most
+        once per :data:`SYNC_INTERVAL_S` unless ``force``. Returns whether the model changed."""
+        if not force and time.monotonic() - self._synced_at < SYNC_INTERVAL_S:
+            return False
+        self._synced_at = time.monotonic()
+        with self.sessions() as s:
+            version = current_version(s, self.project_id)
+        if (version.id, version.file or version.name) == (self.model_version_id, self._model_source):
+            return False
+        with self._switch_lock:
+            if (version.id, version.file or version.name) == (self.model_version_id, self._model_source):
+                return False  # switched by another thread meanwhile
+            model = shared_model(version.name) if version.file is None else \
+                load_version(self.settings.project_dir, version)
+            if self.refiner is not None:
+                self.refiner.check_model(model)
+            old = self.embeddings
+            self.embeddings = EmbeddingCache(model, f"mv{version.id}", self.settings.project_dir / "embeddings",
+                                             self.settings.embedding_cache, self.refiner)
+            self.model, self.model_version_id, self._model_source = model, version.id, version.file or version.name
+            ctx = self.jobs.ctx
+            ctx.model, ctx.model_version_id, ctx.embeddings = model, version.id, self.embeddings
+            with self._predictions_lock:  # earlier low-res logits came from the other model
+                self._predictions.clear()
+        old.close()
+        return True
 
     def remember(self, image_id: int, low_res: np.ndarray) -> str:
         """Keep a prediction's (C, s, s) low-res logits; returns its id."""

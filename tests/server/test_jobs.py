@@ -128,7 +128,7 @@ def test_import_coco(served: Served) -> None:
 
 
 def test_bad_jobs_are_refused_and_cancel_works(served: Served) -> None:
-    assert served.post(JOBS, json={"kind": "retrain"}).status_code == 422
+    assert served.post(JOBS, json={"kind": "retrian"}).status_code == 422
     r = served.post(JOBS, json={"kind": "auto", "params": {"points_per_sidez": 4}})
     assert r.status_code == 422 and "points_per_sidez" in r.json()["detail"]
     r = served.post(JOBS, json={"kind": "auto", "params": {"points_per_side": 0}})

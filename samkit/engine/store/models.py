@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 ROLES = ("admin", "annotator", "viewer")
 SOURCES = ("manual", "semi", "auto")
 STATUSES = ("accepted", "pending", "rejected")  # semi masks wait as "pending" until reviewed
-JOB_KINDS = ("encode", "auto", "semi", "export", "import_coco")
+JOB_KINDS = ("encode", "auto", "semi", "export", "import_coco", "retrain")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 

@@ -21,7 +21,7 @@ from samkit.server.schemas import NewJob
 from samkit.server.views import job_view
 
 router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(current_user)])
-ADMIN_ONLY = ("import_coco",)
+ADMIN_ONLY = ("import_coco", "retrain")  # retrain: the model of every annotator changes
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
 
 
