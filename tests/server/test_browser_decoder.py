@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 import samkit
 from samkit.server.app import create_app
+from samkit.server.routers import decoder as decoder_routes
 from tests.server.conftest import ADMIN_PASSWORD, Served, make_project, settings_for
 from tests.server.live import chromium, live_server
 
@@ -149,6 +150,17 @@ def test_decoder_endpoints(served: Served) -> None:
     assert served.get("/api/projects/1/decoder", role="viewer").status_code == 403
     assert served.client.get("/api/projects/1/decoder.onnx").status_code == 401
     assert served.get("/api/projects/2/decoder").status_code == 404
+
+
+def test_first_export_runs_in_the_background(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that finds no export starts it and answers 503 (the page decodes on the server) while it runs."""
+    monkeypatch.setattr(decoder_routes, "EXPORT_WAIT_S", 0.0)
+    r = served.get("/api/projects/1/decoder")
+    assert r.status_code == 503
+    assert r.json()["detail"] == "the in-browser decoder is being prepared (a one-time ONNX export of the model)"
+    assert r.headers["Retry-After"] == "30"
+    monkeypatch.setattr(decoder_routes, "EXPORT_WAIT_S", 300.0)  # a bound for a loaded machine
+    assert served.get("/api/projects/1/decoder").status_code == 200
 
 
 def test_static_types_of_the_runtime(served: Served) -> None:

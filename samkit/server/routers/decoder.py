@@ -1,11 +1,13 @@
 """The prompt-encoder + mask-decoder graph of the server's model as ONNX, for decoding clicks in the
 browser (``web/decoder.js`` on onnxruntime-web): exported once per model version with
-:func:`samkit.export.onnx.export_onnx` into ``<project>/onnx/<model tag>/``, then served from there.
-The image embeddings come from the images router (``GET .../images/{id}/embedding``)."""
+:func:`samkit.export.onnx.export_onnx` into ``<project>/onnx/<model tag>/`` (in the background, started
+by the first request: minutes for ViT models, during which the page decodes on the server), then served
+from there. The image embeddings come from the images router (``GET .../images/{id}/embedding``)."""
 from __future__ import annotations
 
 import mimetypes
 import threading
+from concurrent import futures
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -20,7 +22,9 @@ from samkit.server.state import ServerState
 
 router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(require(*WRITERS))])
 DECODER = graph_files("fp32")[1]
-_export_lock = threading.Lock()  # one export at a time; requests that wait then find it done
+EXPORT_WAIT_S = 30.0  # a request waits this long for the first export; after that the page decodes on the server
+_exports: dict[Path, futures.Future] = {}  # export folder -> the export running or done in this process
+_exports_lock = threading.Lock()
 
 # onnxruntime-web's files under web/vendor/: browsers refuse modules and streamed WASM of other types,
 # whatever the host's /etc/mime.types says.
@@ -28,19 +32,45 @@ mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("application/wasm", ".wasm")
 
 
-def decoder_folder(state: ServerState) -> Path:
-    """The export folder of the server's model version, exported now when it is not there yet
-    (HTTP 503 with the reason when the model cannot be exported, e.g. without the onnx extra)."""
+def _ready(folder: Path) -> bool:
+    return (folder / DECODER).is_file() and (folder / MANIFEST).is_file()
+
+
+def _start_export(state: ServerState, folder: Path) -> futures.Future:
+    """Export in a background thread (under the model lock: clicks on the server wait meanwhile)."""
+    future: futures.Future = futures.Future()
+
+    def work() -> None:
+        try:
+            with state.embeddings.compute:
+                export_onnx(state.model, folder)
+            future.set_result(folder)
+        except BaseException as exc:  # handed to the requests waiting on it
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="samkit-onnx-export", daemon=True).start()
+    return future
+
+
+def decoder_folder(state: ServerState, wait_s: float | None = None) -> Path:
+    """The export folder of the server's model version, ``<project>/onnx/<model tag>/``. The first request
+    starts the export (once per process; a failed one is not retried until restart) and waits for it up to
+    ``wait_s`` (default :data:`EXPORT_WAIT_S`); HTTP 503 with the reason while it runs or when the model
+    cannot be exported (e.g. without the onnx extra): the page then decodes on the server."""
     folder = state.settings.project_dir / "onnx" / state.embeddings.tag
-    if (folder / DECODER).is_file() and (folder / MANIFEST).is_file():
+    if _ready(folder):
         return folder
-    with _export_lock:
-        if not ((folder / DECODER).is_file() and (folder / MANIFEST).is_file()):
-            try:
-                with state.embeddings.compute:  # all model work under the one lock
-                    export_onnx(state.model, folder)
-            except SamkitError as exc:
-                raise HTTPException(503, f"the decoder cannot run in the browser: {exc}") from None
+    with _exports_lock:
+        future = _exports.get(folder)
+        if future is None:
+            future = _exports[folder] = _start_export(state, folder)
+    try:
+        future.result(timeout=EXPORT_WAIT_S if wait_s is None else wait_s)
+    except futures.TimeoutError:
+        raise HTTPException(503, "the in-browser decoder is being prepared (a one-time ONNX export of the model)",
+                            headers={"Retry-After": "30"}) from None
+    except SamkitError as exc:
+        raise HTTPException(503, f"the decoder cannot run in the browser: {exc}") from None
     return folder
 
 
