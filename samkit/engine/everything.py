@@ -317,7 +317,8 @@ def ray_map(actor: type, args: tuple, items: list[Any], on_result: Callable[[Any
     try:
         threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         actor_cls: Any = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(actor)
-        actors = [actor_cls.remote(*args, threads) for _ in range(max(1, min(workers, len(items))))]
+        held = [ray.put(a) for a in args]  # put once, held here: a restarted actor gets them again
+        actors = [actor_cls.remote(*held, threads) for _ in range(max(1, min(workers, len(items))))]
         queue = list(reversed(items))
         in_flight: dict[Any, tuple[Any, int]] = {}
 
