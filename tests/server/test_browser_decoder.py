@@ -43,7 +43,7 @@ def _prompts(w: int, h: int) -> list[dict]:
     return [
         {"points": [[w * 0.5, h * 0.55]], "labels": [1], "box": None, "multimask": True},
         {"points": [[w * 0.5, h * 0.55], [w * 0.2, h * 0.2]], "labels": [1, 0], "box": None, "multimask": True},
-        {"points": None, "labels": None, "box": [w * 0.15, h * 0.1, w * 0.85, h * 0.95], "multimask": True},
+        {"points": [], "labels": [], "box": [w * 0.15, h * 0.1, w * 0.85, h * 0.95], "multimask": True},  # no points
         {"points": [[w * 0.45, h * 0.5]], "labels": [1], "box": None, "multimask": False, "feedback": True},
     ]
 
@@ -82,8 +82,9 @@ def _reference(image: Path, prompts: list[dict]) -> list[samkit.Prediction]:
     out: list[samkit.Prediction] = []
     for p in prompts:
         mask_input = out[-1].low_res_logits[out[-1].best][None] if p.get("feedback") else None
-        out.append(pred.predict(points=p["points"], labels=p["labels"], box=p["box"], mask_input=mask_input,
-                                multimask=p["multimask"]))
+        points = p["points"] or None  # the decoder takes an empty list as no points
+        out.append(pred.predict(points=points, labels=p["labels"] if points else None, box=p["box"],
+                                mask_input=mask_input, multimask=p["multimask"]))
     return out
 
 

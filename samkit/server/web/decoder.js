@@ -85,6 +85,11 @@ function parseSize(header) {
   return size;
 }
 
+/** [points, labels] with no points as nulls (an empty list is no points). */
+function pointPrompts(points, labels) {
+  return points == null || points.length === 0 ? [null, labels?.length ? labels : null] : [points, labels];
+}
+
 /** Runs one call at a time (an onnxruntime-web session runs one at a time). */
 function serial() {
   let last = Promise.resolve();
@@ -177,7 +182,8 @@ async function browserDecoder(api, headers, options) {
     };
   }
 
-  async function decode(imageId, points, labels, box, maskInput, { multimask = true } = {}) {
+  async function decode(imageId, pointsIn, labelsIn, box, maskInput, { multimask = true } = {}) {
+    const [points, labels] = pointPrompts(pointsIn, labelsIn);
     const emb = await embedding(imageId);
     if (!checkPrompts(points, labels, box, emb.originalSize) && maskInput == null) {
       throw new Error('give at least one prompt: points, box or maskInput');
@@ -220,7 +226,8 @@ async function browserDecoder(api, headers, options) {
 }
 
 function serverDecoder(api, headers, reason) {
-  async function decode(imageId, points, labels, box, maskInput, { multimask = true } = {}) {
+  async function decode(imageId, pointsIn, labelsIn, box, maskInput, { multimask = true } = {}) {
+    const [points, labels] = pointPrompts(pointsIn, labelsIn);
     const body = { points: points ?? null, labels: labels ?? null, box: box ?? null, multimask };
     if (maskInput != null) {
       if (maskInput.prediction_id === undefined) {
