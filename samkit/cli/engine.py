@@ -104,8 +104,9 @@ def add_retrain(subcommands: argparse._SubParsersAction) -> None:
         description="Fine-tune PROJECT_DIR's current model on its accepted annotations with samkit's trainer and "
                     "recipe, holding images out (by content hash) to measure NoC@90 and mIoU@1 before and after "
                     "(interactive protocol). The new version is registered (PROJECT_DIR/models/vN.fp16.safetensors) "
-                    "and the project switches to it only when it is better: NoC@90 lower, or equal and mIoU@1 "
-                    "higher. A running server predicts with it from its next request on.")
+                    "and the project switches to it only when it is better: NoC@90 lower, or equal (within its "
+                    "standard error over the held-out objects) and mIoU@1 higher. A running server predicts "
+                    "with it from its next request on (docs/retrain.md).")
     add_project_options(p)
     p.add_argument("--images", type=Path, metavar="DIR",
                    help="image root, as given to `samkit serve` (default PROJECT_DIR/images)")

@@ -31,7 +31,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     p.add_argument("project", metavar="PROJECT_DIR", type=Path, help="the project folder (made when missing)")
     p.add_argument("--images", type=Path, metavar="DIR", help="image root (default PROJECT_DIR/images)")
     p.add_argument("--db", metavar="URL", help="database URL (default sqlite:///PROJECT_DIR/samkit.db)")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help="model to predict with")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                   help="model of a new project (an existing one predicts with its current model version, "
+                        "which `samkit engine retrain` may switch)")
     p.add_argument("--refiner", metavar="NAME_OR_PATH",
                    help="a SAM-REF refiner (bundled name or file, docs/refiner.md) refining the predictions")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
