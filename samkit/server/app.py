@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm.exc import StaleDataError
 
 from samkit import __version__
@@ -14,10 +16,12 @@ from samkit.engine.store.annotations import VersionConflict
 from samkit.engine.store.images import PathEscape
 from samkit.errors import SamkitError
 from samkit.server.routers import annotations as annotation_routes
-from samkit.server.routers import auth, decoder, images, jobs, models, predict, projects
+from samkit.server.routers import auth, decoder, image_counts, images, jobs, models, predict, projects
 from samkit.server.settings import Settings
 from samkit.server.state import ServerState
 from samkit.server.views import annotation_view
+
+WEB_DIR = Path(__file__).resolve().parent / "web"  # the browser annotation tool, served at /
 
 
 def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
@@ -35,7 +39,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
 
     app = FastAPI(title="samkit annotation server", version=__version__, lifespan=lifespan)
     app.state.samkit = state
-    for module in (auth, projects, images, annotation_routes, predict, jobs, models, decoder):
+    for module in (auth, projects, images, image_counts, annotation_routes, predict, jobs, models, decoder):
         app.include_router(module.router)
 
     @app.exception_handler(VersionConflict)
@@ -55,4 +59,5 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     async def bad_input(_: Request, exc: SamkitError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")  # last: the API routes come first
     return app
