@@ -26,7 +26,7 @@ from samkit.engine.retrain import (
     split_key,
 )
 from samkit.engine.store import annotations as ann_ops
-from samkit.engine.store.models import ModelVersion, Project
+from samkit.engine.store.models import Image, ModelVersion, Project
 from samkit.engine.versions import version_file
 from samkit.errors import SamkitError
 from samkit.models.load import BUNDLED_DIR
@@ -186,7 +186,8 @@ def test_cli_errors_are_one_line_and_register_nothing(tmp_path: Path, capsys) ->
 def test_retrain_improves_a_coco128_project(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """coco128-seg imported as accepted annotations; `samkit engine retrain` fine-tunes samkit_tiny on the
     training images, the held-out metrics improve by the rule, the project switches, and a server started on
-    the project predicts with the new version."""
+    the project predicts with the new version. Measured (docs/retrain.md): NoC@90 19.26 -> 19.48 (one object
+    of 27 needs 7 more clicks, one 1 fewer: within the standard error), mIoU@1 0.356 -> 0.398."""
     root = require_shared(COCO128)
     project = tmp_path / "coco"
     settings = settings_for(project, images_dir=root)
@@ -199,17 +200,25 @@ def test_retrain_improves_a_coco128_project(tmp_path: Path, capsys) -> None:  # 
     with TestClient(app) as client:
         served = Served(client, app)
         assert run_job(served, "import_coco", "admin", file="coco.json")["state"] == "done"
-    code = main(["engine", "retrain", str(project), "--images", str(root), "--steps", "12", "--held-out", "0.1",
-                 "--json"])
-    assert code == 0
-    result = json.loads(capsys.readouterr().out)
-    before, after = result["before"], result["after"]
-    print(json.dumps({"before": before, "after": after}))
-    assert is_better(after, before) and result["switched"] and result["version_id"] == 2
-    assert after["miou1"] > before["miou1"] + 0.02
+    code = main(["engine", "retrain", str(project), "--images", str(root), "--steps", "12", "--held-out", "0.1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "switched to version 2" in out, out
     state = ServerState(settings_for(project, images_dir=root))
     try:
+        with state.sessions() as s:
+            version = s.get_one(ModelVersion, 2)
+            before, after = version.metrics["before"], version.metrics["after"]
+            assert version.metrics["switched"] and version.parent_id == 1 and version.file == version_file(2)
+        print(json.dumps({k: {m: v[m] for m in ("noc90", "miou1", "objects", "images")}
+                          for k, v in (("before", before), ("after", after))}))
+        assert is_better(after, before) and after["miou1"] > before["miou1"] + 0.02
+        assert after["objects"] == before["objects"] > 10
+        # a server started on the project predicts with the new version, embeddings keyed by it
         assert state.model_version_id == 2 and state.embeddings.tag == "mv2"
-        assert np.isfinite(after["noc90"])
+        with state.sessions() as s:
+            image = s.scalars(select(Image).order_by(Image.id).limit(1)).one()
+        state.embeddings.get(root / image.path, image.sha256)
+        assert state.embeddings.file(image.sha256).name == f"{image.sha256}.mv2.safetensors"
+        assert state.embeddings.file(image.sha256).is_file()
     finally:
         state.close()
