@@ -3,7 +3,7 @@ image at the refiner's reduced resolution (the work frame, longer side ``work_si
 
 It is split at the point where the prompt enters, so that the image-only part runs once per image:
 :class:`ImageBranch` (image + SAM embedding -> features, cached by the caller) and :class:`PromptFusion`
-(those features + click maps + SAM logits -> correction and error map, per click).
+(those features + click maps + SAM logits -> logits and error map, per click).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.refine.config import RefinerConfig
-from samkit.refine.layers import RefineHead, ResBlock, conv
+from samkit.refine.layers import RefineHead, ResBlock, blend, conv
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ImageBranch(nn.Module):
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
         c, f = cfg.channels, cfg.fine_channels
-        self.fine = conv(3, f)
+        self.fine = nn.Sequential(conv(3, f), conv(f, f))
         self.down = nn.Sequential(conv(f, c, stride=2), conv(c, c, stride=2), conv(c, c))
         self.embed = nn.Sequential(nn.Conv2d(cfg.embed_dim, cfg.embed_channels, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(cfg.embed_channels, c, 1))
@@ -61,7 +61,7 @@ class ImageBranch(nn.Module):
 
 class PromptFusion(nn.Module):
     """Per-click work: cached :class:`ImageFeatures` + prompt maps (B,3,h,w) (positive / negative click disks,
-    squashed SAM logits) -> logit correction (B,1,h,w) and error logits (B,1,h,w) in the work frame.
+    squashed SAM logits) -> the refiner's logits (B,1,h,w) and error logits (B,1,h,w) in the work frame.
 
     The prompt maps are pooled to the trunk's 1/4 frame (max-pooled disks, so no click vanishes), fused
     with the coarse image features by residual blocks, brought back to the work frame and combined with
@@ -74,6 +74,7 @@ class PromptFusion(nn.Module):
         self.trunk = nn.Sequential(*[ResBlock(c) for _ in range(cfg.blocks)])
         self.lift = nn.Conv2d(c, f, 1)
         self.fine_prompt = nn.Conv2d(3, f, 1)
+        self.mix = conv(f, f)  # 3x3: aligns the fused answer with the image's edges at the work frame
         self.head = RefineHead(f)
 
     def forward(self, feats: ImageFeatures, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +83,15 @@ class PromptFusion(nn.Module):
                             F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1)
         x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))
         x = F.interpolate(self.lift(x), size=feats.fine.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(torch.relu(x + feats.fine + self.fine_prompt(prompt_maps)))
+        return self.head(self.mix(torch.relu(x + feats.fine + self.fine_prompt(prompt_maps))))
 
 
-def correction(delta: torch.Tensor, error_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The global stage's change to SAM's logits at full resolution: the error map's blend
-    sigmoid(err) * delta (B,1,h,w), upsampled to ``size`` (H, W) (bilinear) -> (B,1,H,W)."""
-    return F.interpolate(torch.sigmoid(error_logits) * delta, size=tuple(size), mode="bilinear", align_corners=False)
+def blend_up(base: torch.Tensor, logits: torch.Tensor, error_logits: torch.Tensor) -> torch.Tensor:
+    """The global stage's answer at full resolution: its logits and error logits (B,1,h,w) upsampled
+    (bilinear) to SAM's logits ``base`` (B,1,H,W) and :func:`~samkit.refine.layers.blend`-ed with them."""
+    size = (int(base.shape[-2]), int(base.shape[-1]))
+    up = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (logits, error_logits)]
+    return blend(base, *up)
 
 
 class GlobalRefiner(nn.Module):

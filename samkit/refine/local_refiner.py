@@ -12,7 +12,7 @@ from samkit.refine.layers import RefineHead, ResBlock, conv
 
 class LocalRefiner(nn.Module):
     """(B,3,S,S) normalised image crop + (B,3,S,S) prompt maps (positive / negative disks, squashed logits)
-    -> logit correction (B,1,S,S) and error logits (B,1,S,S); S = ``crop_size``."""
+    -> the refiner's logits (B,1,S,S) and error logits (B,1,S,S); S = ``crop_size``."""
 
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()

@@ -24,8 +24,8 @@ from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
 from samkit.refine.click_maps import click_maps, scale_points
 from samkit.refine.config import RefinerConfig
 from samkit.refine.crops import Box, crop_box, crop_resize, paste
-from samkit.refine.global_refiner import GlobalRefiner, ImageFeatures, correction
-from samkit.refine.layers import squash_logits
+from samkit.refine.global_refiner import GlobalRefiner, ImageFeatures, blend_up
+from samkit.refine.layers import blend, squash_logits
 from samkit.refine.local_refiner import LocalRefiner
 from samkit.refine.selector import DynamicSelector
 
@@ -169,8 +169,8 @@ class SamRefiner(nn.Module):
             return logits, 1 - (2 * p - 1).abs()
         work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
         maps = prompt_maps(work_pts, lab, work_logits, self.cfg.click_radius)
-        delta, err = self.global_refiner.fusion(st.features.expand(logits.shape[0]), maps)
-        return logits + correction(delta, err, st.original_size)[:, 0], torch.sigmoid(err[:, 0])
+        own, err = self.global_refiner.fusion(st.features.expand(logits.shape[0]), maps)
+        return blend_up(logits[:, None], own, err)[:, 0], torch.sigmoid(err[:, 0])
 
     def _local(self, logits: torch.Tensor, error_prob: torch.Tensor, pts: torch.Tensor | None,
                lab: torch.Tensor | None) -> torch.Tensor:
@@ -181,8 +181,9 @@ class SamRefiner(nn.Module):
         if box is None:
             return logits
         image, maps = local_inputs(st.image, logits, box, pts, lab, cfg)
-        delta, err = self.local_refiner(image, maps)
-        return paste(logits, (torch.sigmoid(err) * delta)[0, 0], box, cfg.feather)
+        ref, err = self.local_refiner(image, maps)
+        base = crop_resize(logits[None, None], box, cfg.crop_size)
+        return paste(logits, (blend(base, ref, err) - base)[0, 0], box, cfg.feather)
 
 
 def _mask_in(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

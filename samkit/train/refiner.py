@@ -35,7 +35,7 @@ from samkit.refine.click_maps import scale_points
 from samkit.refine.config import RefinerConfig
 from samkit.refine.crops import crop_box, crop_resize, paste
 from samkit.refine.file import save_refiner
-from samkit.refine.global_refiner import correction
+from samkit.refine.global_refiner import blend_up
 from samkit.refine.layers import blend
 from samkit.refine.refiner import SamRefiner, local_inputs, prompt_maps
 from samkit.train.checkpoints import CheckpointedRun
@@ -69,7 +69,8 @@ class RefinerTrainConfig(OptimConfig):
     item_size: int = 512  # square training frame, the refiner's full resolution
     batch_size: int = 4
     steps: int = 2000
-    clicks: int = 5  # clicks per simulated session (each one trained on)
+    clicks: int = 5  # clicks per simulated session that are trained on ...
+    warm_clicks: int = 0  # ... after 0..warm_clicks clicks (drawn per batch) simulated without gradient
     ritm_click_prob: float = 0.5  # next click by the evaluation's rule, else uniform in the error
     focal_alpha: float = 0.5
     boundary_weight: float = 4.0  # extra focal weight in the object's boundary band
@@ -101,6 +102,7 @@ class RefinerTrainConfig(OptimConfig):
             *self.optim_checks(),
             (self.item_size >= 64, f"item_size must be at least 64, got {self.item_size}"),
             (self.batch_size >= 1 and self.steps >= 1 and self.clicks >= 1, "batch_size, steps, clicks must be >= 1"),
+            (self.warm_clicks >= 0, f"warm_clicks must be >= 0, got {self.warm_clicks}"),
             (0.0 <= self.ritm_click_prob <= 1.0, "ritm_click_prob must be in [0, 1]"),
             (0.0 < self.focal_alpha < 1.0, "focal_alpha must be in (0, 1)"),
             (self.save_every >= 1 and self.log_every >= 1 and self.keep_checkpoints >= 1,
@@ -190,9 +192,10 @@ class RefinerTrainer(CheckpointedRun):
 
     def session_losses(self, images: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
                        rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Losses of one simulated session per object, averaged over clicks: images (B,3,S,S) normalised,
-        targets / valid (B,S,S) bool in the item frame. ``loss`` is differentiable; ``sam_iou`` /
-        ``refined_iou`` are the last click's mean IoUs (no gradient)."""
+        """Losses of one simulated session per object, averaged over the trained clicks (the last ``clicks``
+        of a session that starts with 0..``warm_clicks`` clicks simulated without gradient): images (B,3,S,S)
+        normalised, targets / valid (B,S,S) bool in the item frame. ``loss`` is differentiable; ``sam_iou``
+        / ``refined_iou`` are the last click's mean IoUs (no gradient)."""
         cfg, rc = self.cfg, self.refiner.cfg
         size = images.shape[-1]
         with torch.no_grad():
@@ -202,25 +205,30 @@ class RefinerTrainer(CheckpointedRun):
         prompts = first_prompts(targets_np, rng, box_prob=0.0, valid=valid_np)
         mask_input, rounds = None, []
         preds: np.ndarray | None = None
-        for k in range(cfg.clicks):
+        warm = int(rng.integers(0, cfg.warm_clicks + 1))
+        for k in range(warm + cfg.clicks):
             if k:
                 assert preds is not None  # set by the previous click
                 prompts = prompts.add_clicks(self._next_clicks(preds, targets_np, valid_np, prompts, rng))
             points = torch.from_numpy(prompts.points).to(self.device)
             labels = torch.from_numpy(prompts.labels).to(self.device)
             sam_logits, mask_input = self._sam(embedding, points * (rc.sam_img_size / size), labels, mask_input)
-            work_logits = F.interpolate(sam_logits, size=(rc.work_size,) * 2, mode="bilinear", align_corners=False)
-            maps = prompt_maps(scale_points(points, (size, size), (rc.work_size,) * 2), labels, work_logits,
-                               rc.click_radius)
-            delta, err = self.refiner.global_refiner.fusion(features, maps)
-            refined = sam_logits + correction(delta, err, (size, size))
-            err_up = F.interpolate(err, size=(size, size), mode="bilinear", align_corners=False)
-            terms = refine_loss(refined, err_up, sam_logits, targets, valid, cfg.focal_alpha, cfg.boundary_weight,
-                                cfg.boundary_width, cfg.error_weight)
-            local, final = self._local(images, refined.detach(), targets, valid, points, labels)
+            with torch.set_grad_enabled(k >= warm and torch.is_grad_enabled()):
+                work_logits = F.interpolate(sam_logits, size=(rc.work_size,) * 2, mode="bilinear",
+                                            align_corners=False)
+                maps = prompt_maps(scale_points(points, (size, size), (rc.work_size,) * 2), labels, work_logits,
+                                   rc.click_radius)
+                own, err = self.refiner.global_refiner.fusion(features, maps)
+                refined = blend_up(sam_logits, own, err)
+                local, final = self._local(images, refined.detach(), targets, valid, points, labels)
+                preds = (final > 0).cpu().numpy()
+                if k < warm:
+                    continue
+                err_up = F.interpolate(err, size=(size, size), mode="bilinear", align_corners=False)
+                terms = refine_loss(refined, err_up, sam_logits, targets, valid, cfg.focal_alpha,
+                                    cfg.boundary_weight, cfg.boundary_width, cfg.error_weight)
             terms["local"] = local
             terms["total"] = terms["total"] + cfg.local_weight * local
-            preds = (final > 0).cpu().numpy()
             rounds.append({**terms, "sam_iou": mask_iou(sam_logits, targets, valid).mean(),
                            "refined_iou": mask_iou(final[:, None], targets, valid).mean()})
         mean = {k: torch.stack([r[k] for r in rounds]).mean() for k in ("total", "focal", "dice", "error", "local")}
@@ -254,14 +262,15 @@ class RefinerTrainer(CheckpointedRun):
             keep = labels[b] >= 0
             image, maps = local_inputs(images[b:b + 1], logits[b, 0], box, points[b:b + 1, keep],
                                        labels[b:b + 1, keep], rc)
-            delta, err = self.refiner.local_refiner(image, maps)
+            ref, err = self.refiner.local_refiner(image, maps)
             base = crop_resize(logits[b:b + 1], box, rc.crop_size)
             t = crop_resize(targets[b:b + 1, None].float(), box, rc.crop_size)[:, 0] >= 0.5
             v = crop_resize(valid[b:b + 1, None].float(), box, rc.crop_size)[:, 0] >= 0.5
-            terms = refine_loss(blend(base, delta, err), err, base, t, v, cfg.focal_alpha, cfg.boundary_weight,
+            answer = blend(base, ref, err)
+            terms = refine_loss(answer, err, base, t, v, cfg.focal_alpha, cfg.boundary_weight,
                                 cfg.boundary_width, cfg.error_weight)
             losses.append(terms["total"])
-            final[b] = paste(final[b], (torch.sigmoid(err) * delta)[0, 0].detach(), box, rc.feather)
+            final[b] = paste(final[b], (answer - base)[0, 0].detach(), box, rc.feather)
         loss = torch.stack(losses).mean() if losses else logits.new_zeros(())
         return loss, final
 

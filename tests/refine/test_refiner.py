@@ -50,14 +50,16 @@ def test_image_branch_runs_once_per_image(refiner, tiny, grabcut):
 
 
 def test_untrained_refiner_keeps_sam_answer(refiner, tiny, grabcut):
-    """The error map starts near 0 (bias -4): before training the refiner barely changes SAM's logits."""
+    """The refiner's logits start at exactly 0: before training its blend only shrinks SAM's logits towards 0
+    (by the error map's gate), so SAM's mask is kept (up to resampling at the local crop's edges)."""
     sample = grabcut[2]
     pred = Predictor(tiny, refiner=refiner)
     pred.set_image(sample.image)
     h, w = sample.image.shape[:2]
     sam = pred.predict(points=[[w // 2, h // 2]], labels=[1], refine=False)
     ref = pred.predict(points=[[w // 2, h // 2]], labels=[1], refine=True)
-    assert np.abs(ref.logits - sam.logits).max() < 1.0
+    assert np.abs(ref.logits - sam.logits).max() > 0.1  # the refiner did run
+    assert (ref.masks == sam.masks).mean() > 0.995  # the local stage's resampling may flip a few boundary pixels
     np.testing.assert_array_equal(ref.low_res_logits, sam.low_res_logits)
 
 
