@@ -1,1 +1,2 @@
-"""The data engine behind ``samkit serve``: storage, accounts, embeddings, jobs and statistics."""
+"""The data engine behind ``samkit serve``: storage, accounts, embeddings, jobs, statistics, model versions and
+retraining."""
