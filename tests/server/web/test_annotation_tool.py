@@ -98,13 +98,14 @@ def overlay_pixels(page: Page) -> int:
 
 
 def overlay_at(page: Page, points: list[tuple[int, int]]) -> list[bool]:
-    """Whether the mask canvas is drawn at each image pixel (x, y)."""
-    where = [[round(v) for v in screen(page, x, y)] for x, y in points]
-    box = page.locator("#prompt-layer").bounding_box()
-    where = [[sx - round(box["x"]), sy - round(box["y"])] for sx, sy in where]
+    """Whether the mask canvas is drawn at each image pixel (x, y) (pixel centres)."""
+    view = json.loads(page.get_attribute("#prompt-layer", "data-view"))
+    where = [[round(view["ox"] + (x + 0.5) * view["scale"]), round(view["oy"] + (y + 0.5) * view["scale"])]
+             for x, y in points]
     return page.evaluate("""(pts) => {
-        const ctx = document.querySelector('#mask-layer').getContext('2d');
-        return pts.map(([x, y]) => ctx.getImageData(x, y, 1, 1).data[3] > 0);
+        const c = document.querySelector('#mask-layer');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return pts.map(([x, y]) => x >= 0 && y >= 0 && x < c.width && y < c.height && d[4 * (y * c.width + x) + 3] > 0);
     }""", where)
 
 
