@@ -2,9 +2,9 @@
 // when decoder.js can, else by the server), multimask candidates, brush / eraser, undo / redo, labels,
 // the image's masks (show / hide / delete / edit), review of pre-filled masks, polygon view.
 import { api, getToken, loadImage } from './api.js';
+import { createDecoder } from './decoder.js';
 import { polygons } from './polygon.js';
 import { applyStroke, cloneMask, decodeRle, emptyMask, encodeRle, maskArea, maskCanvas } from './rle.js';
-import { createServerDecoder } from './server_decode.js';
 import { STATUS_NAMES, banner, h } from './ui.js';
 
 const PALETTE = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4', '#f032e6', '#bfef45',
@@ -12,23 +12,15 @@ const PALETTE = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4
 const CURRENT_RGBA = [30, 144, 255, 150];
 const PENDING_RGBA = [255, 170, 0, 170];
 const HISTORY_LIMIT = 100;
-const decoders = new Map(); // project id -> Promise of its decoder (one per page session)
+const decoders = new Map(); // project, token, kind -> Promise of the decoder (one per page session)
 
-/** The in-browser decoder (decoder.js) when it loads, else the server's predict endpoint. */
+/** The project's decoder (decoder.js: in the browser where onnxruntime-web runs, else the server's
+ * predict endpoint, and it says why); `?decoder=server` in the page URL asks for the server. */
 function decoderFor(projectId) {
-  if (!decoders.has(projectId)) {
-    decoders.set(projectId, (async () => {
-      try {
-        const mod = await import('./decoder.js');
-        return await mod.createDecoder(projectId, getToken());
-      } catch (err) {
-        const d = createServerDecoder(projectId);
-        d.reason = `decoder.js did not load: ${err.message}`;
-        return d;
-      }
-    })());
-  }
-  return decoders.get(projectId);
+  const server = new URLSearchParams(window.location.search).get('decoder') === 'server';
+  const key = `${projectId}|${getToken()}|${server}`; // a new sign-in gets a decoder with its token
+  if (!decoders.has(key)) decoders.set(key, createDecoder(projectId, getToken(), { server }));
+  return decoders.get(key);
 }
 
 function hexRgba(hex, alpha) {
@@ -91,8 +83,8 @@ export async function annotatePage(root, projectId, imageId, me) {
   const brushSize = h('input#brush-size', { type: 'range', min: 1, max: 60, value: S.brushR,
     oninput() { S.brushR = +this.value; renderPrompts(); } });
   const candInfo = h('span#candidates.muted');
-  const decoderInfo = h('span#decoder-kind.muted', { title: decoder.reason || '' },
-    decoder.kind === 'browser' ? 'decoder: in browser' : 'decoder: server');
+  const decoderInfo = h('span#decoder-kind.muted', { title: decoder.reason || '', 'data-kind': decoder.kind },
+    decoder.kind === 'browser' ? 'decoder: in browser' : `decoder: server (${decoder.reason})`);
   const statusInfo = h('span#image-status');
   const conflictBox = h('div.conflict.hidden#conflict', { role: 'alert' });
   const labelListEl = h('ol.labels#label-list');
@@ -735,7 +727,6 @@ export async function annotatePage(root, projectId, imageId, me) {
   setTool('point');
   renderLabels();
   await loadAnnotations();
-  if (decoder.kind !== 'browser') decoderInfo.textContent += ` (${decoder.reason || 'in-browser decoder unavailable'})`;
   promptLayer.focus();
   promptLayer.dataset.ready = '1';
   if (me.role === 'viewer') banner('You are a viewer: you can look, not save', 'info');

@@ -262,6 +262,24 @@ def test_shortcuts_zoom_pan_box_polygon(page: Page, live: LiveServer) -> None:
         assert page.get_attribute("#prompt-layer", "data-tool") == tool
 
 
+def test_server_decoder_when_asked(page: Page, live: LiveServer) -> None:
+    """``?decoder=server``: clicks go to the predict endpoint, and the toolbar says so."""
+    page.goto(live.url + "/?decoder=server")
+    page.fill("#username", ANNOTATOR[0])
+    page.fill("#password", ANNOTATOR[1])
+    page.click("#login-button")
+    page.click("tr[data-image-id='2'] a")
+    page.wait_for_selector("#prompt-layer[data-ready='1']")
+    assert page.get_attribute("#decoder-kind", "data-kind") == "server"
+    assert "server" in page.text_content("#decoder-kind")
+    gt = ground_truth(2)
+    with page.expect_response(lambda r: r.url.endswith("/images/2/predict")) as answer:
+        click(page, *inside_point(gt))
+    assert answer.value.status == 200
+    masks = answer.value.json()["masks"]
+    assert area(page) == masks[0]["area"] > 0
+
+
 def test_semi_review_accept_fix_reject(page: Page, live: LiveServer) -> None:
     login(page, live)
     page.wait_for_selector("#image-table")
