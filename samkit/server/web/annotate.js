@@ -47,7 +47,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   // ---- state ----------------------------------------------------------------------------------------
   const S = {
-    points: [], labels: [], box: null, // prompts (image pixels)
+    points: [], labels: [], box: null, text: '', // prompts (image pixels; text for text models)
     cands: [], scores: [], candIdx: 0, lowRes: null, // decoded candidates
     strokes: [], // brush / eraser strokes on top of the chosen candidate (or of the edited mask)
     base: null, editing: null, // fixing a saved mask: its mask, {id, version}
@@ -83,6 +83,8 @@ export async function annotatePage(root, projectId, imageId, me) {
   const brushSize = h('input#brush-size', { type: 'range', min: 1, max: 60, value: S.brushR,
     oninput() { S.brushR = +this.value; renderPrompts(); } });
   const candInfo = h('span#candidates.muted');
+  const textPrompt = h('input#text-prompt', { placeholder: 'text prompt (text models), Enter', size: 22,
+    onkeydown(e) { if (e.key === 'Enter') { e.preventDefault(); setText(this.value); } } });
   const decoderInfo = h('span#decoder-kind.muted', { title: decoder.reason || '', 'data-kind': decoder.kind },
     decoder.kind === 'browser' ? 'decoder: in browser' : `decoder: server (${decoder.reason})`);
   const statusInfo = h('span#image-status');
@@ -102,7 +104,7 @@ export async function annotatePage(root, projectId, imageId, me) {
       h('a', { href: `#/p/${projectId}/images` }, '← images'),
       h('strong#image-name', {}, image.path.split('/').pop()), statusInfo,
       tool('point', 'v', 'Click'), tool('box', 'x', 'Box'), tool('brush', 'b', 'Brush'), tool('eraser', 'e', 'Eraser'),
-      h('label', { for: 'brush-size' }, 'size'), brushSize,
+      h('label', { for: 'brush-size' }, 'size'), brushSize, textPrompt,
       h('button#cycle', { title: 'next of the three candidates (c or Tab)', onclick: cycle }, 'Candidate (c)'), candInfo,
       h('button#undo', { onclick: undo, title: 'Ctrl+Z' }, 'Undo'),
       h('button#redo', { onclick: redo, title: 'Ctrl+Shift+Z' }, 'Redo'),
@@ -115,7 +117,9 @@ export async function annotatePage(root, projectId, imageId, me) {
     h('div.workspace', {}, stage, h('aside.side', {},
       h('h3', {}, 'Labels (1-9)'), labelListEl,
       h('form.inline#label-form', { onsubmit: addLabel }, newLabel, h('button', { type: 'submit' }, 'Add')),
-      h('h3', {}, 'Masks'), maskListEl, polyPanel,
+      h('h3', {}, 'Masks ', h('button#undo-saved', { onclick: undoSaved,
+        title: 'undo the newest saved change on this image (a save, fix, review or delete), by anyone' },
+      'Undo last saved change')), maskListEl, polyPanel,
       h('p.help.muted', {}, 'Left click: object · right / Alt+click: background · drag or Shift+drag: box · ',
         'wheel: zoom · space+drag or middle drag: pan · c/Tab: candidate · b/e: brush/eraser · [ ]: size · ',
         'Ctrl+Z / Ctrl+Shift+Z: undo / redo · Enter: accept · Esc: clear')))));
@@ -244,6 +248,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   function renderSide() {
     for (const [name, b] of Object.entries(toolButtons)) b.classList.toggle('active', S.tool === name);
+    if (document.activeElement !== textPrompt) textPrompt.value = S.text;
     candInfo.textContent = S.cands.length
       ? `${S.candIdx + 1}/${S.cands.length} (score ${(S.scores[S.candIdx] ?? 0).toFixed(2)})` : '';
     statusInfo.textContent = STATUS_NAMES[image.status] || image.status;
@@ -321,8 +326,8 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   // ---- history --------------------------------------------------------------------------------------
   function snapshot() {
-    return { points: S.points.slice(), labels: S.labels.slice(), box: S.box, cands: S.cands, scores: S.scores,
-      candIdx: S.candIdx, lowRes: S.lowRes, strokes: S.strokes.slice(), base: S.base, editing: S.editing };
+    return { points: S.points.slice(), labels: S.labels.slice(), box: S.box, text: S.text, cands: S.cands,
+      scores: S.scores, candIdx: S.candIdx, lowRes: S.lowRes, strokes: S.strokes.slice(), base: S.base, editing: S.editing };
   }
 
   function restore(snap) {
@@ -356,7 +361,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   function resetEditor() {
     decodeSeq += 1;
-    Object.assign(S, { points: [], labels: [], box: null, cands: [], scores: [], candIdx: 0, lowRes: null,
+    Object.assign(S, { points: [], labels: [], box: null, text: '', cands: [], scores: [], candIdx: 0, lowRes: null,
       strokes: [], base: null, editing: null, clicks: 0, kinds: new Set(), startedAt: null });
     undoStack = [];
     redoStack = [];
@@ -367,9 +372,9 @@ export async function annotatePage(root, projectId, imageId, me) {
   }
 
   function clearCurrent() {
-    if (!S.points.length && !S.box && !S.strokes.length && !S.base) return;
+    if (!S.points.length && !S.box && !S.text && !S.strokes.length && !S.base) return;
     remember();
-    Object.assign(S, { points: [], labels: [], box: null, cands: [], scores: [], candIdx: 0, lowRes: null,
+    Object.assign(S, { points: [], labels: [], box: null, text: '', cands: [], scores: [], candIdx: 0, lowRes: null,
       strokes: [], base: null, editing: null });
     changed();
   }
@@ -381,7 +386,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   async function decode() {
     const seq = ++decodeSeq;
-    if (!S.points.length && !S.box) {
+    if (!S.points.length && !S.box && !S.text) {
       Object.assign(S, { cands: [], scores: [], candIdx: 0, lowRes: null });
       changed();
       return;
@@ -391,7 +396,8 @@ export async function annotatePage(root, projectId, imageId, me) {
       // one prompt is ambiguous: the three candidates; more prompts: the single refined mask (as in SAM)
       const multimask = S.points.length + (S.box ? 1 : 0) <= 1;
       const [pts, labs] = S.points.length ? [S.points, S.labels] : [null, null]; // a box alone: no points
-      const r = await decoder.decode(imageId, pts, labs, S.box, maskInput(), { multimask });
+      const r = S.text ? await textDecode(pts, labs)
+        : await decoder.decode(imageId, pts, labs, S.box, maskInput(), { multimask });
       if (seq !== decodeSeq) return;
       const order = r.scores.map((_, i) => i).sort((a, b) => r.scores[b] - r.scores[a]);
       const feedback = r.feedback || [];
@@ -410,6 +416,23 @@ export async function annotatePage(root, projectId, imageId, me) {
         maskLayer.dataset.busy = '0';
       }
     }
+  }
+
+  /** Prompts with text go to the server (text models run there), answers as decoder.js gives them. */
+  async function textDecode(points, labels) {
+    const fed = maskInput();
+    const r = await api('POST', `${base}/images/${imageId}/predict`, { points, labels, box: S.box, text: S.text,
+      mask_input: fed && fed.prediction_id !== undefined ? fed : null });
+    return { masks: r.masks.map((m) => decodeRle(m.rle)), scores: r.masks.map((m) => m.score),
+      feedback: r.masks.map((m) => ({ prediction_id: r.prediction_id, index: m.index })) };
+  }
+
+  function setText(value) {
+    remember();
+    S.text = value.trim();
+    S.clicks += 1;
+    S.kinds.add('text');
+    decode();
   }
 
   function addPoint(p, label) {
@@ -637,9 +660,17 @@ export async function annotatePage(root, projectId, imageId, me) {
     return onConflictless(() => api('DELETE', `${base}/annotations/${a.id}?version=${a.version}`), `Delete #${a.id}`);
   }
 
+  async function undoSaved() {
+    try {
+      const r = await api('POST', `${base}/images/${imageId}/undo`);
+      banner(`Undone: ${r.undone} of mask #${r.annotation.id}`, 'info');
+    } catch (err) { banner(`Undo: ${err.message}`, err.status === 404 ? 'info' : 'error'); }
+    await loadAnnotations();
+  }
+
   function edit(a) {
     remember();
-    Object.assign(S, { points: [], labels: [], box: null, cands: [], scores: [], candIdx: 0, lowRes: null,
+    Object.assign(S, { points: [], labels: [], box: null, text: '', cands: [], scores: [], candIdx: 0, lowRes: null,
       strokes: [], base: a.mask, editing: { id: a.id, version: a.version, status: a.status } });
     if (a.label_id) S.labelId = a.label_id;
     renderLabels();

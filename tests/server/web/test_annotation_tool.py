@@ -205,6 +205,14 @@ def test_click_negative_undo_brush_accept_reload(page: Page, live: LiveServer) -
     page.click("#mask-list li.mask-row .toggle-visible")  # show
     assert overlay_pixels(page) > 0
 
+    # a deleted mask comes back with the server-side undo
+    page.click("#mask-list li.mask-row .delete")
+    page.wait_for_selector("#mask-list li.mask-row", state="detached")
+    assert live.annotations(1) == []
+    page.click("#undo-saved")
+    page.wait_for_selector("#mask-list li.mask-row")
+    assert [a["id"] for a in live.annotations(1)] == [saved[0]["id"]]
+
 
 def test_shortcuts_zoom_pan_box_polygon(page: Page, live: LiveServer) -> None:
     gt = ground_truth(2)
@@ -260,6 +268,14 @@ def test_shortcuts_zoom_pan_box_polygon(page: Page, live: LiveServer) -> None:
     for key, tool in (("e", "eraser"), ("b", "brush"), ("x", "box"), ("v", "point")):
         page.keyboard.press(key)
         assert page.get_attribute("#prompt-layer", "data-tool") == tool
+
+    # a text prompt goes to the server; samkit_tiny has no text encoder: the server's refusal is shown
+    page.fill("#text-prompt", "the bird")
+    with page.expect_response(lambda r: r.url.endswith("/images/2/predict")) as answer:
+        page.press("#text-prompt", "Enter")
+    assert answer.value.status == 422
+    page.wait_for_selector("#banner.error")
+    assert answer.value.json()["detail"] in page.text_content("#banner")
 
 
 def test_server_decoder_when_asked(page: Page, live: LiveServer) -> None:
