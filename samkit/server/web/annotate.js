@@ -172,6 +172,32 @@ export async function annotatePage(root, projectId, imageId, me) {
   function changed() {
     current = undefined;
     render();
+    saveDraft();
+  }
+
+  // the unsaved mask survives a reload: kept per image in localStorage until saved or cleared
+  const draftKey = `samkit.draft.${projectId}.${imageId}`;
+  function saveDraft() {
+    const m = currentMask();
+    if (!m && !S.editing) { localStorage.removeItem(draftKey); return; }
+    try {
+      localStorage.setItem(draftKey, JSON.stringify({ points: S.points, labels: S.labels, box: S.box, text: S.text,
+        editing: S.editing, labelId: S.labelId, rle: m ? encodeRle(m) : null, startedAt: S.startedAt,
+        clicks: S.clicks, kinds: [...S.kinds] }));
+    } catch { /* storage full: the draft is a convenience, the saved masks are on the server */ }
+  }
+
+  function restoreDraft() {
+    let d = null;
+    try { d = JSON.parse(localStorage.getItem(draftKey) || 'null'); } catch { /* a broken draft is dropped */ }
+    if (!d) return;
+    const editing = d.editing && S.anns.find((a) => a.id === d.editing.id) ? d.editing : null;
+    Object.assign(S, { points: d.points || [], labels: d.labels || [], box: d.box || null, text: d.text || '',
+      base: d.rle ? decodeRle(d.rle) : null, editing, labelId: d.labelId ?? S.labelId,
+      startedAt: d.startedAt ? new Date(d.startedAt) : null, clicks: d.clicks || 0, kinds: new Set(d.kinds || []) });
+    renderLabels();
+    changed();
+    banner('Your unsaved mask on this image was restored (Esc clears it)', 'info');
   }
 
   // ---- drawing --------------------------------------------------------------------------------------
@@ -758,6 +784,7 @@ export async function annotatePage(root, projectId, imageId, me) {
   setTool('point');
   renderLabels();
   await loadAnnotations();
+  restoreDraft();
   promptLayer.focus();
   promptLayer.dataset.ready = '1';
   if (me.role === 'viewer') banner('You are a viewer: you can look, not save', 'info');

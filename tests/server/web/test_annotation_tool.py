@@ -251,6 +251,23 @@ def test_shortcuts_zoom_pan_box_polygon(page: Page, live: LiveServer) -> None:
     boxed = area(page)
     assert boxed > 0.5 * gt.sum()
 
+    # the unsaved mask survives a reload (a draft in the page's storage), until Esc clears it
+    page.reload()
+    page.wait_for_selector("#prompt-layer[data-ready='1']")
+    assert area(page) == boxed and "restored" in page.text_content("#banner")
+    page.keyboard.press("Escape")
+    page.reload()
+    page.wait_for_selector("#prompt-layer[data-ready='1']")
+    assert area(page) == 0
+    page.keyboard.press("Control+z")  # nothing to undo after a reload: the box stays cleared
+    assert area(page) == 0
+    page.keyboard.down("Shift")
+    drag(page, (xs.min(), ys.min()), (xs.max(), ys.max()))
+    page.keyboard.up("Shift")
+    page.wait_for_function("+document.querySelector('#mask-layer').dataset.decodes > 0")
+    boxed = area(page)
+    assert boxed > 0.5 * gt.sum()
+
     # wheel zooms about the cursor; space + drag pans
     view = json.loads(page.get_attribute("#prompt-layer", "data-view"))
     page.mouse.move(*screen(page, px, py))
