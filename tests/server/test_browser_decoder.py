@@ -23,9 +23,9 @@ TEST_PAGE = "/__decoder_test__.html"  # answered by the test itself (same origin
 
 # Runs in the page: decode each prompt (the second-last result's best mask fed back when a prompt asks),
 # masks as '0'/'1' strings for the comparison in Python.
-DECODE_JS = """async ({projectId, token, imageId, prompts}) => {
+DECODE_JS = """async ({projectId, token, imageId, prompts, options}) => {
   const { createDecoder } = await import('/decoder.js');
-  const decoder = await createDecoder(projectId, token);
+  const decoder = await createDecoder(projectId, token, options);
   const results = [];
   let previous = null;
   for (const p of prompts) {
@@ -59,7 +59,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, P
         yield base, r.json()["token"], project / "images" / IMAGE
 
 
-def _decode_in_browser(site: tuple[str, str, Path], prompts: list[dict], block_wasm: bool = False) -> dict:
+def _decode_in_browser(site: tuple[str, str, Path], prompts: list[dict], block_wasm: bool = False,
+                       options: dict | None = None) -> dict:
     base, token, _ = site
     with chromium() as browser:
         page = browser.new_page()
@@ -70,7 +71,8 @@ def _decode_in_browser(site: tuple[str, str, Path], prompts: list[dict], block_w
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{base}{TEST_PAGE}")
-        out = page.evaluate(DECODE_JS, {"projectId": 1, "token": token, "imageId": 1, "prompts": prompts})
+        out = page.evaluate(DECODE_JS, {"projectId": 1, "token": token, "imageId": 1, "prompts": prompts,
+                                        "options": options or {}})
         assert not errors, errors
         return out
 
@@ -126,6 +128,14 @@ def test_falls_back_to_the_server_when_the_wasm_cannot_load(site: tuple[str, str
     for got, ref in zip(out["results"], reference, strict=True):
         assert got["lowRes"] is None
         _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
+
+
+def test_falls_back_to_the_server_when_the_start_takes_too_long(site: tuple[str, str, Path]) -> None:
+    out = _decode_in_browser(site, _prompts(481, 321)[:1], options={"startTimeoutMs": 1})
+    assert out["kind"] == "server"
+    assert out["reason"] == ("decoding on the server: the in-browser decoder could not start "
+                             "(onnxruntime-web did not start within 0.001 s)")
+    assert len(out["results"][0]["masks"]) == 3
 
 
 def test_decoder_endpoints(served: Served) -> None:

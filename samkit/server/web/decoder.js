@@ -21,6 +21,7 @@
 import { decodeRle } from './rle.js';
 
 const VENDOR = new URL('./vendor/', import.meta.url).href;
+const START_TIMEOUT_MS = 90000; // a slower start is given up for the server (a threaded start hung in tests)
 const EMBEDDINGS_KEPT = 8; // images whose embeddings stay in memory (4 MB each for SAM ViT models)
 
 /** Error with the server's one-line detail. */
@@ -254,16 +255,23 @@ function serverDecoder(api, headers, reason) {
  * A decoder for project `projectId` signed in with bearer `token`: in the browser when
  * onnxruntime-web starts (kind 'browser'), else on the server (kind 'server'); `reason` says which and
  * why, for the page to show. Options (for tests and benchmarks): ortUrl, wasmPaths (where
- * onnxruntime-web's module and WASM files are; default ./vendor/), server (true: always the server).
+ * onnxruntime-web's module and WASM files are; default ./vendor/), server (true: always the server),
+ * startTimeoutMs (default 90 s: a start that takes longer is given up for the server).
  */
 export async function createDecoder(projectId, token, options = {}) {
   const api = `/api/projects/${projectId}`;
   const headers = { Authorization: `Bearer ${token}` };
   if (options.server) return serverDecoder(api, headers, 'decoding on the server (asked for)');
+  const limitMs = options.startTimeoutMs ?? START_TIMEOUT_MS;
+  let timer;
   try {
-    return await browserDecoder(api, headers, options);
+    return await Promise.race([browserDecoder(api, headers, options), new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`onnxruntime-web did not start within ${limitMs / 1000} s`)), limitMs);
+    })]);
   } catch (err) {
     const why = String(err?.message ?? err).split('\n')[0];
     return serverDecoder(api, headers, `decoding on the server: the in-browser decoder could not start (${why})`);
+  } finally {
+    clearTimeout(timer);
   }
 }
