@@ -1,8 +1,9 @@
 // The browser annotation tool of `samkit serve`: hash routes, login, projects, images; the canvas
-// (annotate.js) and the jobs page (jobs.js).
+// (annotate.js), the jobs page (jobs.js) and the statistics page (stats.js).
 import { api, getToken, setToken } from './api.js';
 import { annotatePage } from './annotate.js';
 import { jobsPage } from './jobs.js';
+import { statsPage } from './stats.js';
 import { STATUS_NAMES, banner, clearBanner, h } from './ui.js';
 
 const main = document.getElementById('main');
@@ -23,7 +24,8 @@ function nav(projectId) {
   if (!me) return;
   el.append(h('a', { href: '#/projects' }, 'Projects'));
   if (projectId) {
-    el.append(h('a', { href: `#/p/${projectId}/images` }, 'Images'), h('a', { href: `#/p/${projectId}/jobs` }, 'Jobs'));
+    el.append(h('a', { href: `#/p/${projectId}/images` }, 'Images'), h('a', { href: `#/p/${projectId}/jobs` }, 'Jobs'),
+      h('a', { href: `#/p/${projectId}/stats` }, 'Statistics'));
   }
   document.getElementById('whoami').replaceChildren(
     h('span', {}, `${me.username} (${me.role})`),
@@ -123,6 +125,9 @@ async function route() {
     } else if ((m = path.match(/^\/p\/(\d+)\/jobs$/))) {
       nav(+m[1]);
       leave = await jobsPage(main, +m[1]);
+    } else if ((m = path.match(/^\/p\/(\d+)\/stats$/))) {
+      nav(+m[1]);
+      leave = await statsPage(main, +m[1]);
     } else await projectsPage();
   } catch (err) {
     if (err.status !== 401) banner(err.message);

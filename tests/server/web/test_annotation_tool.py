@@ -412,3 +412,20 @@ def test_conflict_is_shown_and_nothing_lost(page: Page, live: LiveServer) -> Non
     page.wait_for_selector("#conflict", state="hidden")
     now = live.call("GET", f"/api/projects/1/annotations/{ann['id']}")
     assert now["area"] == mine and now["version"] == ann["version"] + 2 and now["status"] == "accepted"
+
+
+def test_statistics_page(page: Page, live: LiveServer) -> None:
+    """After the tests above saved masks with their time and clicks: the page shows the API's figures."""
+    report = live.call("GET", "/api/projects/1/stats")
+    manual = report["stages"]["manual"]
+    assert manual["masks"] >= 1 and manual["clicks_per_mask"] > 0
+    login(page, live)
+    page.wait_for_selector("#image-table")
+    page.click("#nav a[href$='/stats']")
+    page.wait_for_selector("#stage-table")
+    row = "#stage-table tr[data-row='manual']"
+    assert page.text_content(f"{row} .m-masks") == str(manual["masks"])
+    assert page.text_content(f"{row} .m-clicks_per_mask") == f"{manual['clicks_per_mask']:.1f}"
+    assert page.locator(f"#annotator-table tr[data-row='{ANNOTATOR[0]}']").count() == 1
+    bars = page.locator("svg.plot[data-metric='seconds_per_mask'] rect[data-stage='manual']")
+    assert bars.count() == len([d for d in report["days"] if d["stages"]["manual"]["seconds_per_mask"]])
