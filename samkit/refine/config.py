@@ -23,7 +23,7 @@ class RefinerConfig:
     sam_arch: str = "samkit_tiny"
     embed_dim: int = 256
     sam_img_size: int = 256
-    work_size: int = 384
+    work_size: int = 256
     channels: int = 32  # the global trunk's width (1/4 of the work frame)
     fine_channels: int = 16  # the global head's width (full work frame)
     embed_channels: int = 32

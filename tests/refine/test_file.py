@@ -10,6 +10,7 @@ from samkit.errors import CheckpointError
 from samkit.models.load import BUNDLED_DIR
 from samkit.predict.predictor import Predictor
 from samkit.refine import RefinerConfig, SamRefiner, load_refiner, read_refiner_file, save_refiner
+from samkit.refine import file as refine_file
 
 
 def test_round_trip(refiner, tmp_path):
@@ -24,12 +25,14 @@ def test_round_trip(refiner, tmp_path):
     assert path.stat().st_size < 4 * 2**20  # a few MB in fp16
 
 
-def test_bundled_name_not_there_yet():
-    if (BUNDLED_DIR / "samkit_tiny_ref.fp16.safetensors").is_file():
-        assert isinstance(load_refiner("samkit_tiny_ref"), SamRefiner)
-    else:
-        with pytest.raises(CheckpointError, match="samkit_tiny_ref is not bundled yet.*train-refiner"):
-            load_refiner("samkit_tiny_ref")
+def test_bundled_name(tiny, tmp_path, monkeypatch):
+    ref = load_refiner("samkit_tiny_ref")  # shipped in samkit/weights, loaded offline
+    assert isinstance(ref, SamRefiner) and ref.cfg.sam_arch == tiny.arch
+    ref.check_model(tiny)
+    assert (BUNDLED_DIR / "samkit_tiny_ref.fp16.safetensors").stat().st_size < 4 * 2**20
+    monkeypatch.setattr(refine_file, "BUNDLED_DIR", tmp_path)  # an install that lost the file
+    with pytest.raises(CheckpointError, match="samkit_tiny_ref is not bundled yet.*train-refiner"):
+        load_refiner("samkit_tiny_ref")
 
 
 def test_unknown_name():

@@ -1,11 +1,8 @@
-"""The shipped samkit_tiny_ref: loads offline and improves a few GrabCut objects over samkit_tiny alone.
-Until it is trained and bundled, loading it must fail with the one-line 'not bundled yet' error instead."""
+"""The shipped samkit_tiny_ref: loads offline and improves a few GrabCut objects over samkit_tiny alone."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from samkit.errors import CheckpointError
 from samkit.eval.interactive import simulate_object
 from samkit.models.load import BUNDLED_DIR
 from samkit.predict.predictor import Predictor
@@ -15,10 +12,7 @@ SHIPPED = BUNDLED_DIR / BUNDLED_REFINERS["samkit_tiny_ref"]
 
 
 def test_shipped_refiner_improves_grabcut_objects(tiny, grabcut):
-    if not SHIPPED.is_file():
-        with pytest.raises(CheckpointError, match="samkit_tiny_ref is not bundled yet"):
-            load_refiner("samkit_tiny_ref")
-        return
+    assert SHIPPED.is_file()
     refined = Predictor(tiny, refiner=load_refiner("samkit_tiny_ref"))
     plain = Predictor(tiny)
     ious = {"sam": [], "refined": []}

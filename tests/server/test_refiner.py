@@ -14,6 +14,7 @@ from samkit.cli import main
 from samkit.data.masks import rle_to_mask
 from samkit.predict.predictor import Predictor
 from samkit.refine import RefinerConfig, SamRefiner, load_refiner, save_refiner
+from samkit.refine import file as refine_file
 from samkit.refine.layers import RefineHead
 from samkit.server.app import create_app
 from tests.server.conftest import Served, make_project, settings_for
@@ -84,11 +85,12 @@ def test_refine_without_a_refiner_is_refused(served: Served) -> None:
     assert r.status_code == 422 and "--refiner" in r.json()["detail"]
 
 
-def test_bad_refiner_fails_at_start(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_bad_refiner_fails_at_start(tmp_path: Path, capsys, monkeypatch) -> None:  # noqa: ANN001
     project = tmp_path / "p"
     assert main(["serve", str(project), "--refiner", str(tmp_path / "missing.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("samkit: error: unknown refiner") and "\n" not in err
+    monkeypatch.setattr(refine_file, "BUNDLED_DIR", tmp_path)  # an install that lost the bundled refiner
     assert main(["serve", str(project), "--refiner", "samkit_tiny_ref"]) == 2
     assert "samkit_tiny_ref is not bundled yet" in capsys.readouterr().err
     other = save_refiner(SamRefiner(RefinerConfig(sam_arch="sam_vit_b", sam_img_size=1024)), tmp_path / "b.safetensors")
