@@ -16,6 +16,7 @@ import numpy as np
 from samkit.errors import SamkitError
 from samkit.predict.predictor import Predictor
 from samkit.predict.refining import MaskRefiner
+from samkit.predict.text import has_text_encoder
 
 
 class EmbeddingCache:
@@ -68,8 +69,8 @@ class EmbeddingCache:
                 return pred
             pred = Predictor(self.model)
             disk = self.file(sha256)
-            if disk.is_file():
-                pred.load_embedding(disk)
+            if disk.is_file():  # a text-promptable model also needs the image for its text branch
+                pred.load_embedding(disk, image=path if has_text_encoder(self.model) else None)
             else:
                 pred.set_image(path)
                 pred.save_embedding(disk)

@@ -143,7 +143,8 @@ class Predictor:
         """Load an embedding written by :meth:`save_embedding`; no image encoder is run.
 
         ``image_size`` (H, W) of the original image is checked against the file when given. ``image``: the
-        image itself, for a refiner (its image-only features are recomputed from it; the file holds SAM's only).
+        image itself, for a refiner and for text prompts (their image-only inputs are recomputed from it; the
+        file holds SAM's features only).
         """
         meta, features = read_embedding(path, with_features=True)
         assert features is not None  # with_features
@@ -157,19 +158,16 @@ class Predictor:
         self._set_features(features.to(self.model.device))
         self.original_size = original
         self.input_size = resized_shape(original[0], original[1], self.model.img_size)
-        self.text_image = None  # the file holds SAM's features only: text prompts need set_image
+        self.text_image = None  # the file holds SAM's features only: text prompts and a refiner need the image
+        rgb = None if image is None else load_image(image)
+        if rgb is not None and rgb.shape[:2] != tuple(original):
+            raise SamkitError(f"image of size {rgb.shape[:2]} (H, W) for an embedding of {tuple(original)}")
+        if rgb is not None and has_text_encoder(self.model):
+            self.text_image = self.model.text_image(rgb)
         if self.refiner is not None:
-            self._refiner_image(self.refiner, image)
-
-    def _refiner_image(self, refiner: MaskRefiner, image: np.ndarray | Image.Image | str | os.PathLike | None) -> None:
-        """Give the refiner the image of a loaded embedding (without one, refining needs set_image)."""
-        refiner.reset_image()
-        if image is None:
-            return
-        rgb = load_image(image)
-        if rgb.shape[:2] != self.original_size:
-            raise SamkitError(f"image of size {rgb.shape[:2]} (H, W) for an embedding of {self.original_size}")
-        refiner.set_image(rgb, self._require_image()[0])
+            self.refiner.reset_image()
+            if rgb is not None:
+                self.refiner.set_image(rgb, self._require_image()[0])
 
     # -- prompting --------------------------------------------------------------------------
     def predict(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
@@ -260,8 +258,8 @@ class Predictor:
     def _text_prompts(self, ids: list[list[int]]) -> torch.Tensor:
         """(B,1,256) prompt tokens of checked token id lists, about the current image."""
         if self.text_image is None:
-            raise SamkitError("text prompts need the image itself: call set_image() (an embedding file holds "
-                              "only SAM's image features)")
+            raise SamkitError("text prompts need the image itself: call set_image(), or load_embedding(..., "
+                              "image=...) (an embedding file holds only SAM's image features)")
         return prompt_tokens(self.model, self.text_image, ids)
 
     def _run(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,

@@ -175,6 +175,17 @@ def test_text_after_load_embedding_needs_the_image(pred, tmp_path):
     assert p.predict(text="a dog").masks.shape == (1, 96, 128)
 
 
+def test_load_embedding_with_the_image_takes_text(pred, tmp_path):
+    path = tmp_path / "emb.safetensors"
+    pred.save_embedding(path)
+    p = Predictor(pred.model)
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)  # the fixture's image
+    p.load_embedding(path, image=image)
+    _same(p.predict(text="a dog"), pred.predict(text="a dog"))
+    with pytest.raises(SamkitError, match=r"image of size \(64, 64\)"):
+        p.load_embedding(path, image=np.zeros((64, 64, 3), dtype=np.uint8))
+
+
 def test_text_prompt_token_is_appended_after_the_geometric_prompts(pred):
     """Same result as decoding by hand with the projected CLS as the last sparse token."""
     ids = torch.tensor([pred.model.tokenize("a dog on the left")])
