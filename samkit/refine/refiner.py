@@ -58,9 +58,11 @@ def prompt_maps(points: torch.Tensor | None, labels: torch.Tensor | None, logits
 
 
 def local_inputs(image: torch.Tensor, logits: torch.Tensor, box: Box, points: torch.Tensor | None,
-                 labels: torch.Tensor | None, cfg: RefinerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+                 labels: torch.Tensor | None, cfg: RefinerConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The local stage's inputs for one crop: image (1,3,H,W), logits (H,W), points (1,N,2) x,y and labels
-    (1,N) in the same frame -> image crop (1,3,S,S) and prompt maps (1,3,S,S), S = ``crop_size``."""
+    (1,N) in the same frame -> image crop (1,3,S,S), prompt maps (1,3,S,S) and the crop's logits (1,1,S,S)
+    (the base the local answer is blended with), S = ``crop_size``."""
     x0, y0, x1, y1 = box
     s = cfg.crop_size
     crop_logits = crop_resize(logits[None, None], box, s)
@@ -68,7 +70,8 @@ def local_inputs(image: torch.Tensor, logits: torch.Tensor, box: Box, points: to
     if points is not None:
         shifted = points - torch.tensor([x0, y0], dtype=points.dtype)
         crop_points = scale_points(shifted, (y1 - y0, x1 - x0), (s, s))
-    return crop_resize(image, box, s), prompt_maps(crop_points, labels, crop_logits, cfg.click_radius)
+    maps = prompt_maps(crop_points, labels, crop_logits, cfg.click_radius)
+    return crop_resize(image, box, s), maps, crop_logits
 
 
 class SamRefiner(nn.Module):
@@ -180,9 +183,8 @@ class SamRefiner(nn.Module):
         box = crop_box((error_prob > 0.5).cpu().numpy(), st.original_size, last, cfg.min_crop, cfg.crop_margin)
         if box is None:
             return logits
-        image, maps = local_inputs(st.image, logits, box, pts, lab, cfg)
+        image, maps, base = local_inputs(st.image, logits, box, pts, lab, cfg)
         ref, err = self.local_refiner(image, maps)
-        base = crop_resize(logits[None, None], box, cfg.crop_size)
         return paste(logits, (blend(base, ref, err) - base)[0, 0], box, cfg.feather)
 
 

@@ -260,10 +260,9 @@ class RefinerTrainer(CheckpointedRun):
             if box is None:
                 continue
             keep = labels[b] >= 0
-            image, maps = local_inputs(images[b:b + 1], logits[b, 0], box, points[b:b + 1, keep],
+            image, maps, base = local_inputs(images[b:b + 1], logits[b, 0], box, points[b:b + 1, keep],
                                        labels[b:b + 1, keep], rc)
             ref, err = self.refiner.local_refiner(image, maps)
-            base = crop_resize(logits[b:b + 1], box, rc.crop_size)
             t = crop_resize(targets[b:b + 1, None].float(), box, rc.crop_size)[:, 0] >= 0.5
             v = crop_resize(valid[b:b + 1, None].float(), box, rc.crop_size)[:, 0] >= 0.5
             answer = blend(base, ref, err)
