@@ -53,8 +53,7 @@ class ServerState:
             assert project.model_version_id is not None  # every project is made with one (_project)
             self.project_id, self.model_version_id = project.id, project.model_version_id
             self.scanned, self.refused = scan(s, project.id, settings.images_dir, settings.max_pixels)
-        self.embeddings = EmbeddingCache(self.model, f"mv{self.model_version_id}", settings.project_dir / "embeddings",
-                                         settings.embedding_cache, self.refiner)
+        self.embeddings = self._embedding_cache(self.model, self.model_version_id)
         self.jobs = JobRunner(self.sessions, JobContext(settings.images_dir, settings.project_dir, self.model,
                                                         self.model_version_id, self.embeddings, engine=settings.engine,
                                                         workers=settings.workers, ray_address=settings.ray_address),
@@ -79,6 +78,11 @@ class ServerState:
             s.flush()
         return project
 
+    def _embedding_cache(self, model: Any, version_id: int) -> EmbeddingCache:
+        """A new embedding cache of ``model`` (version ``version_id``, tag ``mv<id>``)."""
+        return EmbeddingCache(model, f"mv{version_id}", self.settings.project_dir / "embeddings",
+                              self.settings.embedding_cache, self.refiner)
+
     def sync_model(self, force: bool = False) -> bool:
         """Predict with the project's current model version: when it is not the loaded one, load it and start
         a new embedding cache (tagged ``mv<id>``: no embedding of the old version is served). Looks at most
@@ -98,8 +102,7 @@ class ServerState:
             if self.refiner is not None:
                 self.refiner.check_model(model)
             old = self.embeddings
-            self.embeddings = EmbeddingCache(model, f"mv{version.id}", self.settings.project_dir / "embeddings",
-                                             self.settings.embedding_cache, self.refiner)
+            self.embeddings = self._embedding_cache(model, version.id)
             self.model, self.model_version_id, self._model_source = model, version.id, version.file or version.name
             ctx = self.jobs.ctx
             ctx.model, ctx.model_version_id, ctx.embeddings = model, version.id, self.embeddings
