@@ -11,6 +11,8 @@ const PALETTE = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4
   '#fabed4', '#469990', '#dcbeff', '#9a6324', '#800000', '#aaffc3', '#808000', '#000075'];
 const CURRENT_RGBA = [30, 144, 255, 150];
 const PENDING_RGBA = [255, 170, 0, 170];
+const PREVIEW_RGBA = [255, 255, 255, 110];
+const PREVIEW_DELAY_MS = 120; // the pointer rests this long before a hover preview is decoded
 const HISTORY_LIMIT = 100;
 const decoders = new Map(); // project, token, kind -> Promise of the decoder (one per page session)
 
@@ -67,6 +69,13 @@ export async function annotatePage(root, projectId, imageId, me) {
   let drag = null;
   let spaceDown = false;
   let hover = null;
+  // hover preview (SAM demo style): the top mask a positive click at the resting pointer would give,
+  // shown faintly while nothing is prompted; only with the in-browser decoder (no server round trips)
+  let previewOn = decoder.kind === 'browser';
+  let preview = null; // {canvas, area}
+  let previewTimer = null;
+  let previewSeq = 0;
+  let previews = 0;
   let conflict = null;
   const annCanvas = new Map(); // annotation id -> overlay canvas
 
@@ -105,6 +114,9 @@ export async function annotatePage(root, projectId, imageId, me) {
       h('strong#image-name', {}, image.path.split('/').pop()), statusInfo,
       tool('point', 'v', 'Click'), tool('box', 'x', 'Box'), tool('brush', 'b', 'Brush'), tool('eraser', 'e', 'Eraser'),
       h('label', { for: 'brush-size' }, 'size'), brushSize, textPrompt,
+      h('label.check', { title: 'show the mask a click at the pointer would give (h)' },
+        h('input#hover-preview', { type: 'checkbox', checked: previewOn, disabled: decoder.kind !== 'browser',
+          onchange() { setPreview(this.checked); } }), ' preview (h)'),
       h('button#cycle', { title: 'next of the three candidates (c or Tab)', onclick: cycle }, 'Candidate (c)'), candInfo,
       h('button#undo', { onclick: undo, title: 'Ctrl+Z' }, 'Undo'),
       h('button#redo', { onclick: redo, title: 'Ctrl+Shift+Z' }, 'Redo'),
@@ -122,7 +134,7 @@ export async function annotatePage(root, projectId, imageId, me) {
       'Undo last saved change')), maskListEl, polyPanel,
       h('p.help.muted', {}, 'Left click: object · right / Alt+click: background · drag or Shift+drag: box · ',
         'wheel: zoom · space+drag or middle drag: pan · c/Tab: candidate · b/e: brush/eraser · [ ]: size · ',
-        'Ctrl+Z / Ctrl+Shift+Z: undo / redo · Enter: accept · Esc: clear')))));
+        'Ctrl+Z / Ctrl+Shift+Z: undo / redo · Enter: accept · Esc: clear · h: hover preview')))));
 
   // ---- view -----------------------------------------------------------------------------------------
   function fit() {
@@ -171,6 +183,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   function changed() {
     current = undefined;
+    dropPreview(false); // render() below draws without it
     render();
     saveDraft();
   }
@@ -219,7 +232,9 @@ export async function annotatePage(root, projectId, imageId, me) {
     }
     const m = currentMask();
     if (m) ctx.drawImage(currentCanvas, 0, 0);
+    else if (preview) ctx.drawImage(preview.canvas, 0, 0);
     maskLayer.dataset.area = String(m ? maskArea(m) : 0);
+    maskLayer.dataset.previewArea = String(!m && preview ? preview.area : 0);
     promptLayer.dataset.view = JSON.stringify(view); // screen = image * scale + offset (for tests, tools)
     maskLayer.dataset.candidate = String(S.candIdx);
     maskLayer.dataset.candidates = String(S.cands.length);
@@ -492,14 +507,56 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   function setTool(name) {
     S.tool = name;
+    dropPreview();
     promptLayer.dataset.tool = name;
     renderSide();
     renderPrompts();
   }
 
+  // ---- hover preview --------------------------------------------------------------------------------
+  function previewAllowed() {
+    return previewOn && S.tool === 'point' && !drag && !spaceDown && !S.points.length && !S.box && !S.text
+      && !S.base && !S.strokes.length && !S.editing;
+  }
+
+  function dropPreview(redraw = true) {
+    previewSeq += 1; // a preview decode still running is stale
+    clearTimeout(previewTimer);
+    previewTimer = null;
+    if (preview) {
+      preview = null;
+      if (redraw) renderMasks();
+    }
+  }
+
+  function schedulePreview(e) {
+    dropPreview();
+    if (!previewAllowed()) return;
+    const [x, y] = toImage(e);
+    if (x < 0 || y < 0 || x >= W || y >= H) return;
+    const seq = previewSeq;
+    previewTimer = setTimeout(async () => {
+      try {
+        const r = await decoder.decode(imageId, [[x, y]], [1], null, null, { multimask: true });
+        if (seq !== previewSeq || !previewAllowed()) return;
+        preview = { canvas: maskCanvas(r.masks[0], PREVIEW_RGBA), area: maskArea(r.masks[0]) };
+        previews += 1;
+        maskLayer.dataset.previews = String(previews);
+        renderMasks();
+      } catch { /* a preview is a convenience: a click still decodes and reports its own errors */ }
+    }, PREVIEW_DELAY_MS);
+  }
+
+  function setPreview(on) {
+    previewOn = on && decoder.kind === 'browser';
+    document.getElementById('hover-preview').checked = previewOn;
+    dropPreview();
+  }
+
   // ---- mouse ----------------------------------------------------------------------------------------
   function onDown(e) {
     promptLayer.focus();
+    dropPreview();
     const p = toImage(e);
     if (e.button === 1 || (e.button === 0 && spaceDown)) {
       e.preventDefault();
@@ -588,7 +645,9 @@ export async function annotatePage(root, projectId, imageId, me) {
   promptLayer.addEventListener('wheel', onWheel, { passive: false });
   promptLayer.addEventListener('mousemove', (e) => {
     if (!drag && (S.tool === 'brush' || S.tool === 'eraser')) { hover = toImage(e); renderPrompts(); }
+    if (!drag) schedulePreview(e);
   });
+  promptLayer.addEventListener('mouseleave', () => dropPreview());
 
   // ---- keys -----------------------------------------------------------------------------------------
   function onKey(e) {
@@ -609,6 +668,7 @@ export async function annotatePage(root, projectId, imageId, me) {
     else if (key === '[') { S.brushR = Math.max(1, S.brushR - 2); brushSize.value = S.brushR; renderPrompts(); }
     else if (key === ']') { S.brushR = Math.min(60, S.brushR + 2); brushSize.value = S.brushR; renderPrompts(); }
     else if (key === 'f') { fit(); render(); }
+    else if (key === 'h') setPreview(!previewOn);
     else if (key === 'n') nextImage();
     else if (/^[1-9]$/.test(key)) {
       const lab = labels[+key - 1];
@@ -791,6 +851,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   return () => {
     observer.disconnect();
+    dropPreview();
     document.removeEventListener('keydown', onKey);
     document.removeEventListener('keyup', onKeyUp);
     window.removeEventListener('mousemove', onMove);

@@ -1,6 +1,6 @@
 """The browser annotation tool in Debian's chromium against a real server with samkit_tiny: log in, image
 list, clicks -> masks (canvas pixels and API), negative click, undo / redo, brush, label + accept, reload,
-shortcuts, semi-automatic review, jobs and export, and a save conflict shown to the user."""
+shortcuts, hover preview, semi-automatic review, jobs and export, and a save conflict shown to the user."""
 from __future__ import annotations
 
 import json
@@ -295,6 +295,50 @@ def test_shortcuts_zoom_pan_box_polygon(page: Page, live: LiveServer) -> None:
     assert answer.value.json()["detail"] in page.text_content("#banner")
 
 
+def previews(page: Page) -> int:
+    return int(page.get_attribute("#mask-layer", "data-previews") or 0)
+
+
+def test_hover_preview(page: Page, live: LiveServer) -> None:
+    """The pointer resting on an object shows the mask a click there would give, faintly, saving nothing;
+    h turns it off and on; a click replaces it with the real mask."""
+    gt = ground_truth(3)
+    open_image(page, live, 3)
+    saved = len(live.annotations(3))
+    drawn = overlay_pixels(page)
+    px, py = inside_point(gt)
+    page.mouse.move(*screen(page, px - 1, py))
+    page.mouse.move(*screen(page, px, py))
+    page.wait_for_function("+(document.querySelector('#mask-layer').dataset.previews || 0) > 0")
+    shown = int(page.get_attribute("#mask-layer", "data-preview-area"))
+    assert shown > 500 and area(page) == 0  # a preview is no mask
+    assert overlay_pixels(page) > drawn and overlay_at(page, [(px, py)]) == [True]
+    assert len(live.annotations(3)) == saved
+
+    # leaving the canvas drops it; h turns previews off (nothing decoded on a later rest), h again on
+    page.mouse.move(2, 2)
+    assert page.get_attribute("#mask-layer", "data-preview-area") == "0" and overlay_pixels(page) == drawn
+    page.click("#prompt-layer", position=_relative(page, 5, 5), button="middle")  # focus the canvas
+    page.keyboard.press("h")
+    assert not page.is_checked("#hover-preview")
+    count = previews(page)
+    page.mouse.move(*screen(page, px, py))
+    page.wait_for_timeout(600)
+    assert previews(page) == count and overlay_pixels(page) == drawn
+    page.keyboard.press("h")
+    assert page.is_checked("#hover-preview")
+    page.mouse.move(*screen(page, px + 1, py))
+    page.wait_for_function(f"+document.querySelector('#mask-layer').dataset.previews > {count}")
+
+    # a click: the real mask (same point, so the same top mask), and no preview beside it
+    click(page, px + 1, py)
+    assert area(page) > 500 and page.get_attribute("#mask-layer", "data-preview-area") == "0"
+    page.mouse.move(*screen(page, px + 3, py))
+    page.wait_for_timeout(600)
+    assert page.get_attribute("#mask-layer", "data-preview-area") == "0"  # prompts exist: no preview
+    page.keyboard.press("Escape")
+
+
 def test_server_decoder_when_asked(page: Page, live: LiveServer) -> None:
     """``?decoder=server``: clicks go to the predict endpoint, and the toolbar says so."""
     page.goto(live.url + "/?decoder=server")
@@ -305,6 +349,7 @@ def test_server_decoder_when_asked(page: Page, live: LiveServer) -> None:
     page.wait_for_selector("#prompt-layer[data-ready='1']")
     assert page.get_attribute("#decoder-kind", "data-kind") == "server"
     assert "server" in page.text_content("#decoder-kind")
+    assert page.is_disabled("#hover-preview")  # no preview through server round trips
     gt = ground_truth(2)
     with page.expect_response(lambda r: r.url.endswith("/images/2/predict")) as answer:
         click(page, *inside_point(gt))

@@ -1,0 +1,105 @@
+"""Take the README's screenshot of the browser annotation tool (``docs/images/annotation_tool.png``).
+
+A throw-away project holding samkit's own demo image (``samkit/assets/sample.png``, no benchmark data),
+a real ``samkit serve`` app on loopback with samkit_tiny, and Debian's chromium under Playwright: log in,
+open the image, accept two clicked masks under labels, click a third object and shoot the page.
+
+    python scripts/screenshot_annotation_tool.py [--out PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import Page, sync_playwright
+
+from samkit.server.app import create_app
+from samkit.server.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samkit" / "assets" / "sample.png"
+DEFAULT_OUT = ROOT / "docs" / "images" / "annotation_tool.png"
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "screenshot-pass-1"
+# (label, clicks on samkit/assets/sample.png as (x, y, positive)); the last one is left unaccepted
+OBJECTS = [("disc", [(320, 240, True)]), ("box", [(130, 115, True)]), ("ring", [(520, 330, True)])]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _click(page: Page, x: int, y: int, positive: bool) -> None:
+    """Click image pixel (x, y) and wait for the decode it starts."""
+    before = int(page.get_attribute("#mask-layer", "data-decodes") or 0)
+    view = json.loads(page.get_attribute("#prompt-layer", "data-view") or "{}")
+    pos = {"x": view["ox"] + (x + 0.5) * view["scale"], "y": view["oy"] + (y + 0.5) * view["scale"]}
+    page.click("#prompt-layer", position=pos, button="left" if positive else "right")
+    page.wait_for_function(f"+document.querySelector('#mask-layer').dataset.decodes > {before}")
+
+
+def shoot(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "project"
+        (project / "images").mkdir(parents=True)
+        shutil.copy(SAMPLE, project / "images" / SAMPLE.name)
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(Settings(project, admin_password=PASSWORD)),
+                                               host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            if not thread.is_alive():
+                raise SystemExit("the server did not start")
+            time.sleep(0.05)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1280, "height": 760})
+                page.set_default_timeout(120_000)
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.fill("#username", "admin")
+                page.fill("#password", PASSWORD)
+                page.click("#login-button")
+                page.wait_for_selector("#image-table")
+                page.click("tr[data-image-id='1'] a")
+                page.wait_for_selector("#prompt-layer[data-ready='1']")
+                for n, (label, _) in enumerate(OBJECTS, start=1):
+                    page.fill("#new-label", label)
+                    page.click("#label-form button")
+                    page.wait_for_selector(f"#label-list li.label >> nth={n - 1}")
+                for n, (_, clicks) in enumerate(OBJECTS, start=1):
+                    page.click("#prompt-layer", position={"x": 5, "y": 5}, button="middle")  # focus the canvas
+                    page.keyboard.press(str(n))  # the label's number key
+                    for x, y, positive in clicks:
+                        _click(page, x, y, positive)
+                    if n < len(OBJECTS):
+                        page.keyboard.press("Enter")
+                        page.wait_for_selector(f"#mask-list li.mask-row >> nth={n - 1}")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(out))
+                browser.close()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    shoot(args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
