@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 from sqlalchemy import select
@@ -85,8 +85,7 @@ class RetrainSettings:
         unknown = sorted(set(params) - set(cls.names()))
         if unknown:
             raise SamkitError(f"retrain: unknown parameters {unknown}; allowed {list(cls.names())}")
-        types = {"steps": int, "lr": float, "batch_size": int, "mode": str, "held_out": float, "max_clicks": int,
-                 "seed": int}
+        types = get_type_hints(cls)  # the fields' own annotations: int, float or str
         for name, value in params.items():
             ok = isinstance(value, types[name]) or (types[name] is float and isinstance(value, int))
             if not ok or isinstance(value, bool):
