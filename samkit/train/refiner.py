@@ -34,7 +34,7 @@ from samkit.models.load import load_model
 from samkit.refine.click_maps import scale_points
 from samkit.refine.config import RefinerConfig
 from samkit.refine.crops import crop_box, crop_resize, paste
-from samkit.refine.file import save_refiner
+from samkit.refine.file import load_refiner, save_refiner
 from samkit.refine.global_refiner import blend_up
 from samkit.refine.layers import blend
 from samkit.refine.refiner import SamRefiner, local_inputs, prompt_maps
@@ -65,6 +65,7 @@ class RefinerTrainConfig(OptimConfig):
     out_dir: str = "runs/refiner"
     model: str = "samkit_tiny"  # the frozen SAM (registry name or model file)
     refiner: dict[str, Any] = field(default_factory=dict)  # RefinerConfig settings (the sam_* ones come from model)
+    init_refiner: str | None = None  # start from this refiner's weights (bundled name or file; same settings)
     datasets: list[DatasetSpec] = field(default_factory=list)
     item_size: int = 512  # square training frame, the refiner's full resolution
     batch_size: int = 4
@@ -147,6 +148,12 @@ class RefinerTrainer(CheckpointedRun):
         settings = {**cfg.refiner, "sam_arch": self.sam.arch, "embed_dim": self.sam.prompt_encoder.embed_dim,
                     "sam_img_size": self.sam.img_size}
         self.refiner = SamRefiner(RefinerConfig.from_dict(settings)).to(self.device)
+        if cfg.init_refiner is not None:
+            start = load_refiner(cfg.init_refiner)
+            if start.cfg != self.refiner.cfg:
+                raise ValueError(f"init_refiner {cfg.init_refiner}: its settings {start.cfg} differ from this run's "
+                                 f"{self.refiner.cfg}")
+            self.refiner.load_state_dict(start.state_dict())
         self.params = list(self.refiner.parameters())
         self.optimizer = build_optimizer(self.params, cfg)
         self.scheduler = build_schedule(self.optimizer, cfg, cfg.steps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from samkit.predict.predictor import Predictor
 from samkit.refine import load_refiner
@@ -42,6 +43,19 @@ def test_resume_and_export(tmp_path, grabcut, tiny):
     assert refiner.cfg.work_size == 96 and refiner.cfg.sam_arch == "samkit_tiny"
     assert refiner.file_metadata["train_steps"] == "3"
     Predictor(tiny, refiner=refiner)  # made for samkit_tiny: accepted
+
+
+def test_init_refiner_starts_from_its_weights(tmp_path, grabcut):
+    start = train_refiner(small_config(tmp_path, steps=1), samples=[grabcut[1]])
+    trainer = RefinerTrainer(small_config(tmp_path, out_dir=str(tmp_path / "next"), init_refiner=str(start)),
+                             samples=[grabcut[1]])
+    saved = load_refiner(start).state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in trainer.refiner.state_dict().items())
+    fresh = RefinerTrainer(small_config(tmp_path, out_dir=str(tmp_path / "fresh")), samples=[grabcut[1]])
+    assert not all(torch.equal(v, saved[k]) for k, v in fresh.refiner.state_dict().items())
+    with pytest.raises(ValueError, match="differ"):  # other settings: refused, not half loaded
+        RefinerTrainer(small_config(tmp_path, out_dir=str(tmp_path / "other"), init_refiner=str(start),
+                                    refiner={"work_size": 128, "crop_size": 48, "min_crop": 32}), samples=[grabcut[1]])
 
 
 def test_shipped_recipe_parses():
