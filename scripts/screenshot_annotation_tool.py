@@ -2,7 +2,7 @@
 
 A throw-away project holding samkit's own demo image (``samkit/assets/sample.png``, no benchmark data),
 a real ``samkit serve`` app on loopback with samkit_tiny, and Debian's chromium under Playwright: log in,
-open the image, accept two clicked masks under labels, click a third object and shoot the page.
+open the image, accept four box-prompted masks under labels, box a fifth object and shoot the page.
 
     python scripts/screenshot_annotation_tool.py [--out PATH]
 """
@@ -28,8 +28,9 @@ SAMPLE = ROOT / "samkit" / "assets" / "sample.png"
 DEFAULT_OUT = ROOT / "docs" / "images" / "annotation_tool.png"
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "screenshot-pass-1"
-# (label, clicks on samkit/assets/sample.png as (x, y, positive)); the last one is left unaccepted
-OBJECTS = [("disc", [(320, 240, True)]), ("box", [(130, 115, True)]), ("ring", [(520, 330, True)])]
+# (label, box prompt on samkit/assets/sample.png as (x0, y0, x1, y1)); the last one is left unaccepted
+OBJECTS = [("box", (58, 58, 202, 172)), ("disc", (248, 168, 392, 312)), ("triangle", (418, 58, 592, 212)),
+           ("ellipse", (68, 298, 292, 422)), ("ring", (438, 298, 602, 442))]
 
 
 def _free_port() -> int:
@@ -38,12 +39,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _click(page: Page, x: int, y: int, positive: bool) -> None:
-    """Click image pixel (x, y) and wait for the decode it starts."""
-    before = int(page.get_attribute("#mask-layer", "data-decodes") or 0)
+def _screen(page: Page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image pixel (x, y) in the canvas's current view."""
     view = json.loads(page.get_attribute("#prompt-layer", "data-view") or "{}")
-    pos = {"x": view["ox"] + (x + 0.5) * view["scale"], "y": view["oy"] + (y + 0.5) * view["scale"]}
-    page.click("#prompt-layer", position=pos, button="left" if positive else "right")
+    box = page.locator("#prompt-layer").bounding_box()
+    assert box is not None
+    return box["x"] + view["ox"] + (x + 0.5) * view["scale"], box["y"] + view["oy"] + (y + 0.5) * view["scale"]
+
+
+def _box(page: Page, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Drag a box prompt from (x0, y0) to (x1, y1) (image pixels) and wait for its decode."""
+    before = int(page.get_attribute("#mask-layer", "data-decodes") or 0)
+    page.mouse.move(*_screen(page, x0, y0))
+    page.mouse.down()
+    page.mouse.move(*_screen(page, x1, y1), steps=8)
+    page.mouse.up()
     page.wait_for_function(f"+document.querySelector('#mask-layer').dataset.decodes > {before}")
 
 
@@ -77,11 +87,11 @@ def shoot(out: Path) -> None:
                     page.fill("#new-label", label)
                     page.click("#label-form button")
                     page.wait_for_selector(f"#label-list li.label >> nth={n - 1}")
-                for n, (_, clicks) in enumerate(OBJECTS, start=1):
+                for n, (_, box) in enumerate(OBJECTS, start=1):
                     page.click("#prompt-layer", position={"x": 5, "y": 5}, button="middle")  # focus the canvas
                     page.keyboard.press(str(n))  # the label's number key
-                    for x, y, positive in clicks:
-                        _click(page, x, y, positive)
+                    page.keyboard.press("x")  # the box tool
+                    _box(page, *box)
                     if n < len(OBJECTS):
                         page.keyboard.press("Enter")
                         page.wait_for_selector(f"#mask-list li.mask-row >> nth={n - 1}")
