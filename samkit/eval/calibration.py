@@ -59,7 +59,8 @@ def calibration_error(pred: np.ndarray, real: np.ndarray, bins: int = 10) -> flo
 
 def score_quality(records: Sequence[dict]) -> dict:
     """Predicted-IoU quality of single-point ``records``: Spearman and Pearson correlation of
-    predicted vs real IoU over all masks, calibration error (ECE, 10 bins), mean |error|, and mIoU
+    predicted vs real IoU over all masks, calibration error (ECE, 10 bins), mean |error| and squared error
+    (what the affine calibration minimises), and mIoU
     of the top-scored mask vs the oracle mask (``pick_gap`` = oracle - by score)."""
     pred, real = score_pairs(records)
     by_score = [r["ious"][int(np.argmax(r["scores"]))] for r in records]
@@ -72,6 +73,7 @@ def score_quality(records: Sequence[dict]) -> dict:
         "pearson": float(np.corrcoef(pred, real)[0, 1]) if ok else None,
         "calibration_error": calibration_error(pred, real),
         "mean_abs_error": float(np.abs(pred - real).mean()) if pred.size else None,
+        "mean_squared_error": float(np.square(pred - real).mean()) if pred.size else None,
         "predicted_range": [float(pred.min()), float(pred.max())] if pred.size else None,
         "miou_by_score": float(np.mean(by_score)) if records else None,
         "miou_oracle": float(np.mean(oracle)) if records else None,

@@ -107,9 +107,9 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch(sam, cache, tokenizer, va
     tok = None if variant == "constant" else tokenizer
     data = {**cache, "points": point_embeddings(sam, cache["targets"])}
     steps = [train_step(prompter, sam, data, index, tok, optimizer, params, max_tokens=32, pad_to=16,
-                        point_distill=0.5) for _ in range(12)]
+                        point_distill=0.5) for _ in range(16)]
     losses = [s["loss"] + 0.5 * s["point_mse"] for s in steps]
-    assert min(losses[-3:]) < 0.9 * losses[0]
+    assert min(losses[-3:]) < 0.9 * losses[0], losses
     assert all(torch.equal(v, sam.state_dict()[k]) for k, v in frozen.items())  # the SAM stays frozen
     metrics = evaluate_cached(sam, cache, prompter.eval(), tok, max_tokens=32)
     assert metrics["num_expressions"] == len(cache["texts"]) and 0.0 <= metrics["giou"] <= 1.0
