@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import uvicorn
 from playwright.sync_api import Page, sync_playwright
 
 from samkit.server.app import create_app
 from samkit.server.settings import Settings
+from samkit.server.threaded import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samkit" / "assets" / "sample.png"
@@ -31,12 +28,6 @@ PASSWORD = "screenshot-pass-1"
 # (label, box prompt on samkit/assets/sample.png as (x0, y0, x1, y1)); the last one is left unaccepted
 OBJECTS = [("box", (58, 58, 202, 172)), ("disc", (248, 168, 392, 312)), ("triangle", (418, 58, 592, 212)),
            ("ellipse", (68, 298, 292, 422)), ("ring", (438, 298, 602, 442))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _screen(page: Page, x: float, y: float) -> tuple[float, float]:
@@ -62,45 +53,33 @@ def shoot(out: Path) -> None:
         project = Path(tmp) / "project"
         (project / "images").mkdir(parents=True)
         shutil.copy(SAMPLE, project / "images" / SAMPLE.name)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(Settings(project, admin_password=PASSWORD)),
-                                               host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise SystemExit("the server did not start")
-            time.sleep(0.05)
-        try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1280, "height": 760})
-                page.set_default_timeout(120_000)
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.fill("#username", "admin")
-                page.fill("#password", PASSWORD)
-                page.click("#login-button")
-                page.wait_for_selector("#image-table")
-                page.click("tr[data-image-id='1'] a")
-                page.wait_for_selector("#prompt-layer[data-ready='1']")
-                for n, (label, _) in enumerate(OBJECTS, start=1):
-                    page.fill("#new-label", label)
-                    page.click("#label-form button")
-                    page.wait_for_selector(f"#label-list li.label >> nth={n - 1}")
-                for n, (_, box) in enumerate(OBJECTS, start=1):
-                    page.click("#prompt-layer", position={"x": 5, "y": 5}, button="middle")  # focus the canvas
-                    page.keyboard.press(str(n))  # the label's number key
-                    page.keyboard.press("x")  # the box tool
-                    _box(page, *box)
-                    if n < len(OBJECTS):
-                        page.keyboard.press("Enter")
-                        page.wait_for_selector(f"#mask-list li.mask-row >> nth={n - 1}")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(out))
-                browser.close()
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+        app = create_app(Settings(project, admin_password=PASSWORD))
+        with serve_in_thread(app) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page.set_default_timeout(120_000)
+            page.goto(url + "/")
+            page.fill("#username", "admin")
+            page.fill("#password", PASSWORD)
+            page.click("#login-button")
+            page.wait_for_selector("#image-table")
+            page.click("tr[data-image-id='1'] a")
+            page.wait_for_selector("#prompt-layer[data-ready='1']")
+            for n, (label, _) in enumerate(OBJECTS, start=1):
+                page.fill("#new-label", label)
+                page.click("#label-form button")
+                page.wait_for_selector(f"#label-list li.label >> nth={n - 1}")
+            for n, (_, box) in enumerate(OBJECTS, start=1):
+                page.click("#prompt-layer", position={"x": 5, "y": 5}, button="middle")  # focus the canvas
+                page.keyboard.press(str(n))  # the label's number key
+                page.keyboard.press("x")  # the box tool
+                _box(page, *box)
+                if n < len(OBJECTS):
+                    page.keyboard.press("Enter")
+                    page.wait_for_selector(f"#mask-list li.mask-row >> nth={n - 1}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out))
+            browser.close()
 
 
 def main() -> None:

@@ -107,6 +107,8 @@ export async function annotatePage(root, projectId, imageId, me) {
     h('h3', {}, 'Polygon'), h('label', { for: 'poly-eps' }, 'Tolerance (px) '), polySlider, polyCount,
     h('button#poly-close', { onclick: () => { S.polygonOf = null; updatePolygon(); } }, 'Close'));
   const newLabel = h('input#new-label', { placeholder: 'new label', maxLength: 128 });
+  const previewBox = h('input#hover-preview', { type: 'checkbox', checked: previewOn,
+    disabled: decoder.kind !== 'browser', onchange() { setPreview(this.checked); } });
 
   root.replaceChildren(h('div.annotate', {},
     h('div.toolbar', {},
@@ -114,9 +116,7 @@ export async function annotatePage(root, projectId, imageId, me) {
       h('strong#image-name', {}, image.path.split('/').pop()), statusInfo,
       tool('point', 'v', 'Click'), tool('box', 'x', 'Box'), tool('brush', 'b', 'Brush'), tool('eraser', 'e', 'Eraser'),
       h('label', { for: 'brush-size' }, 'size'), brushSize, textPrompt,
-      h('label.check', { title: 'show the mask a click at the pointer would give (h)' },
-        h('input#hover-preview', { type: 'checkbox', checked: previewOn, disabled: decoder.kind !== 'browser',
-          onchange() { setPreview(this.checked); } }), ' preview (h)'),
+      h('label.check', { title: 'show the mask a click at the pointer would give (h)' }, previewBox, ' preview (h)'),
       h('button#cycle', { title: 'next of the three candidates (c or Tab)', onclick: cycle }, 'Candidate (c)'), candInfo,
       h('button#undo', { onclick: undo, title: 'Ctrl+Z' }, 'Undo'),
       h('button#redo', { onclick: redo, title: 'Ctrl+Shift+Z' }, 'Redo'),
@@ -549,7 +549,7 @@ export async function annotatePage(root, projectId, imageId, me) {
 
   function setPreview(on) {
     previewOn = on && decoder.kind === 'browser';
-    document.getElementById('hover-preview').checked = previewOn;
+    previewBox.checked = previewOn;
     dropPreview();
   }
 
