@@ -29,9 +29,10 @@ import httpx
 from _report import new_report, save_report
 from playwright.sync_api import Route, sync_playwright
 from safetensors.torch import save_file
-from serve import GRABCUT, PASSWORD, _free_port, start_server
+from serve import GRABCUT, PASSWORD, start_server
 
 import samkit
+from samkit.server.threaded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 IMAGE = "106024.jpg"
@@ -102,7 +103,7 @@ def bench_model(name: str, clicks: int, warmup: int, seed: int) -> dict:
         (project / "images").mkdir(parents=True)
         (project / "images" / IMAGE).write_bytes((GRABCUT / IMAGE).read_bytes())
         source = _model_source(name, Path(tmp))
-        port = _free_port()
+        port = free_port()
         proc = start_server(project, port, source)
         try:
             base = f"http://127.0.0.1:{port}"

@@ -7,7 +7,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from samkit.server.threaded import free_port
 
 ENV = "SAMKIT_TEST_POSTGRES"
 
@@ -31,12 +32,6 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """The URL of a PostgreSQL server's ``postgres`` database, for the whole session."""
@@ -47,7 +42,7 @@ def postgres_server() -> Iterator[str]:
     data = folder / "data"
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = dict(check=True, capture_output=True, text=True)
     subprocess.run(_as_postgres_user([_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]), **run)
     subprocess.run(_as_postgres_user([_binary("pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"), "-o",

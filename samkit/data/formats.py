@@ -19,6 +19,7 @@ from PIL import Image
 from samkit.data.masks import (
     mask_area,
     mask_bbox_xywh,
+    mask_geometry,
     mask_to_rle,
     rle_to_mask,
     save_mask_png,
@@ -171,7 +172,8 @@ class SegmentPrompts:
 def mask_annotation(index: int, mask: np.ndarray, predicted_iou: float, mask_file: str,
                     logits_file: str | None = None) -> dict:
     """One ``annotations`` entry of masks.json for an (H, W) mask."""
-    ann = {"id": index, "segmentation": mask_to_rle(mask), "bbox": mask_bbox_xywh(mask), "area": mask_area(mask),
+    geometry = mask_geometry(mask)
+    ann = {"id": index, "segmentation": geometry["rle"], "bbox": geometry["bbox"], "area": geometry["area"],
            "predicted_iou": float(predicted_iou), "mask_file": mask_file}
     if logits_file is not None:
         ann["logits_file"] = logits_file

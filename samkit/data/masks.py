@@ -59,6 +59,14 @@ def mask_area(mask: np.ndarray) -> int:
     return int(np.count_nonzero(_as_bool_2d(mask)))
 
 
+def mask_geometry(mask: np.ndarray) -> dict:
+    """``rle`` (compressed COCO RLE, JSON-ready), ``bbox`` (XYWH) and ``area`` of an (H, W) mask, from one
+    encoding (box and area are read from the runs, not from the pixels again)."""
+    rle = _encode(mask)
+    return {"rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")},
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": int(mask_utils.area(rle))}
+
+
 def mask_colors(count: int) -> list[Color]:
     """``count`` distinct, deterministic RGB colours (golden-ratio hue steps)."""
     hues = (0.6 + 0.618033988749895 * np.arange(count)) % 1.0

@@ -74,11 +74,14 @@ def _aware(moment: datetime) -> datetime:
 
 def user_for_token(session: Session, token: str) -> tuple[User, Token] | None:
     """The active user and token row of a live (not revoked, not expired) token."""
-    row = session.scalar(select(Token).where(Token.token_hash == _digest(token)))
-    if row is None or row.revoked_at is not None or _aware(row.expires_at) <= utcnow():
+    found = session.execute(select(User, Token).join(Token, Token.user_id == User.id)
+                            .where(Token.token_hash == _digest(token))).first()  # one query per request
+    if found is None:
         return None
-    user = session.get(User, row.user_id)
-    return (user, row) if user is not None and user.active else None
+    user, row = found
+    if row.revoked_at is not None or _aware(row.expires_at) <= utcnow() or not user.active:
+        return None
+    return user, row
 
 
 def revoke_tokens(session: Session, user_id: int) -> int:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -21,22 +22,40 @@ Version = Annotated[int, Query(ge=1, le=MAX_ID)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def server(request: Request) -> ServerState:
-    """The server's state, predicting with the project's current model version (see ``sync_model``)."""
-    state: ServerState = request.app.state.samkit
+# Dependencies without I/O are ``async def``: FastAPI runs every plain ``def`` dependency in its thread pool, and
+# each such hand-over costs about as much as a database query on a busy 2-core machine (issue 18's round trip).
+
+
+def _sync_model(state: ServerState) -> None:
     try:
         state.sync_model()
     except SamkitError as exc:  # e.g. a version's file deleted by hand: keep serving the loaded model
         logging.getLogger("samkit.server").error("cannot switch the model version: %s", exc)
+
+
+async def server(request: Request) -> ServerState:
+    """The server's state, predicting with the project's current model version (see ``sync_model``; its
+    database look-up runs in the thread pool, at most once per ``SYNC_INTERVAL_S``)."""
+    state: ServerState = request.app.state.samkit
+    if state.sync_due():
+        await run_in_threadpool(_sync_model, state)
     return state
 
 
 State = Annotated[ServerState, Depends(server)]
 
 
-def db(state: State) -> Iterator[Session]:
-    with state.sessions() as session:
+async def db(state: State) -> AsyncIterator[Session]:
+    """A database session for the request; it connects at its first query (in the thread pool) and is closed
+    after the response (in the thread pool when a transaction is still open: the rollback is I/O)."""
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -59,17 +78,17 @@ def session_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(
 SessionToken = Annotated[tuple[User, Token], Depends(session_token)]
 
 
-def current_user(found: SessionToken) -> User:
+async def current_user(found: SessionToken) -> User:
     return found[0]
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def require(*roles: str) -> Callable[[User], User]:
+def require(*roles: str) -> Callable[[User], Coroutine[None, None, User]]:
     """A dependency that lets only users with one of ``roles`` through (403 otherwise)."""
 
-    def check(user: CurrentUser) -> User:
+    async def check(user: CurrentUser) -> User:
         if user.role not in roles:
             raise HTTPException(403, f"role {user.role!r} may not do this (needs {' or '.join(roles)})")
         return user

@@ -83,11 +83,15 @@ class ServerState:
         return EmbeddingCache(model, f"mv{version_id}", self.settings.project_dir / "embeddings",
                               self.settings.embedding_cache, self.refiner)
 
+    def sync_due(self) -> bool:
+        """Whether :meth:`sync_model` would look at the database now (once per :data:`SYNC_INTERVAL_S`)."""
+        return time.monotonic() - self._synced_at >= SYNC_INTERVAL_S
+
     def sync_model(self, force: bool = False) -> bool:
         """Predict with the project's current model version: when it is not the loaded one, load it and start
         a new embedding cache (tagged ``mv<id>``: no embedding of the old version is served). Looks at most
         once per :data:`SYNC_INTERVAL_S` unless ``force``. Returns whether the model changed."""
-        if not force and time.monotonic() - self._synced_at < SYNC_INTERVAL_S:
+        if not force and not self.sync_due():
             return False
         self._synced_at = time.monotonic()
         with self.sessions() as s:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -17,17 +16,12 @@ from sqlalchemy import select
 from samkit.cli import main
 from samkit.engine.store.db import default_url, open_store
 from samkit.engine.store.models import Annotation, Job
+from samkit.server.threaded import free_port
 from tests.server.conftest import GRABCUT_IMAGES, LOW, make_project
 
 pytestmark = pytest.mark.slow  # real server processes / jobs / PostgreSQL: seconds to a minute each
 
 TIMEOUT = 120  # s per request: generous, the machine may be loaded (not a speed check)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_and_bad_input(tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -69,7 +63,7 @@ def _login(base: str, password: str) -> dict:
 
 def test_serve_runs_uvicorn_and_creates_the_admin_once(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    port = _free_port()
+    port = free_port()
     proc, err = _serve(project, port)
     try:
         password = re.search(r"created user 'admin' with password (\S+)", err).group(1)
@@ -93,7 +87,7 @@ def test_server_killed_mid_job_keeps_whole_images_and_resumes(tmp_path: Path) ->
     """SIGKILL during an auto job: the images done stay as they were, the job resumes at the next start
     and labels the others once."""
     project = make_project(tmp_path, GRABCUT_IMAGES + ("153093.jpg", "181079.jpg"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/api"
     proc, err = _serve(project, port)
     password = re.search(r"created user 'admin' with password (\S+)", err).group(1)

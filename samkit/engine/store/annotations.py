@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle, rle_to_mask
+from samkit.data.masks import mask_geometry, rle_to_mask
 from samkit.engine.store.models import Annotation, AnnotationRevision, utcnow
 from samkit.errors import SamkitError
 
@@ -40,11 +40,6 @@ def check_rle(rle: Any, height: int, width: int) -> np.ndarray:
         raise SamkitError(f"rle does not decode: {exc}") from None
 
 
-def geometry(mask: np.ndarray) -> dict:
-    """``rle`` (compressed), ``bbox`` (XYWH) and ``area`` of an (H, W) mask."""
-    return {"rle": mask_to_rle(mask), "bbox": mask_bbox_xywh(mask), "area": mask_area(mask)}
-
-
 def _snapshot(ann: Annotation) -> dict:
     state = {k: getattr(ann, k) for k in _STATE}
     state["deleted_at"] = ann.deleted_at.isoformat() if ann.deleted_at else None
@@ -58,7 +53,7 @@ def _record(session: Session, ann: Annotation, action: str, user_id: int | None,
 
 def create(session: Session, image_id: int, mask: np.ndarray, user_id: int | None, **fields: Any) -> Annotation:
     """A new annotation of ``mask`` on an image (``fields``: label_id, source, status, score, ...)."""
-    ann = Annotation(image_id=image_id, author_id=user_id, **geometry(mask), **fields)
+    ann = Annotation(image_id=image_id, author_id=user_id, **mask_geometry(mask), **fields)
     session.add(ann)
     session.flush()
     _record(session, ann, "create", user_id, None)
@@ -76,7 +71,7 @@ def update(session: Session, ann: Annotation, version: int, user_id: int | None,
     _require_version(ann, version)
     before = _snapshot(ann)
     if mask is not None:
-        for key, value in geometry(mask).items():
+        for key, value in mask_geometry(mask).items():
             setattr(ann, key, value)
     for key, value in fields.items():
         if key not in EDITABLE:

@@ -4,10 +4,13 @@ Each answer has a ``prediction_id`` so a later request can feed a mask back (``m
 logits, also after refining."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
 
-from samkit.data.masks import mask_area, mask_bbox_xywh, mask_to_rle
+from samkit.data.masks import mask_geometry
 from samkit.errors import SamkitError
 from samkit.server.deps import DB, WRITERS, Id, State, project_image, require
 from samkit.server.routers.images import image_file
@@ -16,9 +19,9 @@ from samkit.server.schemas import PredictRequest
 router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(require(*WRITERS))])
 
 
-@router.post("/images/{image_id}/predict")
+@router.post("/images/{image_id}/predict", response_model=dict[str, Any])
 def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
-            session: DB) -> dict:
+            session: DB) -> JSONResponse:
     image = project_image(project_id, image_id, session)
     session.close()  # nothing more to read: do not hold a connection during model work
     mask_input = None
@@ -41,7 +44,7 @@ def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
     except SamkitError as exc:
         raise HTTPException(422, str(exc)) from None
     order = np.argsort(-out.scores)
-    masks = [{"index": int(i), "rle": mask_to_rle(out.masks[i]), "bbox": mask_bbox_xywh(out.masks[i]),
-              "area": mask_area(out.masks[i]), "score": float(out.scores[i])} for i in order]
-    return {"prediction_id": state.remember(image_id, out.low_res_logits), "masks": masks,
-            "model_version": state.embeddings.tag, "refined": refine}
+    masks = [{"index": int(i), **mask_geometry(out.masks[i]), "score": float(out.scores[i])} for i in order]
+    # already JSON types: a JSONResponse skips FastAPI's validate-and-encode pass over the masks (issue 18)
+    return JSONResponse({"prediction_id": state.remember(image_id, out.low_res_logits), "masks": masks,
+                         "model_version": state.embeddings.tag, "refined": refine})
