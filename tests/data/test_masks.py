@@ -14,6 +14,7 @@ from samkit.data.masks import (
     mask_area,
     mask_bbox_xywh,
     mask_colors,
+    mask_geometry,
     mask_to_rle,
     mask_to_uncompressed_rle,
     overlay_masks,
@@ -224,3 +225,11 @@ def test_legend_is_drawn_in_the_top_left_corner_only() -> None:
     assert ys.max() < 120 and xs.max() < 400  # a panel, not the whole picture
     assert ((out == (255, 0, 0)).all(axis=2)).any() and ((out == (0, 0, 255)).all(axis=2)).any()  # swatches
     assert ((out == 255).all(axis=2)).any()  # white text
+
+
+def test_mask_geometry_matches_the_separate_helpers(grabcut_masks: dict[str, np.ndarray]) -> None:
+    masks = [*EDGE_MASKS.values(), *list(grabcut_masks.values())[:10]]
+    for mask in masks:
+        geometry = json.loads(json.dumps(mask_geometry(mask)))  # JSON-ready
+        assert geometry == {"rle": mask_to_rle(mask), "bbox": mask_bbox_xywh(mask), "area": mask_area(mask)}
+        assert geometry["area"] == int(mask.sum())
