@@ -79,9 +79,12 @@ def user_for_token(session: Session, token: str) -> tuple[User, Token] | None:
     if found is None:
         return None
     user, row = found
-    if row.revoked_at is not None or _aware(row.expires_at) <= utcnow() or not user.active:
-        return None
-    return user, row
+    return (user, row) if still_valid(user, row) else None
+
+
+def still_valid(user: User, token: Token) -> bool:
+    """Whether a token row read earlier is still good: not revoked, not expired, its user active."""
+    return token.revoked_at is None and _aware(token.expires_at) > utcnow() and user.active
 
 
 def revoke_tokens(session: Session, user_id: int) -> int:

@@ -1,11 +1,15 @@
 """Image embeddings for the annotation server: one :class:`~samkit.predict.predictor.Predictor` per
 image, kept in an in-memory LRU and on disk (``<cache>/<sha256>.<model tag>.safetensors``), so an image
 is encoded once per model version; :meth:`EmbeddingCache.prefetch` encodes the next images in the
-background. All model work runs under one lock (:attr:`EmbeddingCache.compute`). With a refiner, one more
-predictor holds it (:meth:`EmbeddingCache.refining`): the refiner caches one image at a time, switched from
-the disk embedding when a refined prediction asks for another image."""
+background. Clicks run under one lock (:attr:`EmbeddingCache.compute`), encoder runs under another, so a
+click on an image already encoded never waits for the encoding of the next ones (they share the CPUs
+instead: the predictor's adaptive thread count gives each what is free). With a refiner, one more predictor
+is used under :attr:`~EmbeddingCache.compute` (:meth:`EmbeddingCache.refining`): the refiner caches one image
+at a time, switched from the disk embedding when a refined prediction asks for another image."""
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,10 +34,12 @@ class EmbeddingCache:
             raise SamkitError(f"embedding cache capacity must be >= 1, got {capacity}")
         self.model, self.tag, self.folder, self.capacity = model, tag, Path(folder), capacity
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.compute = threading.Lock()
+        self.compute = threading.Lock()  # clicks (and the refining predictor)
+        self.encoding = threading.Lock()  # encoder runs, one at a time (never a click's wait for a cached image)
         self._lru: OrderedDict[str, Predictor] = OrderedDict()
         self._lru_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-prefetch")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-prefetch",
+                                        initializer=_background_priority)
         self._refining = Predictor(model, refiner=refiner) if refiner is not None else None
         self._refining_sha: str | None = None
 
@@ -63,7 +69,7 @@ class EmbeddingCache:
         pred = self._cached(sha256)
         if pred is not None:
             return pred
-        with self.compute:
+        with self.encoding:
             pred = self._cached(sha256)  # encoded by another thread while this one waited
             if pred is not None:
                 return pred
@@ -94,6 +100,17 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+BACKGROUND_NICE = 10
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: nice is per thread, and the OpenMP threads it starts
+    inherit it), so that clicks keep the CPUs while the next images are encoded; a no-op elsewhere."""
+    with contextlib.suppress(AttributeError, OSError):  # no os.setpriority (Windows), or not allowed
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 def features_fp16(pred: Predictor) -> tuple[bytes, list[int]]:

@@ -65,12 +65,23 @@ def _unauthorized(detail: str) -> HTTPException:
 DB = Annotated[Session, Depends(db)]
 
 
-def session_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                  session: DB) -> tuple[User, Token]:
+def _token_lookup(state: ServerState, token: str) -> tuple[User, Token] | None:
+    with state.sessions() as session:
+        return accounts.user_for_token(session, token)
+
+
+async def session_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                        state: State) -> tuple[User, Token]:
+    """The signed-in user and token row (detached: read-only here), from the database at most once per
+    ``samkit.server.recent.RECENT_TTL_S`` per token; expiry and revocation are checked on every request."""
     if creds is None:
         raise _unauthorized("not signed in: send 'Authorization: Bearer <token>' (POST /api/auth/login)")
-    found = accounts.user_for_token(session, creds.credentials)
+    found = state.recent_tokens.get(creds.credentials)
     if found is None:
+        found = await run_in_threadpool(_token_lookup, state, creds.credentials)
+        if found is not None:
+            state.recent_tokens.put(creds.credentials, found)
+    if found is None or not accounts.still_valid(*found):
         raise _unauthorized("invalid, expired or revoked token")
     return found
 
@@ -97,6 +108,16 @@ def require(*roles: str) -> Callable[[User], Coroutine[None, None, User]]:
 
 
 Writer = Annotated[User, Depends(require(*WRITERS))]
+
+
+def recent_project_image(state: ServerState, project_id: int, image_id: int, session: Session) -> Image:
+    """:func:`project_image`, from ``state.recent_images`` when it was read in the last second (a click's
+    path: the row is detached, read-only)."""
+    image = state.recent_images.get((project_id, image_id))
+    if image is None:
+        image = project_image(project_id, image_id, session)
+        state.recent_images.put((project_id, image_id), image)
+    return image
 
 
 def project_image(project_id: int, image_id: int, session: Session) -> Image:

@@ -21,10 +21,11 @@ from samkit.engine.embeddings import EmbeddingCache
 from samkit.engine.jobs import JobContext, JobRunner
 from samkit.engine.store.db import open_store
 from samkit.engine.store.images import scan
-from samkit.engine.store.models import ModelVersion, Project
+from samkit.engine.store.models import Image, ModelVersion, Project, Token, User
 from samkit.engine.versions import current_version, load_version
 from samkit.models.load import load_model
 from samkit.refine.file import load_refiner
+from samkit.server.recent import Recent
 from samkit.server.settings import Settings
 
 RECENT_PREDICTIONS = 256
@@ -59,6 +60,8 @@ class ServerState:
                                                         workers=settings.workers, ray_address=settings.ray_address),
                               settings.job_poll_s)
         self.limiter = accounts.LoginLimiter(settings.login_attempts, settings.login_window_s)
+        self.recent_tokens: Recent[tuple[User, Token]] = Recent()  # bearer token -> its user and row (deps.py)
+        self.recent_images: Recent[Image] = Recent()  # (project id, image id) -> image row (deps.py)
         self._predictions: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._predictions_lock = threading.Lock()
         self._model_source, self._synced_at, self._switch_lock = settings.model, 0.0, threading.Lock()

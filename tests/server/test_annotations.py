@@ -2,6 +2,7 @@
 version read (409 with the current version otherwise, no update lost), undo history, the fp16 embedding."""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -82,6 +83,27 @@ def test_disk_cache_survives_a_new_cache(served: Served, tmp_path) -> None:  # n
     loaded = fresh.get(path.with_name("not-read.jpg"), image["sha256"])  # from disk: the image is not opened
     assert torch.equal(loaded.features.float(), first.features.float())
     fresh.close()
+
+
+def test_a_click_does_not_wait_for_the_next_image_being_encoded(served: Served, monkeypatch) -> None:  # noqa: ANN001
+    _predict(served, 1, points=[[50, 50]], labels=[1])  # image 1 encoded
+    started, release = threading.Event(), threading.Event()
+    real_set_image = Predictor.set_image
+
+    def slow_set_image(self, image):  # noqa: ANN001, ANN202 -- an encoder run that lasts until released
+        started.set()
+        release.wait(60)
+        return real_set_image(self, image)
+
+    monkeypatch.setattr(Predictor, "set_image", slow_set_image)
+    assert served.get("/api/projects/1/queue").status_code == 200  # starts encoding the next images
+    try:
+        assert started.wait(30), "the queue did not start encoding in the background"
+        with ThreadPoolExecutor(1) as pool:  # a click on image 1 meanwhile: answered, not stuck behind it
+            answer = pool.submit(_predict, served, 1, points=[[60, 60]], labels=[1]).result(timeout=30)
+        assert answer["masks"]
+    finally:
+        release.set()
 
 
 def _save(served: Served, rle: dict, **extra) -> dict:  # noqa: ANN003

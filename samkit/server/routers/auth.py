@@ -35,10 +35,11 @@ def login(body: Login, request: Request, state: State, session: DB) -> dict:
 
 
 @router.post("/auth/logout")
-def logout(found: SessionToken, session: DB) -> dict:
+def logout(found: SessionToken, session: DB, state: State) -> dict:
     token = session.merge(found[1])
     token.revoked_at = utcnow()
     session.commit()
+    state.recent_tokens.clear()
     return {"ok": True}
 
 
@@ -63,7 +64,7 @@ def add_user(body: NewUser, session: DB) -> dict:
 
 
 @router.post("/users/{user_id}/deactivate", dependencies=[Depends(require("admin"))])
-def deactivate(user_id: Id, session: DB) -> dict:
+def deactivate(user_id: Id, session: DB, state: State) -> dict:
     """Disable a user and revoke all their tokens."""
     user = session.get(User, user_id)
     if user is None:
@@ -71,4 +72,5 @@ def deactivate(user_id: Id, session: DB) -> dict:
     user.active = False
     revoked = accounts.revoke_tokens(session, user_id)
     session.commit()
+    state.recent_tokens.clear()
     return {**user_view(user), "revoked_tokens": revoked}

@@ -37,12 +37,13 @@ def _ready(folder: Path) -> bool:
 
 
 def _start_export(state: ServerState, folder: Path) -> futures.Future:
-    """Export in a background thread (under the model lock: clicks on the server wait meanwhile)."""
+    """Export in a background thread (under the click and encoder locks: the server's model work waits
+    meanwhile)."""
     future: futures.Future = futures.Future()
 
     def work() -> None:
         try:
-            with state.embeddings.compute:
+            with state.embeddings.compute, state.embeddings.encoding:
                 export_onnx(state.model, folder)
             future.set_result(folder)
         except BaseException as exc:  # handed to the requests waiting on it

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from samkit.data.masks import mask_geometry
 from samkit.errors import SamkitError
-from samkit.server.deps import DB, WRITERS, Id, State, project_image, require
+from samkit.server.deps import DB, WRITERS, Id, State, recent_project_image, require
 from samkit.server.routers.images import image_file
 from samkit.server.schemas import PredictRequest
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(re
 @router.post("/images/{image_id}/predict", response_model=dict[str, Any])
 def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
             session: DB) -> JSONResponse:
-    image = project_image(project_id, image_id, session)
+    image = recent_project_image(state, project_id, image_id, session)
     session.close()  # nothing more to read: do not hold a connection during model work
     mask_input = None
     if body.mask_input is not None:
