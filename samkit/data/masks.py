@@ -15,8 +15,7 @@ Color = tuple[int, int, int]
 
 def mask_to_rle(mask: np.ndarray) -> dict:
     """(H, W) mask -> COCO compressed RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    rle = _encode(mask)
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+    return _json_rle(_encode(mask))
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:
@@ -63,8 +62,8 @@ def mask_geometry(mask: np.ndarray) -> dict:
     """``rle`` (compressed COCO RLE, JSON-ready), ``bbox`` (XYWH) and ``area`` of an (H, W) mask, from one
     encoding (box and area are read from the runs, not from the pixels again)."""
     rle = _encode(mask)
-    return {"rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")},
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": int(mask_utils.area(rle))}
+    return {"rle": _json_rle(rle), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            "area": int(mask_utils.area(rle))}
 
 
 def mask_colors(count: int) -> list[Color]:
@@ -176,6 +175,11 @@ def _as_bool_2d(mask: np.ndarray) -> np.ndarray:
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
     return mask.astype(bool, copy=False)
+
+
+def _json_rle(rle: dict) -> dict:
+    """pycocotools' compressed RLE (bytes counts) -> ``{"size": [H, W], "counts": str}``."""
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
 
 
 def _encode(mask: np.ndarray) -> dict:

@@ -9,6 +9,7 @@ effect here within that time, as a switched model version does (``ServerState.sy
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -25,8 +26,8 @@ class Recent(Generic[V]):
     behind a lock; at most ``maxsize`` entries, the oldest dropped first). ``timer`` is for tests."""
 
     def __init__(self, ttl: float = RECENT_TTL_S, maxsize: int = RECENT_MAX,
-                 timer: Callable[[], float] | None = None) -> None:
-        self._cache: TTLCache = TTLCache(maxsize, ttl, timer) if timer else TTLCache(maxsize, ttl)
+                 timer: Callable[[], float] = time.monotonic) -> None:
+        self._cache: TTLCache = TTLCache(maxsize, ttl, timer)
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> V | None:

@@ -73,6 +73,13 @@ def test_a_revocation_by_another_process_takes_effect_within_the_time_to_live(se
     assert served.get("/api/me", "annotator").status_code == 200
 
 
+def test_this_servers_deactivation_applies_at_once_to_a_token_read_a_moment_ago(served: Served) -> None:
+    assert served.get("/api/me", "viewer").status_code == 200  # the viewer's token is now a recent read
+    viewer_id = next(u["id"] for u in served.get("/api/users", "admin").json() if u["username"] == "viewer")
+    assert served.post(f"/api/users/{viewer_id}/deactivate", "admin").status_code == 200
+    assert served.get("/api/me", "viewer").status_code == 401
+
+
 def test_an_expired_token_is_refused_even_when_recently_read(served: Served) -> None:
     assert served.get("/api/me").status_code == 200
     token = served.headers["annotator"]["Authorization"].split()[1]
