@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.types import Scope
 
 from samkit import __version__
 from samkit.engine.store.annotations import VersionConflict
@@ -22,6 +23,18 @@ from samkit.server.state import ServerState
 from samkit.server.views import annotation_view
 
 WEB_DIR = Path(__file__).resolve().parent / "web"  # the browser annotation tool, served at /
+# Cross-origin isolation: onnxruntime-web decodes clicks on several threads only in an isolated page
+# (SharedArrayBuffer), which needs these headers on the page and on the worker scripts it starts.
+ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+
+
+class IsolatedStaticFiles(StaticFiles):
+    """The tool's files (pages, scripts, onnxruntime-web's modules and WASM) with :data:`ISOLATION_HEADERS`."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(ISOLATION_HEADERS)
+        return response
 
 
 def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
@@ -59,5 +72,5 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     async def bad_input(_: Request, exc: SamkitError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")  # last: the API routes come first
+    app.mount("/", IsolatedStaticFiles(directory=WEB_DIR, html=True), name="web")  # last: the API routes come first
     return app

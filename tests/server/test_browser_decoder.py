@@ -35,7 +35,7 @@ DECODE_JS = """async ({projectId, token, imageId, prompts, options}) => {
     results.push({ scores: out.scores, lowRes: out.lowRes === null ? null : out.lowRes.length,
                    masks: out.masks.map((m) => ({ width: m.width, height: m.height, bits: m.data.join('') })) });
   }
-  return { kind: decoder.kind, reason: decoder.reason, results };
+  return { kind: decoder.kind, reason: decoder.reason, results, isolated: globalThis.crossOriginIsolated };
 }"""
 
 
@@ -60,7 +60,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, P
 
 
 def _decode_in_browser(site: tuple[str, str, Path], prompts: list[dict], block_wasm: bool = False,
-                       options: dict | None = None) -> dict:
+                       options: dict | None = None, page_path: str = TEST_PAGE) -> dict:
+    """``prompts`` decoded by decoder.js in a page of the server's origin: by default a blank page
+    answered by the test (not cross-origin isolated), or ``page_path`` as the server serves it."""
     base, token, _ = site
     with chromium() as browser:
         page = browser.new_page()
@@ -70,7 +72,7 @@ def _decode_in_browser(site: tuple[str, str, Path], prompts: list[dict], block_w
             page.route("**/*.wasm", lambda route: route.abort())
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{base}{TEST_PAGE}")
+        page.goto(f"{base}{page_path}")
         out = page.evaluate(DECODE_JS, {"projectId": 1, "token": token, "imageId": 1, "prompts": prompts,
                                         "options": options or {}})
         assert not errors, errors
@@ -116,6 +118,19 @@ def test_browser_decoder_matches_pytorch(site: tuple[str, str, Path]) -> None:
     for got, ref in zip(out["results"], reference, strict=True):
         assert got["lowRes"] == 64 * 64  # samkit_tiny: 256 px input, 64 x 64 low-res logits
         _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
+
+
+def test_threaded_decoder_in_the_servers_isolated_page_matches_pytorch(site: tuple[str, str, Path]) -> None:
+    """The server's own page is cross-origin isolated, so onnxruntime-web can run on two threads (the
+    default for the large grids of ViT models; asked for here with samkit_tiny): same masks."""
+    prompts = _prompts(481, 321)
+    out = _decode_in_browser(site, prompts, options={"threads": 2}, page_path="/")
+    assert out["isolated"] is True
+    assert out["kind"] == "browser" and "2 threads" in out["reason"], out["reason"]
+    for got, ref in zip(out["results"], _reference(site[2], prompts), strict=True):
+        _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
+    default = _decode_in_browser(site, prompts[:1], page_path="/")
+    assert "(WASM SIMD, 1 thread)," in default["reason"], default["reason"]  # isolated, but a small grid: 1 thread
 
 
 def test_falls_back_to_the_server_when_the_wasm_cannot_load(site: tuple[str, str, Path]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from samkit.server.app import WEB_DIR
+from samkit.server.app import ISOLATION_HEADERS, WEB_DIR
 from tests.server.conftest import Served
 
 IMPORT = re.compile(r"""^import .* from '\./([\w./-]+)';$""", re.M)
@@ -25,3 +25,14 @@ def test_every_imported_module_exists() -> None:
     for page in pages:
         for target in IMPORT.findall(page.read_text(encoding="utf-8")):
             assert (WEB_DIR / target).is_file(), f"{page.name} imports a missing ./{target}"
+
+
+def test_tool_files_are_served_cross_origin_isolated(served: Served) -> None:
+    """onnxruntime-web runs threads only in an isolated page: the page and the worker module it starts
+    carry COOP/COEP; the API's answers (fetched, never documents) need not."""
+    for path in ("/", "/app.js", "/decoder.js", "/vendor/ort-wasm-simd-threaded.mjs"):
+        r = served.client.get(path)
+        assert r.status_code == 200, path
+        for name, value in ISOLATION_HEADERS.items():
+            assert r.headers.get(name) == value, (path, name)
+    assert "Cross-Origin-Embedder-Policy" not in served.client.get("/api/health").headers

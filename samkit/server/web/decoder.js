@@ -1,6 +1,6 @@
 // The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph (GET
-// /api/projects/{pid}/decoder.onnx) on onnxruntime-web (WASM, SIMD; threads only when the page is
-// cross-origin isolated), fed the server's fp16 image embedding (GET .../images/{iid}/embedding, cached
+// /api/projects/{pid}/decoder.onnx) on onnxruntime-web (WASM, SIMD; threads when the page is cross-origin
+// isolated, as the server serves it, and the embedding grid is large), fed the server's fp16 image embedding (GET .../images/{iid}/embedding, cached
 // per image). Same arithmetic as samkit.Predictor: prompts mapped to the model's input frame, the graph
 // upsamples the low-res logits to the original image, masks are logits > the model's threshold (0).
 // When onnxruntime-web cannot start, decode() asks the server (POST .../images/{iid}/predict) instead
@@ -21,7 +21,8 @@
 import { decodeRle } from './rle.js';
 
 const VENDOR = new URL('./vendor/', import.meta.url).href;
-const START_TIMEOUT_MS = 90000; // a slower start is given up for the server (a threaded start hung in tests)
+const START_TIMEOUT_MS = 90000; // a slower start is given up for the server
+const THREADED_TOKENS = 1024; // image tokens from which the decoder runs on several threads (wasmThreads)
 const EMBEDDINGS_KEPT = 8; // images whose embeddings stay in memory (4 MB each for SAM ViT models)
 
 /** Error with the server's one-line detail. */
@@ -101,18 +102,27 @@ function serial() {
   };
 }
 
+/** WebAssembly threads for a decoder over `tokens` image tokens: every core (up to 4) in a cross-origin
+ * isolated page for the large grids of the SAM ViT models (64 x 64: 116 -> 65 ms per click on 2 cores);
+ * one for small grids, whose many small operations lose more to the threads' hand-offs than they gain
+ * (samkit_tiny's 16 x 16: 19 ms on one thread, 25 ms on two). */
+function wasmThreads(tokens) {
+  if (!globalThis.crossOriginIsolated || tokens < THREADED_TOKENS) return 1;
+  return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
+}
+
 async function browserDecoder(api, headers, options) {
   if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly');
+  const infoResponse = await fetch(`${api}/decoder`, { headers });
+  if (!infoResponse.ok) throw await failure(infoResponse, 'decoder');
+  const info = await infoResponse.json();
+
   const ort = await import(options.ortUrl ?? `${VENDOR}ort.wasm.min.mjs`);
-  const threads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  const threads = options.threads ?? wasmThreads(info.embedding_shape[2] * info.embedding_shape[3]);
   ort.env.wasm.wasmPaths = options.wasmPaths ?? VENDOR;
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false;
   ort.env.logLevel = 'error';
-
-  const infoResponse = await fetch(`${api}/decoder`, { headers });
-  if (!infoResponse.ok) throw await failure(infoResponse, 'decoder');
-  const info = await infoResponse.json();
   const graphResponse = await fetch(info.graph_url, { headers });
   if (!graphResponse.ok) throw await failure(graphResponse, 'decoder graph');
   const graph = new Uint8Array(await graphResponse.arrayBuffer());
@@ -217,6 +227,7 @@ async function browserDecoder(api, headers, options) {
   const simd = 'WASM SIMD';
   const threadNote = threads > 1 ? `${threads} threads` : `1 thread${globalThis.crossOriginIsolated ? ''
     : ' (the page is not cross-origin isolated)'}`;
+  // (an isolated page with a small grid runs one thread by choice: see wasmThreads)
   return {
     kind: 'browser',
     reason: `decoding in the browser: onnxruntime-web ${ort.env.versions?.web ?? ''} (${simd}, ${threadNote}), `
@@ -256,7 +267,8 @@ function serverDecoder(api, headers, reason) {
  * onnxruntime-web starts (kind 'browser'), else on the server (kind 'server'); `reason` says which and
  * why, for the page to show. Options (for tests and benchmarks): ortUrl, wasmPaths (where
  * onnxruntime-web's module and WASM files are; default ./vendor/), server (true: always the server),
- * startTimeoutMs (default 90 s: a start that takes longer is given up for the server).
+ * threads (WebAssembly threads; default wasmThreads: several only in a cross-origin isolated page, for
+ * large embedding grids), startTimeoutMs (default 90 s: a start that takes longer is given up for the server).
  */
 export async function createDecoder(projectId, token, options = {}) {
   const api = `/api/projects/${projectId}`;
