@@ -71,20 +71,49 @@ def available_cpus() -> int:
     return cpus
 
 
+def running_here() -> int:
+    """Threads of this process that are running or runnable now (``R`` in ``/proc/self/task/*/stat``), the
+    caller included; 1 where unknown."""
+    count = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        count += stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"R"
+    return max(1, count)
+
+
 def busy_elsewhere() -> int:
-    """Threads runnable right now besides the caller (``/proc/loadavg``'s running count - 1); 0 where unknown."""
+    """Threads runnable right now in other processes: ``/proc/loadavg``'s running count less this process's
+    own (:func:`running_here`: the caller, and torch's OpenMP threads still finishing the previous
+    operator, which counted as other work and halved a quiet sam_vit_b click's threads); 0 where unknown."""
+    own = running_here()
     try:
         running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return 0
-    return max(0, running - 1)
+    return max(0, running - own)
 
 
-def default_threads() -> int:
+# Calls over fewer rows of work than this (e.g. a mask decoder call: prompts x embedding tokens) run on one
+# thread when the count is adaptive: their many small operators lose more to waking the other threads than
+# they gain (2 cores: a samkit_tiny click, 16 x 16 tokens, 5.9 ms on one thread vs 8.7 ms on two; a
+# sam_vit_b click, 64 x 64 tokens, 32 vs 19 ms).
+SMALL_CALL_ROWS = 1024
+
+
+def default_threads(rows: int | None = None) -> int:
     """Intra-op threads for the next call. When some of this process's CPUs are idle, only those: a
     thread that shares its core with a busy process holds up every operator's barrier. When none is
     (more runnable threads than CPUs), all of them: every thread is time-sliced then, and more threads
     get a larger share of the machine (bench/speed.py measured 2 threads faster than 1 at load ~9).
+    ``rows``: the call's size where known; below :data:`SMALL_CALL_ROWS`, one thread.
 
     ``SAMKIT_THREADS=N`` fixes the count instead (reproducible results: the order of float sums, and so
     the last bits of some outputs, can depend on the thread count); unset or ``auto``: adaptive."""
@@ -94,6 +123,8 @@ def default_threads() -> int:
             return max(1, int(fixed))
         except ValueError:
             raise ValueError(f"SAMKIT_THREADS must be a number of threads or 'auto', got {fixed!r}") from None
+    if rows is not None and rows < SMALL_CALL_ROWS:
+        return 1
     cpus = available_cpus()
     free = cpus - busy_elsewhere()
     return free if free >= 1 else cpus

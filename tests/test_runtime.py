@@ -60,6 +60,33 @@ def test_a_busy_process_counts_as_busy():
         hog.wait()
 
 
+def test_this_process_threads_are_its_own_not_busy_elsewhere():
+    """A thread of this process at work (a GEMM loop, GIL released) is counted by running_here, which
+    busy_elsewhere takes off the machine's running count: torch's own OpenMP threads, still finishing the
+    previous operator, used to count as another process's work."""
+    import threading
+
+    import torch
+
+    from samkit.runtime import running_here
+
+    stop = threading.Event()
+
+    def work() -> None:
+        a = torch.ones(512, 512)
+        while not stop.is_set():
+            a @ a
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        assert max(running_here() for _ in range(50)) >= 2  # the caller and the worker
+    finally:
+        stop.set()
+        worker.join()
+    assert running_here() >= 1
+
+
 @pytest.mark.parametrize("cpus, busy, expected", [(4, 0, 4), (4, 1, 3), (4, 3, 1), (4, 4, 4), (4, 9, 4), (1, 0, 1)])
 def test_default_threads_use_the_free_cpus_or_all_when_none_is(monkeypatch, cpus, busy, expected):
     from samkit import runtime
@@ -96,3 +123,16 @@ def test_thread_budget_restores_the_setting():
             assert n == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_small_calls_run_on_one_thread_when_the_count_is_adaptive(monkeypatch):
+    from samkit import runtime
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 4)
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 0)
+    monkeypatch.delenv("SAMKIT_THREADS", raising=False)
+    assert runtime.default_threads(rows=16 * 16) == 1  # a samkit_tiny click
+    assert runtime.default_threads(rows=64 * 64) == 4  # a sam_vit_b click
+    assert runtime.default_threads() == 4
+    monkeypatch.setenv("SAMKIT_THREADS", "3")  # a fixed count stays fixed, whatever the size
+    assert runtime.default_threads(rows=1) == 3

@@ -76,7 +76,8 @@ class Predictor:
     >>> out = pred.predict(points=[[x, y]], labels=[1])
 
     ``threads``: torch intra-op threads for the encoder and decoder; None (default) decides at each
-    call from the CPUs that are free then (:func:`samkit.runtime.default_threads`).
+    call from the CPUs that are free then, one thread for small decoder calls
+    (:func:`samkit.runtime.default_threads`).
 
     ``refiner``: a :class:`~samkit.predict.refining.MaskRefiner` (``samkit.load_refiner(...)``) that
     :meth:`predict` runs on the masks (``refine``); its image-only work runs in :meth:`set_image`.
@@ -283,7 +284,8 @@ class Predictor:
         cache = None if masks is not None else self._cache()
         if cache is not None:
             optional["cache"] = cache
-        with torch.inference_mode(), thread_budget(self.threads):
+        prompts = next((t.shape[0] for t in (pts[0] if pts else None, boxes, masks, extra_tokens) if t is not None), 1)
+        with torch.inference_mode(), thread_budget(self.threads, rows=prompts * features[0, 0].numel()):
             low, iou = self.model.decode(
                 features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),

@@ -125,3 +125,33 @@ def test_bad_batches(pred):
         pred.predict_batch(points=np.zeros((2, 1, 2)), labels=np.ones((2, 1)), boxes=np.array([[0, 0, 5, 5]] * 3))
     with pytest.raises(PromptError, match=r"\(B,N,2\)"):
         pred.predict_batch(points=np.zeros((1, 2)), labels=np.ones(1))
+
+
+def test_small_decoder_calls_run_on_one_thread(monkeypatch, image):
+    """samkit_tiny's 16 x 16 grid: one click decodes on one thread (faster than two on small operators),
+    a batch of 8 clicks (2,048 token rows) on the adaptive count, a fixed count is kept."""
+    import samkit
+
+    monkeypatch.delenv("SAMKIT_THREADS", raising=False)  # adaptive, as users get it
+    monkeypatch.setattr("samkit.runtime.busy_elsewhere", lambda: 0)  # a quiet machine, whatever runs beside
+    model = samkit.load_model("samkit_tiny")
+    seen: list[int] = []
+    decode = model.decode
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "decode", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pred = Predictor(model)
+        pred.set_image(image)
+        pred.predict(points=[[100, 100]], labels=[1])
+        pred.predict_batch(points=[[[100 + 10 * i, 100]] for i in range(8)], labels=[[1]] * 8)
+        pred.threads = 2  # fixed by the caller
+        pred.predict(points=[[100, 100]], labels=[1])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2, 2]
