@@ -136,3 +136,15 @@ def test_small_calls_run_on_one_thread_when_the_count_is_adaptive(monkeypatch):
     assert runtime.default_threads() == 4
     monkeypatch.setenv("SAMKIT_THREADS", "3")  # a fixed count stays fixed, whatever the size
     assert runtime.default_threads(rows=1) == 3
+
+
+def test_pools_sized_once_take_every_cpu_not_the_moments_load(monkeypatch):
+    from samkit import runtime
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 4)
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 3)  # a busy moment: adaptive calls get 1
+    monkeypatch.delenv("SAMKIT_THREADS", raising=False)
+    assert runtime.default_threads() == 1
+    assert runtime.pool_threads() == 4
+    monkeypatch.setenv("SAMKIT_THREADS", "2")
+    assert runtime.pool_threads() == 2

@@ -26,7 +26,7 @@ import torch
 from samkit.errors import SamkitError
 from samkit.models.sam import Sam
 from samkit.predict.predictor import Predictor
-from samkit.runtime import default_threads
+from samkit.runtime import pool_threads
 
 MANIFEST = "samkit_onnx.json"
 MANIFEST_FORMAT = "samkit-onnx/1"
@@ -71,10 +71,11 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 
 def session(path: str | os.PathLike, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for one graph; ``threads`` intra-op threads (default
-    :func:`samkit.runtime.default_threads`), no spin-waiting (see :mod:`samkit.runtime`)."""
+    :func:`samkit.runtime.pool_threads`: the session's pool is sized once), no spin-waiting (see
+    :mod:`samkit.runtime`)."""
     ort = onnxruntime_module()
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
+    opts.intra_op_num_threads = threads or pool_threads()
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -180,7 +181,7 @@ class OnnxPredictor(Predictor):
     """:class:`~samkit.predict.predictor.Predictor` on an exported folder, run by ONNX Runtime.
 
     ``precision``: "fp32" or "int8" (the folder's dynamically quantised graphs); ``threads``: intra-op
-    threads (default :func:`samkit.runtime.default_threads`). Same prompts, checks and
+    threads (default :func:`samkit.runtime.pool_threads`). Same prompts, checks and
     :class:`Prediction` fields; the full-resolution logits are the graph's own ``masks`` output.
     Text prompts are not exported.
     """
