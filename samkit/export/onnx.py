@@ -120,8 +120,9 @@ class DecoderGraph(nn.Module):
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = has_mask_input * pe.mask_downscaling(mask_input) + (1.0 - has_mask_input) * no_mask
         # the upscaling chain in one step: onnxruntime-web runs a few large operations faster than many
+        tokens = image_embeddings.shape[2] * image_embeddings.shape[3]
         low, iou = model.mask_decoder.predict_masks(image_embeddings, model.dense_pe(), sparse, dense,
-                                                    upscale_rows=image_embeddings.shape[2] * image_embeddings.shape[3])
+                                                    upscale_step_tokens=tokens)
         size = orig_im_size.to(torch.float32)
         resized = torch.floor(size * (model.img_size / size.max()) + 0.5).to(torch.int64)  # resized_shape
         rows = self._axis_operator(size[0], resized[0])

@@ -60,8 +60,8 @@ class MaskDecoder(nn.Module):
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                       dense: torch.Tensor | None, cache: ImageCache | None = None,
-                      upscale_rows: int = UPSCALE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
-        """All 4 mask tokens: masks (B,4,4h,4w), iou (B,4). ``upscale_rows``: see :meth:`upscale_masks`."""
+                      upscale_step_tokens: int = UPSCALE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+        """All 4 mask tokens: masks (B,4,4h,4w), iou (B,4). ``upscale_step_tokens``: see :meth:`upscale_masks`."""
         b = sparse.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
@@ -83,17 +83,17 @@ class MaskDecoder(nn.Module):
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        masks = self.upscale_masks(src, hyper_in, h, w, upscale_rows)
+        masks = self.upscale_masks(src, hyper_in, h, w, upscale_step_tokens)
         return masks, self.iou_prediction_head(iou_token_out)
 
     def upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int,
-                      tokens_per_step: int = UPSCALE_ROWS) -> torch.Tensor:
+                      step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
         """``output_upscaling`` then the hypernetwork product: src (B,h*w,C), hyper_in (B,M,C/8) -> (B,M,4h,4w).
 
         Each stride-2, kernel-2 transposed convolution is a per-pixel Linear (C -> 4*C') followed by a
         pixel shuffle, so the chain runs as matmuls on token-major rows (sub-pixel offsets kept as
         extra rows) and the shuffle happens once, on the M-channel result. Image tokens go through the
-        chain ``tokens_per_step`` at a time (an exported graph takes them all at once: fewer, larger operations
+        chain ``step_tokens`` at a time (an exported graph takes them all at once: fewer, larger operations
         run faster in an interpreter such as onnxruntime-web).
         """
         ct1, norm, act1, ct2, act2 = self.output_upscaling
@@ -106,8 +106,8 @@ class MaskDecoder(nn.Module):
         w2 = ct2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
         b1, b2 = ct1.bias.repeat(4), ct2.bias.repeat(4)
         hyper_t = hyper_in.transpose(1, 2)  # (B, C/8, M)
-        step = min(n, tokens_per_step)  # image tokens per step
-        per = max(1, tokens_per_step // n)  # batch items per step (several when a whole grid fits)
+        step = min(n, step_tokens)  # image tokens per step
+        per = max(1, step_tokens // n)  # batch items per step (several when a whole grid fits)
         groups = []
         for i in range(0, b, per):
             pieces = []  # rows (i, j, di, dj, ei, ej) of the (p, h*w*16, M) product

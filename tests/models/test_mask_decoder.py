@@ -27,8 +27,8 @@ def test_upscale_masks_equals_transposed_convolutions(decoder, batch, grid):
         up = decoder.output_upscaling(image)  # (B, 32, 4g, 4g)
         ref = (hyper @ up.flatten(2)).view(batch, 4, 4 * grid, 4 * grid)
         out = decoder.upscale_masks(src, hyper, grid, grid)
-        whole = decoder.upscale_masks(src, hyper, grid, grid, tokens_per_step=grid * grid)  # as exported
-        small = decoder.upscale_masks(src, hyper, grid, grid, tokens_per_step=7)  # uneven steps
+        whole = decoder.upscale_masks(src, hyper, grid, grid, step_tokens=grid * grid)  # as exported
+        small = decoder.upscale_masks(src, hyper, grid, grid, step_tokens=7)  # uneven steps
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(whole, ref, rtol=1e-4, atol=1e-4)

@@ -1,7 +1,7 @@
 // The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph (GET
 // /api/projects/{pid}/decoder.onnx) on onnxruntime-web (WASM, SIMD; threads when the page is cross-origin
-// isolated, as the server serves it, and the embedding grid is large), fed the server's fp16 image embedding (GET .../images/{iid}/embedding, cached
-// per image). Same arithmetic as samkit.Predictor: prompts mapped to the model's input frame, the graph
+// isolated, as the server serves it, and the embedding grid is large), fed the server's fp16 image
+// embedding (GET .../images/{iid}/embedding, cached per image). Same arithmetic as samkit.Predictor: prompts mapped to the model's input frame, the graph
 // upsamples the low-res logits to the original image, masks are logits > the model's threshold (0).
 // When onnxruntime-web cannot start, decode() asks the server (POST .../images/{iid}/predict) instead
 // and the decoder says why (kind 'server', reason).
