@@ -41,6 +41,12 @@ class PositionEmbeddingRandom(nn.Module):
         return self._encode(coords)
 
 
+def prompt_batch(points: tuple[torch.Tensor, torch.Tensor] | None, *others: torch.Tensor | None) -> int:
+    """Batch size B of a prompt set: the first dimension of the first given of the points' (B,N,2)
+    coordinates and ``others`` ((B, ...) boxes, masks, ...); 1 when none is given."""
+    return next((t.shape[0] for t in (points[0] if points else None, *others) if t is not None), 1)
+
+
 class PromptEncoder(nn.Module):
     """Encodes prompts for :class:`~samkit.models.mask_decoder.MaskDecoder`.
 
@@ -104,7 +110,7 @@ class PromptEncoder(nn.Module):
     def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
                 masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns sparse (B,N,C) and dense (B,C,h,w) embeddings; B from whichever prompt is given."""
-        bs = next((p.shape[0] for p in (points[0] if points else None, boxes, masks) if p is not None), 1)
+        bs = prompt_batch(points, boxes, masks)
         sparse = [torch.empty((bs, 0, self.embed_dim), device=self.no_mask_embed.weight.device)]
         if points is not None:
             sparse.append(self._embed_points(points[0], points[1], pad=boxes is None))

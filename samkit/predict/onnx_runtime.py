@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from samkit.errors import SamkitError
+from samkit.models.prompt_encoder import prompt_batch
 from samkit.models.sam import Sam
 from samkit.predict.predictor import Predictor
 from samkit.runtime import pool_threads
@@ -162,8 +163,7 @@ class OnnxSam:
                boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
                multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`Sam.decode`: prompts (B of them) -> low-res logits (B,M,s,s), IoU (B,M); one graph run each."""
-        b = next(t.shape[0] for t in (points[0] if points else None, boxes, mask_input, image_embeddings)
-                 if t is not None)
+        b = prompt_batch(points, boxes, mask_input, image_embeddings)
         sel = slice(1, None) if multimask_output else slice(0, 1)
         size = (self.img_size, self.img_size)
         lows, ious = [], []
@@ -196,7 +196,7 @@ class OnnxPredictor(Predictor):
              extra_tokens: torch.Tensor | None = None) -> tuple[np.ndarray, ...]:
         if extra_tokens is not None:
             raise SamkitError("text prompts are not part of the ONNX export: use the torch Predictor")
-        b = next(t.shape[0] for t in (pts[0] if pts else None, boxes, masks) if t is not None)
+        b = prompt_batch(pts, boxes, masks)
         sel = slice(1, None) if multimask else slice(0, 1)
         features, original_size, _ = self._require_image()
         outs = [self.onnx_model.run_decoder(features, None if pts is None else (pts[0][i], pts[1][i]),

@@ -17,6 +17,7 @@ from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.io_utils import atomic_path
 from samkit.models.evf_sam import EvfSam
+from samkit.models.prompt_encoder import prompt_batch
 from samkit.models.sam import Sam
 from samkit.models.transformer import ImageCache
 from samkit.predict.refining import MaskRefiner
@@ -284,8 +285,8 @@ class Predictor:
         cache = None if masks is not None else self._cache()
         if cache is not None:
             optional["cache"] = cache
-        prompts = next((t.shape[0] for t in (pts[0] if pts else None, boxes, masks, extra_tokens) if t is not None), 1)
-        with torch.inference_mode(), thread_budget(self.threads, rows=prompts * features[0, 0].numel()):
+        rows = prompt_batch(pts, boxes, masks, extra_tokens) * features[0, 0].numel()  # prompts x image tokens
+        with torch.inference_mode(), thread_budget(self.threads, rows=rows):
             low, iou = self.model.decode(
                 features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),
