@@ -85,7 +85,8 @@ def running_here() -> int:
                 stat = f.read()
         except OSError:
             continue  # the thread ended meanwhile
-        count += stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"R"
+        state = stat.rfind(b")") + 2  # the state letter follows "(comm) "; comm may hold spaces or ")"
+        count += stat[state:state + 1] == b"R"
     return max(1, count)
 
 
