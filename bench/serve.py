@@ -10,15 +10,19 @@ thread sends predict requests with one random foreground point on a random image
 ``--seconds``. Reports p50 / p95 / max HTTP predict latency, requests, errors, and the bare
 ``Predictor.predict`` latency on the same images in this process (the speed goal: HTTP <= 1.3x bare).
 
-With ``--clients 1`` (the round-trip goal) HTTP and bare clicks alternate in blocks of ten on the same
-images and points while the server runs, so both figures see the same machine load (this host is shared and
-its speed drifts within seconds); ``http_over_bare_p50`` is then the median of the per-block ratios.
-The client is httpx with one keep-alive connection; ``client_overhead_ms`` is its round trip to
-``/api/health`` (no model, no database), the part of the figure that is neither server nor model.
+With ``--clients 1`` (the round-trip goal) clicks alternate in blocks of ten on the same images and points:
+sent with httpx, sent again with the standard library's ``http.client`` (a thinner client), then run on bare
+predictors in this process, so all figures see the same machine load (this host is shared and its speed
+drifts within seconds); ``http_over_bare_p50`` (httpx) and ``raw_client_over_bare_p50`` (http.client) are
+the medians of the per-block ratios, and ``server_side_ms`` the medians of the answers' ``Server-Timing``
+(the model's part and the whole route function's). Each client keeps one keep-alive connection;
+``client_overhead_ms`` is httpx's round trip to ``/api/health`` (no model, no database).
 """
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import random
 import shutil
@@ -29,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _report import new_report, save_report
@@ -94,10 +99,51 @@ def click_load(base: str, headers: dict, images: list[dict], clients: int, secon
     return latencies, errors
 
 
+def server_timing(header: str | None) -> dict[str, float]:
+    """``Server-Timing`` header -> {name: milliseconds} (``model;dur=5.6, route;dur=6.1``)."""
+    out = {}
+    for part in (header or "").split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if rest:
+            out[name] = float(rest.split(";")[0])
+    return out
+
+
+class RawClient:
+    """POSTs JSON on one keep-alive connection with the standard library's ``http.client`` (reconnecting when
+    the server closed an idle one): a thinner client than httpx, whose own request building and response
+    parsing add about half a millisecond to every round trip on this machine."""
+
+    def __init__(self, base: str, headers: dict) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.headers = headers | {"Content-Type": "application/json"}
+        self.conn = http.client.HTTPConnection(self.host, self.port)
+
+    def post(self, path: str, body: dict) -> tuple[int, Any, dict[str, float]]:
+        """(status, JSON answer, the answer's Server-Timing in ms)."""
+        data = json.dumps(body)
+        for attempt in (0, 1):
+            try:
+                self.conn.request("POST", path, body=data, headers=self.headers)
+                r = self.conn.getresponse()
+                return r.status, json.loads(r.read()), server_timing(r.getheader("Server-Timing"))
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def paired_clicks(base: str, headers: dict, images: list[dict], root: Path, model_name: str,
-                  seconds: float, block: int = 10) -> tuple[list[float], list[float], list[float], list[str]]:
-    """One client: blocks of ``block`` HTTP clicks, then the same clicks on bare predictors in this process.
-    Returns (HTTP latencies, bare latencies, per-block ratios of medians, errors); latencies in s."""
+                  seconds: float, block: int = 10) -> dict[str, Any]:
+    """One client: blocks of ``block`` clicks sent with httpx, the same clicks with :class:`RawClient`, then
+    on bare predictors in this process. Returns latencies (s) per client and bare, the per-block ratios of
+    medians (HTTP over bare) per client, and errors."""
     import samkit  # noqa: PLC0415 -- torch only when this mode runs
 
     model = samkit.load_model(model_name)
@@ -106,32 +152,48 @@ def paired_clicks(base: str, headers: dict, images: list[dict], root: Path, mode
         bare[image["id"]] = samkit.Predictor(model)
         bare[image["id"]].set_image(root / image["path"])
     rng = random.Random(0)
-    http_lat: list[float] = []
-    bare_lat: list[float] = []
-    ratios: list[float] = []
+    lat: dict[str, list[float]] = {"httpx": [], "raw": [], "bare": [], "model": [], "route": []}
+    ratios: dict[str, list[float]] = {"httpx": [], "raw": []}
     errors: list[str] = []
+    raw = RawClient(base, headers)
     stop = time.monotonic() + seconds
     with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
         while time.monotonic() < stop:
             clicks = []
             for _ in range(block):
                 image = rng.choice(images)
-                clicks.append((image, [rng.uniform(0, image["width"] - 1), rng.uniform(0, image["height"] - 1)]))
-            h, b = [], []
-            for image, point in clicks:
+                clicks.append((f"/api/projects/1/images/{image['id']}/predict", image["id"],
+                               {"points": [[rng.uniform(0, image["width"] - 1), rng.uniform(0, image["height"] - 1)]],
+                                "labels": [1]}))
+            got: dict[str, list[float]] = {"httpx": [], "raw": [], "bare": [], "model": [], "route": []}
+            for path, _, body in clicks:
                 t = time.perf_counter()
-                r = http.post(f"/api/projects/1/images/{image['id']}/predict", json={"points": [point], "labels": [1]})
+                r = http.post(path, json=body)
+                r.json()
                 elapsed = time.perf_counter() - t
-                (h.append(elapsed) if r.status_code == 200 else errors.append(f"HTTP {r.status_code}: {r.text[:200]}"))
-            for image, point in clicks:
+                (got["httpx"].append(elapsed) if r.status_code == 200 else
+                 errors.append(f"HTTP {r.status_code}: {r.text[:200]}"))
+            for path, _, body in clicks:
                 t = time.perf_counter()
-                bare[image["id"]].predict(points=[point], labels=[1])
-                b.append(time.perf_counter() - t)
-            if h:
-                http_lat += h
-                bare_lat += b
-                ratios.append(statistics.median(h) / statistics.median(b))
-    return http_lat, bare_lat, ratios, errors
+                status, answer, timing = raw.post(path, body)
+                elapsed = time.perf_counter() - t
+                if status != 200:
+                    errors.append(f"HTTP {status}: {answer}")
+                    continue
+                got["raw"].append(elapsed)
+                got["model"].append(timing["model"] / 1000)
+                got["route"].append(timing["route"] / 1000)
+            for _, image_id, body in clicks:
+                t = time.perf_counter()
+                bare[image_id].predict(points=body["points"], labels=body["labels"])
+                got["bare"].append(time.perf_counter() - t)
+            if got["httpx"] and got["raw"]:
+                for key, values in got.items():
+                    lat[key] += values
+                for key in ratios:
+                    ratios[key].append(statistics.median(got[key]) / statistics.median(got["bare"]))
+    raw.close()
+    return {"latencies": lat, "ratios": ratios, "errors": errors}
 
 
 def next_image_flow(base: str, headers: dict, dwell_s: float) -> dict:
@@ -218,9 +280,10 @@ def main() -> None:
             images = httpx.get(f"{base}/api/projects/1/images", headers=headers).json()
             overhead = client_overhead(base, headers)
             started = time.perf_counter()
+            paired: dict[str, Any] = {}
             if args.clients == 1:
-                latencies, bare, ratios, errors = paired_clicks(base, headers, images, project / "images",
-                                                                args.model, args.seconds)
+                paired = paired_clicks(base, headers, images, project / "images", args.model, args.seconds)
+                latencies, bare, errors = paired["latencies"]["httpx"], paired["latencies"]["bare"], paired["errors"]
             else:
                 latencies, errors = click_load(base, headers, images, args.clients, args.seconds)
             wall = time.perf_counter() - started
@@ -229,7 +292,6 @@ def main() -> None:
             proc.wait(timeout=60)
         if args.clients != 1:
             bare = bare_predict(args.model, [project / "images" / n for n in IMAGES], clicks=20)
-            ratios = []
     p50 = _percentile(latencies, 0.5)
     report = new_report(
         "serve", model=args.model, clients=args.clients, seconds=args.seconds, cpus=os.cpu_count(),
@@ -241,7 +303,19 @@ def main() -> None:
         client_overhead_ms=1000 * overhead, load_avg=os.getloadavg(), next_image=flow,
         note="HTTP latency under N concurrent clients includes queueing behind the one model lock; "
              "single-client runs (--clients 1) alternate HTTP and bare clicks: the figure for the 1.3x goal")
-    report["http_over_bare_p50"] = statistics.median(ratios) if ratios else p50 / statistics.median(bare)
+    if paired:
+        raw = paired["latencies"]["raw"]
+        report["predict_raw_client_ms"] = {"p50": 1000 * _percentile(raw, 0.5), "p95": 1000 * _percentile(raw, 0.95)}
+        side = {key: 1000 * statistics.median(paired["latencies"][key]) for key in ("model", "route")}
+        report["server_side_ms"] = side
+        report["http_over_bare_p50"] = statistics.median(paired["ratios"]["httpx"])
+        report["raw_client_over_bare_p50"] = statistics.median(paired["ratios"]["raw"])
+        print(f"server side: model {side['model']:.2f} ms, route {side['route']:.2f} ms; "
+              f"http.client round trip {report['predict_raw_client_ms']['p50']:.2f} ms")
+        print(f"over bare (median of per-block ratios): httpx {report['http_over_bare_p50']:.3f}x, "
+              f"http.client {report['raw_client_over_bare_p50']:.3f}x")
+    else:
+        report["http_over_bare_p50"] = p50 / statistics.median(bare)
     save_report(report, args.out)
     print(f"{len(latencies)} requests, {len(errors)} errors, p50 {report['predict_http_ms']['p50']:.1f} ms, "
           f"p95 {report['predict_http_ms']['p95']:.1f} ms (bare p50 {report['predict_bare_ms']['p50']:.1f} ms)")

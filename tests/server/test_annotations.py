@@ -26,7 +26,11 @@ def _predict(served: Served, image_id: int = 1, **prompts) -> dict:  # noqa: ANN
 def test_predict_matches_the_predictor(served: Served) -> None:
     image = served.get(f"{IMAGES}/1").json()
     x, y = image["width"] // 2, image["height"] // 2
-    out = _predict(served, points=[[x, y]], labels=[1])
+    r = served.post(f"{IMAGES}/1/predict", json={"points": [[x, y]], "labels": [1]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    timing = dict(part.strip().split(";dur=") for part in r.headers["Server-Timing"].split(","))
+    assert 0 < float(timing["model"]) <= float(timing["route"])  # the model's part of the route function
     assert len(out["masks"]) == 3 and out["model_version"] == "mv1"
     scores = [m["score"] for m in out["masks"]]
     assert scores == sorted(scores, reverse=True)

@@ -1,9 +1,11 @@
 """Prediction: prompts -> masks (COCO RLE, bbox, area) and predicted IoU, from the image's cached
 embedding, refined by the server's refiner when one is configured (``refine``: false for SAM's own masks).
 Each answer has a ``prediction_id`` so a later request can feed a mask back (``mask_input``): SAM's low-res
-logits, also after refining."""
+logits, also after refining. A ``Server-Timing`` header (shown by browsers' developer tools) gives the
+milliseconds spent in the model (waiting for it included) and in the whole route function."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(re
 @router.post("/images/{image_id}/predict", response_model=dict[str, Any])
 def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
             session: DB) -> JSONResponse:
+    started = time.perf_counter()
     image = recent_project_image(state, project_id, image_id, session)
     session.close()  # nothing more to read: do not hold a connection during model work
     mask_input = None
@@ -35,6 +38,7 @@ def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
     path = image_file(state, image)
     pred = state.embeddings.get(path, image.sha256)
     refine = state.refiner is not None if body.refine is None else body.refine
+    model_started = time.perf_counter()
     try:
         with state.embeddings.compute:
             if refine:
@@ -43,8 +47,11 @@ def predict(project_id: Id, image_id: Id, body: PredictRequest, state: State,
                                multimask=body.multimask, text=body.text, refine=refine)
     except SamkitError as exc:
         raise HTTPException(422, str(exc)) from None
+    model_ms = 1000 * (time.perf_counter() - model_started)
     order = np.argsort(-out.scores)
     masks = [{"index": int(i), **mask_geometry(out.masks[i]), "score": float(out.scores[i])} for i in order]
     # already JSON types: a JSONResponse skips FastAPI's validate-and-encode pass over the masks (issue 18)
-    return JSONResponse({"prediction_id": state.remember(image_id, out.low_res_logits), "masks": masks,
-                         "model_version": state.embeddings.tag, "refined": refine})
+    answer = {"prediction_id": state.remember(image_id, out.low_res_logits), "masks": masks,
+              "model_version": state.embeddings.tag, "refined": refine}
+    timing = f"model;dur={model_ms:.3f}, route;dur={1000 * (time.perf_counter() - started):.3f}"
+    return JSONResponse(answer, headers={"Server-Timing": timing})
