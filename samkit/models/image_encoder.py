@@ -28,11 +28,15 @@ def relative_positions(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch
 class Attention(nn.Module):
     """Multi-head self-attention over a (B,H,W,C) grid with decomposed relative positions.
 
-    The relative-position term is passed to ``scaled_dot_product_attention`` as an additive mask,
-    built for ``query_chunk`` queries at a time (bounded memory for global attention).
+    The relative-position term is passed to ``scaled_dot_product_attention`` as an additive mask, built
+    for a band of query rows at a time, at most :attr:`mask_bytes` per band (bounded memory for global
+    attention), into one contiguous buffer reused by every band when no gradient is needed.
     """
 
-    query_chunk: int = 1024
+    # 32 MB is glibc's largest mmap threshold (samkit.runtime.tune_allocator): a band's mask below it comes
+    # from the heap, reused, where a fresh mapping pays a page fault per 4 KB (sam_vit_b's encoder: 8.2 s
+    # with 201 MB bands built by a broadcast add that also had to be copied to be flattened; 6.0 s now).
+    mask_bytes: int = 32 * 2**20
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int], qkv_bias: bool = True,
                  use_rel_pos: bool = True) -> None:
@@ -60,14 +64,19 @@ class Attention(nn.Module):
             rel_h = torch.einsum("bnhwd,hkd->bnhwk", rq, rh)  # (B, heads, h, w, h)
             rel_w = torch.einsum("bnhwd,wkd->bnhwk", rq, rw)  # (B, heads, h, w, w)
             # Queries in bands of rows, so the (rows*w, h*w) bias never exists for the whole grid at once.
-            rows = max(1, self.query_chunk // w)
-            out = torch.cat([
-                F.scaled_dot_product_attention(
-                    q[:, :, r * w:(r + rows) * w], k, v,
-                    attn_mask=(rel_h[:, :, r:r + rows, :, :, None] + rel_w[:, :, r:r + rows, :, None, :]).flatten(-2)
-                    .flatten(2, 3))
-                for r in range(0, h, rows)
-            ], dim=2)
+            rows = max(1, min(h, self.mask_bytes // (b * self.num_heads * w * h * w * q.element_size())))
+            reuse = not (torch.is_grad_enabled() and q.requires_grad)  # out= has no autograd
+            buffer = q.new_empty((b, self.num_heads, rows, w, h, w)) if reuse else None
+            bands = []
+            for r in range(0, h, rows):
+                bias_h, bias_w = rel_h[:, :, r:r + rows, :, :, None], rel_w[:, :, r:r + rows, :, None, :]
+                if buffer is not None and bias_h.shape[2] == rows:
+                    mask = torch.add(bias_h, bias_w, out=buffer)
+                else:
+                    mask = (bias_h + bias_w).contiguous()
+                bands.append(F.scaled_dot_product_attention(q[:, :, r * w:(r + rows) * w], k, v,
+                                                            attn_mask=mask.flatten(-2).flatten(2, 3)))
+            out = torch.cat(bands, dim=2)
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
