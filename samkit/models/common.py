@@ -1,8 +1,46 @@
 """Small building blocks shared by the SAM-family networks."""
 from __future__ import annotations
 
+import os
+from functools import cache
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# Below this many multiply-adds a call's fixed cost in oneDNN (~12 us) outweighs its faster GEMM.
+ONEDNN_MIN_MACS = 1 << 20
+
+
+@cache
+def onednn_linear_available() -> bool:
+    """Whether :func:`linear` may use oneDNN: torch built with it, and ``SAMKIT_ONEDNN_LINEAR`` not ``0``."""
+    if os.environ.get("SAMKIT_ONEDNN_LINEAR", "1") == "0" or not torch.backends.mkldnn.is_available():
+        return False
+    return hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` (``layer`` usually an ``nn.Linear``), (..., in) -> (..., out).
+
+    At inference on the CPU in fp32, a plain ``nn.Linear`` call of at least :data:`ONEDNN_MIN_MACS` runs on
+    oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``, dense tensors in and out, the layer's own
+    weights): torch's ``F.linear`` goes to MKL, which on AMD CPUs runs its AVX2 code (this 2-core AMD
+    EPYC host: 175-200 GFLOP/s against oneDNN's 300-330 with AVX-512, and 1.1x faster with AVX2 only).
+    Same function within float rounding; gradients, tracing/export, other dtypes or devices, quantised or
+    hooked modules take the ordinary call. Used by SAM's ViT image encoder (sam_vit_b's encoder 6.9 -> 4.6 s
+    here); the mask decoder and TinyViT keep ``F.linear`` (no gain measured on their smaller products).
+    """
+    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
+        return layer(x)
+    weight, bias = layer.weight, layer.bias
+    if (x.dim() < 2 or x.numel() * weight.shape[0] < ONEDNN_MIN_MACS or x.device.type != "cpu"
+            or x.dtype != torch.float32 or weight.dtype != torch.float32 or not onednn_linear_available()
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()):
+        return F.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 class LayerNorm2d(nn.Module):
@@ -22,15 +60,21 @@ class LayerNorm2d(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """Linear -> activation -> Linear, keys ``lin1``/``lin2`` (SAM layout). (..., D) -> (..., D)."""
+    """Linear -> activation -> Linear, keys ``lin1``/``lin2`` (SAM layout). (..., D) -> (..., D).
 
-    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
+    ``onednn``: run both layers through :func:`linear` (the image encoders' large products).
+    """
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU, onednn: bool = False) -> None:
         super().__init__()
         self.lin1 = nn.Linear(embedding_dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)
         self.act = act()
+        self.onednn = onednn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.onednn:
+            return linear(self.lin2, self.act(linear(self.lin1, x)))
         return self.lin2(self.act(self.lin1(x)))
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.models.common import LayerNorm2d, MLPBlock
+from samkit.models.common import LayerNorm2d, MLPBlock, linear
 
 
 def relative_positions(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,H,W,C) -> (B,H,W,C)."""
         b, h, w, c = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
         if not self.use_rel_pos:
             out = F.scaled_dot_product_attention(q, k, v)
@@ -77,7 +77,7 @@ class Attention(nn.Module):
                 bands.append(F.scaled_dot_product_attention(q[:, :, r * w:(r + rows) * w], k, v,
                                                             attn_mask=mask.flatten(-2).flatten(2, 3)))
             out = torch.cat(bands, dim=2)
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, h, w, c))
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -112,7 +112,7 @@ class Block(nn.Module):
         size = (window_size, window_size) if window_size > 0 else grid_size
         self.attn = Attention(dim, num_heads, input_size=size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act=nn.GELU)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act=nn.GELU, onednn=True)
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
