@@ -20,6 +20,13 @@ def onednn_linear_available() -> bool:
     return hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def tracing() -> bool:
+    """Whether the code runs under a tracer or compiler (ONNX export, TorchScript, torch.compile): the
+    places that pick a kernel or write into a reused buffer then take the plain, traceable form."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
 def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` (``layer`` usually an ``nn.Linear``), (..., in) -> (..., out).
 
@@ -36,9 +43,7 @@ def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     weight, bias = layer.weight, layer.bias
     if (x.dim() < 2 or x.numel() * weight.shape[0] < ONEDNN_MIN_MACS or x.device.type != "cpu"
             or x.dtype != torch.float32 or weight.dtype != torch.float32 or not onednn_linear_available()
-            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling()):
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)) or tracing()):
         return F.linear(x, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 

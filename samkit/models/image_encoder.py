@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.models.common import LayerNorm2d, MLPBlock, linear
+from samkit.models.common import LayerNorm2d, MLPBlock, linear, tracing
 
 
 def relative_positions(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -65,7 +65,7 @@ class Attention(nn.Module):
             rel_w = torch.einsum("bnhwd,wkd->bnhwk", rq, rw)  # (B, heads, h, w, w)
             # Queries in bands of rows, so the (rows*w, h*w) bias never exists for the whole grid at once.
             rows = max(1, min(h, self.mask_bytes // (b * self.num_heads * w * h * w * q.element_size())))
-            reuse = not (torch.is_grad_enabled() and q.requires_grad)  # out= has no autograd
+            reuse = not (torch.is_grad_enabled() and q.requires_grad) and not tracing()  # out=: no autograd, no export
             buffer = q.new_empty((b, self.num_heads, rows, w, h, w)) if reuse else None
             bands = []
             for r in range(0, h, rows):

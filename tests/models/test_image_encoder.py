@@ -47,3 +47,20 @@ def test_banded_bias_keeps_gradients() -> None:
     attn.rel_pos_h.grad = None
     attention_by_definition(attn, x).square().sum().backward()
     torch.testing.assert_close(got, attn.rel_pos_h.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_exports_to_onnx_and_agrees(tmp_path) -> None:  # noqa: ANN001 (pytest's tmp_path)
+    """Under export the banded bias and the linear layers take their traceable forms."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    attn = Attention(64, num_heads=4, input_size=(16, 16)).eval()
+    torch.nn.init.normal_(attn.rel_pos_h, std=0.5)
+    torch.nn.init.normal_(attn.rel_pos_w, std=0.5)
+    attn.mask_bytes = 2**16  # several bands
+    x = torch.randn(1, 16, 16, 64)
+    path = tmp_path / "attention.onnx"
+    with torch.no_grad():
+        torch.onnx.export(attn, (x,), str(path), input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+        want = attn(x).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert abs(got - want).max() < 1e-4
