@@ -2,6 +2,7 @@
 attention the definition gives, whatever the band size, with and without gradients."""
 from __future__ import annotations
 
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -51,7 +52,6 @@ def test_banded_bias_keeps_gradients() -> None:
 
 def test_attention_exports_to_onnx_and_agrees(tmp_path) -> None:  # noqa: ANN001 (pytest's tmp_path)
     """Under export the banded bias and the linear layers take their traceable forms."""
-    ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     attn = Attention(64, num_heads=4, input_size=(16, 16)).eval()
     torch.nn.init.normal_(attn.rel_pos_h, std=0.5)
