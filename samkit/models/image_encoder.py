@@ -35,7 +35,8 @@ class Attention(nn.Module):
 
     # 32 MB is glibc's largest mmap threshold (samkit.runtime.tune_allocator): a band's mask below it comes
     # from the heap, reused, where a fresh mapping pays a page fault per 4 KB (sam_vit_b's encoder: 8.2 s
-    # with 201 MB bands built by a broadcast add that also had to be copied to be flattened; 6.0 s now).
+    # with 201 MB bands built by a broadcast add that also had to be copied to be flattened; 6.0 s with
+    # these bands, before its linear layers moved to oneDNN).
     mask_bytes: int = 32 * 2**20
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int], qkv_bias: bool = True,
