@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.refine.config import RefinerConfig
-from samkit.refine.layers import RefineHead, ResBlock, blend, conv
+from samkit.refine.layers import RefineHead, ResBlock, blend, channels_last, conv
 
 
 @dataclass
@@ -53,10 +53,10 @@ class ImageBranch(nn.Module):
 
     def forward(self, image: torch.Tensor, embedding: torch.Tensor,
                 valid: tuple[float, float] = (1.0, 1.0)) -> ImageFeatures:
-        fine = self.fine(image)
+        fine = self.fine(channels_last(image))
         coarse = self.down(fine)
         coarse = coarse + embedding_to_frame(self.embed(embedding.to(coarse.dtype)), valid, coarse.shape[-2:])
-        return ImageFeatures(coarse, fine)
+        return ImageFeatures(channels_last(coarse), fine)
 
 
 class PromptFusion(nn.Module):
@@ -79,6 +79,7 @@ class PromptFusion(nn.Module):
 
     def forward(self, feats: ImageFeatures, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = (int(feats.coarse.shape[-2]), int(feats.coarse.shape[-1]))
+        prompt_maps = channels_last(prompt_maps)
         pooled = torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
                             F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1)
         x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.refine.config import RefinerConfig
-from samkit.refine.layers import RefineHead, ResBlock, conv
+from samkit.refine.layers import RefineHead, ResBlock, channels_last, conv
 
 
 class LocalRefiner(nn.Module):
@@ -23,7 +23,7 @@ class LocalRefiner(nn.Module):
         self.head = RefineHead(c)
 
     def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fine = self.fine(torch.cat([image, prompt_maps], dim=1))
+        fine = self.fine(channels_last(torch.cat([image, prompt_maps], dim=1)))
         x = self.trunk(self.down(fine))
         x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(x + fine)

@@ -29,10 +29,35 @@ def test_stage_shapes(refiner, tiny, grabcut):
     quarter = tuple(math.ceil(math.ceil(n / 2) / 2) for n in st.work_size)  # two stride-2 convolutions
     assert st.features.coarse.shape == (1, cfg.channels, *quarter)
     assert st.features.fine.shape == (1, cfg.fine_channels, *st.work_size)
+    # cached channels-last: the per-click convolutions' fast layout (samkit.refine.layers.channels_last)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in (st.features.coarse, st.features.fine))
     logits = torch.randn(3, h, w)
     out = refiner.refine(logits, np.array([[w / 2, h / 2]]), np.array([1]))
     assert out.shape == (3, h, w) and out.dtype == torch.float32
     assert len(refiner.last_local) == 3
+
+
+def test_channels_last_is_layout_only(refiner):
+    """The refiners run channels-last; their answers equal the same modules' on channels-first tensors."""
+    torch.manual_seed(1)
+    for p in refiner.parameters():  # an untrained head outputs zeros: give every weight a value
+        p.data.normal_(0, 0.1)
+    image, maps = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    feats = refiner.global_refiner.image_branch(image, torch.randn(1, refiner.cfg.embed_dim, 16, 16))
+    fusion = refiner.global_refiner.fusion
+    layouts = []
+    fusion.mix.register_forward_hook(lambda m, args, out: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last)))
+    fused = fusion(feats, maps)
+    assert layouts == [True]
+    coarse, fine = feats.coarse.contiguous(), feats.fine.contiguous()
+    pooled = torch.cat([torch.nn.functional.adaptive_max_pool2d(maps[:, :2], coarse.shape[-2:]),
+                        torch.nn.functional.adaptive_avg_pool2d(maps[:, 2:], coarse.shape[-2:])], dim=1)
+    x = fusion.trunk(torch.relu(coarse + fusion.prompt(pooled)))
+    x = torch.nn.functional.interpolate(fusion.lift(x), size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    expected = fusion.head(fusion.mix(torch.relu(x + fine + fusion.fine_prompt(maps))))
+    for got, want in zip(fused, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_image_branch_runs_once_per_image(refiner, tiny, grabcut):
