@@ -36,11 +36,17 @@ def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     EPYC host: 175-200 GFLOP/s against oneDNN's 300-330 with AVX-512, and 1.1x faster with AVX2 only).
     Same function within float rounding; gradients, tracing/export, other dtypes or devices, quantised or
     hooked modules take the ordinary call. Used by SAM's ViT image encoder (sam_vit_b's encoder 6.9 -> 4.6 s
-    here); the mask decoder and TinyViT keep ``F.linear`` (no gain measured on their smaller products).
+    here) and the mask decoder's token MLPs and upscaling chain (:func:`dense`; segment-everything's decoder
+    on samkit_tiny 1.30-1.33 -> 1.10-1.15 s per image); TinyViT keeps ``F.linear``.
     """
     if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
         return layer(x)
-    weight, bias = layer.weight, layer.bias
+    return dense(x, layer.weight, layer.bias)
+
+
+def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``: (..., in), (out, in), (out,) -> (..., out), on oneDNN's GEMM where
+    :func:`linear` would use it."""
     if (x.dim() < 2 or x.numel() * weight.shape[0] < ONEDNN_MIN_MACS or x.device.type != "cpu"
             or x.dtype != torch.float32 or weight.dtype != torch.float32 or not onednn_linear_available()
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)) or tracing()):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.models.common import MLP, LayerNorm2d
+from samkit.models.common import MLP, LayerNorm2d, dense
 from samkit.models.transformer import ImageCache, TwoWayTransformer
 
 # Rows of image tokens per step of the upscaling chain: the intermediates of one step (~1 MB)
@@ -102,8 +102,8 @@ class MaskDecoder(nn.Module):
         assert ct1.bias is not None and ct2.bias is not None
         b, n, c = src.shape
         c1, c2 = ct1.out_channels, ct2.out_channels
-        w1 = ct1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # columns ordered (di, dj, out)
-        w2 = ct2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        w1 = ct1.weight.permute(2, 3, 1, 0).reshape(4 * c1, c)  # (out, in), outputs ordered (di, dj, out)
+        w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1)
         b1, b2 = ct1.bias.repeat(4), ct2.bias.repeat(4)
         hyper_t = hyper_in.transpose(1, 2)  # (B, C/8, M)
         step = min(n, step_tokens)  # image tokens per step
@@ -114,9 +114,9 @@ class MaskDecoder(nn.Module):
             for r in range(0, n, step):
                 rows = src[i:i + per, r:r + step]
                 p, t = rows.shape[:2]
-                y = torch.addmm(b1, rows.reshape(p * t, c), w1).view(-1, c1)
+                y = dense(rows.reshape(p * t, c), w1, b1).view(-1, c1)
                 y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-                y = act2(torch.addmm(b2, y, w2))  # rows (i, j, di, dj), columns (ei, ej, out)
+                y = act2(dense(y, w2, b2))  # rows (i, j, di, dj), columns (ei, ej, out)
                 pieces.append(torch.bmm(y.view(p, t * 16, c2), hyper_t[i:i + per]))
             groups.append(torch.cat(pieces, dim=1))
         m = torch.cat(groups)  # (B, h*w*16, M)
