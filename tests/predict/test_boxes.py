@@ -28,6 +28,27 @@ def test_nms_ties_keep_lower_index():
     assert nms(boxes, torch.tensor([1.0, 1.0]), 0.5).tolist() == [0]
 
 
+def test_nms_is_greedy_suppression_by_box_iou():
+    """Random boxes (empty ones and tied scores included): nms keeps exactly what greedy suppression over the
+    full box_iou matrix keeps."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n = int(torch.randint(1, 120, (1,), generator=gen))
+        xy = torch.randint(0, 40, (n, 2), generator=gen)
+        wh = torch.randint(0, 25, (n, 2), generator=gen) * (torch.rand(n, 1, generator=gen) > 0.2)
+        boxes = torch.cat([xy, xy + wh], 1).double()
+        scores = torch.randint(0, 4, (n,), generator=gen).double() if trial % 2 else torch.rand(n, generator=gen)
+        threshold = (0.0, 0.3, 0.7)[trial % 3]
+        order = torch.sort(scores, descending=True, stable=True).indices
+        over = box_iou(boxes[order], boxes[order]) > threshold
+        removed, expected = torch.zeros(n, dtype=torch.bool), []
+        for i in range(n):
+            if not removed[i]:
+                expected.append(int(order[i]))
+                removed |= over[i]
+        assert nms(boxes, scores, threshold).tolist() == expected, trial
+
+
 def test_batched_nms_never_suppresses_across_groups():
     boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
     scores = torch.tensor([0.1, 0.9, 0.5])
