@@ -30,29 +30,21 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
     A box is dropped when its IoU with an already kept, higher-scored box is > ``iou_threshold``;
     equal scores keep the lower index first. (N,4) boxes, (N,) scores. Only the kept boxes' IoUs with the
-    boxes after them are computed (:func:`box_iou`'s arithmetic, float64): O(K N) time and O(N) memory, where
+    boxes after them are computed (:func:`box_iou`): O(K N) time and O(N) memory, where
     the whole N x N matrix took 0.4 s and 0.3 GB for the 2,400 near-duplicate candidates of one photo.
     """
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long)
     order = torch.sort(scores.detach().double().cpu(), descending=True, stable=True).indices
-    b = boxes.detach()[order].double().cpu().numpy()
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    ranked = boxes.detach()[order].cpu()
     removed = np.zeros(n, dtype=bool)
     keep = []
     for i in range(n):
         if removed[i]:
             continue
         keep.append(i)
-        rest = b[i + 1:]
-        w = np.clip(np.minimum(b[i, 2], rest[:, 2]) - np.maximum(b[i, 0], rest[:, 0]), 0, None)
-        h = np.clip(np.minimum(b[i, 3], rest[:, 3]) - np.maximum(b[i, 1], rest[:, 1]), 0, None)
-        inter = w * h
-        union = area[i] + area[i + 1:] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        removed[i + 1:] |= iou > iou_threshold
+        removed[i + 1:] |= (box_iou(ranked[i:i + 1], ranked[i + 1:])[0] > iou_threshold).numpy()
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
