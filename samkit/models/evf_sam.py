@@ -101,6 +101,10 @@ class EvfSam(nn.Module):
         """:meth:`Sam.decode`; the text prompt goes in as ``extra_tokens`` (B,1,256)."""
         return self.visual_model.decode(*args, **kwargs)
 
+    def decode_confident(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`Sam.decode_confident` of the SAM inside."""
+        return self.visual_model.decode_confident(*args, **kwargs)
+
     def dense_pe(self) -> torch.Tensor:
         return self.visual_model.dense_pe()
 

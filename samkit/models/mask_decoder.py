@@ -13,6 +13,11 @@ from samkit.models.transformer import ImageCache, TwoWayTransformer
 UPSCALE_ROWS = 512
 
 
+def output_slice(multimask_output: bool) -> slice:
+    """The outputs a call returns of the decoder's 1 + 3: the three ambiguity-aware masks, or the single one."""
+    return slice(1, None) if multimask_output else slice(0, 1)
+
+
 class MaskDecoder(nn.Module):
     """Predicts mask logits (B,M,4h,4w) and IoU scores (B,M) from an image embedding and prompts.
 
@@ -55,14 +60,45 @@ class MaskDecoder(nn.Module):
         """
         masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                                         cache)
-        sel = slice(1, None) if multimask_output else slice(0, 1)
+        sel = output_slice(multimask_output)
         return masks[:, sel], iou[:, sel]
+
+    def confident_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                        sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor | None,
+                        multimask_output: bool, min_iou: float, cache: ImageCache | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward`'s masks whose predicted IoU is above ``min_iou``, and only those: masks (K,4h,4w),
+        their IoU (K,), and ``index`` (K,2): (prompt, output) of each in forward()'s (B,M) results.
+
+        The IoU head reads only the transformer's tokens, so a prompt none of whose masks passes skips the
+        upscaling chain (a quarter of a decoder call): segment-everything drops most of its grid points there.
+        The kept masks are the ones :meth:`forward` computes (the same operations on fewer prompts)."""
+        hs, src, (h, w) = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                               dense_prompt_embeddings, cache)
+        iou = self.iou_prediction_head(hs[:, 0])[:, output_slice(multimask_output)]
+        index = (iou > min_iou).nonzero()
+        if not len(index):
+            return src.new_zeros((0, 4 * h, 4 * w)), iou.new_zeros((0,)), index
+        prompts, rows = torch.unique(index[:, 0], return_inverse=True)
+        masks = self.upscale_masks(src[prompts], self.hypernetwork(hs[prompts]), h, w)
+        first = 1 if multimask_output else 0
+        return masks[rows, index[:, 1] + first], iou[index[:, 0], index[:, 1]], index
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                       dense: torch.Tensor | None, cache: ImageCache | None = None,
                       upscale_step_tokens: int = UPSCALE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
         """All 4 mask tokens: masks (B,4,4h,4w), iou (B,4). ``upscale_step_tokens``: see :meth:`upscale_masks`."""
+        hs, src, (h, w) = self.run_transformer(image_embeddings, image_pe, sparse, dense, cache)
+        masks = self.upscale_masks(src, self.hypernetwork(hs), h, w, upscale_step_tokens)
+        return masks, self.iou_prediction_head(hs[:, 0])
+
+    def run_transformer(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+                        dense: torch.Tensor | None, cache: ImageCache | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Output tokens + prompt tokens through the two-way transformer: the output tokens (B,1+M,C) (IoU token,
+        mask tokens), image (B,h*w,C), (h, w)."""
         b = sparse.shape[0]
+        n_out = 1 + self.num_mask_tokens  # the prompt tokens' own outputs are never read
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         if cache is None:
@@ -73,18 +109,16 @@ class MaskDecoder(nn.Module):
             src = image_embeddings + dense
             h, w = src.shape[2:]
             # image_pe stays (1,C,h,w): the transformer broadcasts it over the batch.
-            hs, src = self.transformer(src, image_pe, tokens)
+            hs, src = self.transformer(src, image_pe, tokens, n_out=n_out)
         else:
             h, w = cache.grid
-            hs, src = self.transformer(None, image_pe, tokens, cache=cache)
-        iou_token_out = hs[:, 0]
-        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]
+            hs, src = self.transformer(None, image_pe, tokens, cache=cache, n_out=n_out)
+        return hs, src, (int(h), int(w))
 
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        masks = self.upscale_masks(src, hyper_in, h, w, upscale_step_tokens)
-        return masks, self.iou_prediction_head(iou_token_out)
+    def hypernetwork(self, hs: torch.Tensor) -> torch.Tensor:
+        """Output tokens (B,1+M,C) -> the mask tokens' hypernetwork outputs (B,M,C/8), M = all mask tokens."""
+        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]
+        return torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
 
     def upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int,
                       step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:

@@ -74,13 +74,29 @@ class Sam(nn.Module):
         extra_tokens (B,T,256) appended to the sparse prompt (text prompts);
         cache: :meth:`decoder_cache` of these image_embeddings (used when there is no mask_input).
         """
+        sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens, cache)
+        return self.mask_decoder(image_embeddings, self.dense_pe(), sparse, dense, multimask_output, cache=cache)
+
+    def decode_confident(self, image_embeddings: torch.Tensor, min_iou: float,
+                         points: tuple[torch.Tensor, torch.Tensor] | None = None, boxes: torch.Tensor | None = None,
+                         mask_input: torch.Tensor | None = None, multimask_output: bool = True,
+                         extra_tokens: torch.Tensor | None = None, cache: ImageCache | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode`, keeping only the masks whose predicted IoU is above ``min_iou`` (the others are not
+        computed): logits (K,256,256), IoU (K,), index (K,2) = (prompt, output) in decode's (B,M)."""
+        sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens, cache)
+        return self.mask_decoder.confident_masks(image_embeddings, self.dense_pe(), sparse, dense, multimask_output,
+                                                 min_iou, cache=cache)
+
+    def _prompt_embeddings(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+                           mask_input: torch.Tensor | None, extra_tokens: torch.Tensor | None,
+                           cache: ImageCache | None) -> tuple[torch.Tensor, torch.Tensor, ImageCache | None]:
+        """Sparse (B,N,256) and dense (B,256,h,w) prompt embeddings, and the image cache when it applies."""
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
         if extra_tokens is not None:
             sparse = torch.cat([sparse.expand(extra_tokens.shape[0], -1, -1), extra_tokens], dim=1)
             dense = dense.expand(extra_tokens.shape[0], -1, -1, -1)
-        if mask_input is not None:
-            cache = None  # the cache is for the no-mask dense embedding
-        return self.mask_decoder(image_embeddings, self.dense_pe(), sparse, dense, multimask_output, cache=cache)
+        return sparse, dense, None if mask_input is not None else cache  # the cache is for the no-mask embedding
 
     def decoder_cache(self, image_embeddings: torch.Tensor) -> ImageCache:
         """Prompt-independent decoder work for one (1,256,64,64) embedding; pass it to :meth:`decode` for each

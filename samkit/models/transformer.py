@@ -211,9 +211,12 @@ class TwoWayTransformer(nn.Module):
         )
 
     def forward(self, image_embedding: torch.Tensor | None, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor, cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                point_embedding: torch.Tensor, cache: ImageCache | None = None,
+                n_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding (B,C,h,w), image_pe (B or 1,C,h,w); point_embedding (B,N,C)
-        -> tokens (B,N,C), image (B,h*w,C). With ``cache`` (see :meth:`precompute`) image_embedding is not read."""
+        -> tokens (B,N,C), image (B,h*w,C). With ``cache`` (see :meth:`precompute`) image_embedding is not read.
+        ``n_out``: only the first n_out tokens are wanted (B,n_out,C): the final attention runs for those alone
+        (each token's row of it is independent of the others')."""
         if cache is None:
             if image_embedding is None:
                 raise ValueError("image_embedding is needed without an image cache")
@@ -223,6 +226,8 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, key_pe, cache if i == 0 else None)
+        if n_out is not None:
+            queries, point_embedding = queries[:, :n_out], point_embedding[:, :n_out]
         q, k = queries + point_embedding, keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys

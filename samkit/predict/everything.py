@@ -45,6 +45,7 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop
 # SAM's defaults for the three thresholds, used when neither the caller nor the model gives one
 SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "stability_score_offset": 1.0}
+MULTIMASK_OUTPUTS = 3  # masks per point prompt in multimask mode (every SAM)
 FILTERS = ("pred_iou", "stability", "crop_edge", "duplicate", "small_region")  # what removes a candidate
 
 
@@ -396,14 +397,18 @@ class AutomaticMaskGenerator:
         with _timer(self.timings, "decoder"):
             coords = torch.from_numpy(scale_coords(points, pred._require_image()[1], model.img_size)).float()
             labels = torch.ones(len(points), 1, dtype=torch.long)
-            low, iou = pred.decode_low_res((coords[:, None], labels), multimask=True)
-            low, iou = low.flatten(0, 1), iou.flatten()
+            if self.pred_iou_thresh > 0:  # masks below the threshold are not even upscaled to low-res
+                low, iou, which = pred.decode_confident((coords[:, None], labels), self.pred_iou_thresh)
+                candidates = len(points) * MULTIMASK_OUTPUTS
+            else:
+                low, iou = pred.decode_low_res((coords[:, None], labels), multimask=True)
+                candidates = iou.numel()
+                which = torch.ones_like(iou, dtype=torch.bool).nonzero()
+                low, iou = low.flatten(0, 1), iou.flatten()
         with _timer(self.timings, "postprocess"), torch.inference_mode():
-            pts = torch.from_numpy(points).repeat_interleave(low.shape[0] // len(points), dim=0)
-            keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-            self.filtered["candidates"] += len(keep)
-            self.filtered["pred_iou"] += int((~keep).sum())
-            low, iou, pts = low[keep], iou[keep], pts[keep]
+            pts = torch.from_numpy(points)[which[:, 0]]  # each mask's prompt
+            self.filtered["candidates"] += candidates
+            self.filtered["pred_iou"] += candidates - len(iou)
             offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
             threshold = model.mask_threshold
             blocks = None

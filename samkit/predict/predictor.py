@@ -1,8 +1,10 @@
 """Interactive predictor: embed an image once, then answer each prompt in milliseconds."""
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,6 +280,28 @@ class Predictor:
         """Mask decoder only, on already checked prompts in the model's input frame: points ((B,N,2), (B,N)),
         boxes (B,4), masks (B,1,s,s), extra_tokens (B,T,256) (text prompts). Returns low-res logits (B,M,s,s)
         and IoU predictions (B,M), float32 CPU."""
+        low, iou = self._decode(self.model.decode, pts, boxes, masks, multimask, extra_tokens)
+        return low.float().cpu(), iou.float().cpu()
+
+    def decode_confident(self, pts: tuple[torch.Tensor, torch.Tensor], min_iou: float,
+                         multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode_low_res` of points, keeping only the masks whose predicted IoU is above ``min_iou`` and
+        computing no others (segment-everything's first filter): low-res logits (K,s,s), IoU (K,), and index
+        (K,2) = (prompt, output) of each in decode_low_res's (B,M). float32 CPU. Models without this decoder
+        path (ONNX) decode everything and filter."""
+        decode = getattr(self.model, "decode_confident", None)
+        if decode is None:
+            low, iou = self.decode_low_res(pts, multimask=multimask)
+            index = (iou > min_iou).nonzero()
+            return low[index[:, 0], index[:, 1]], iou[index[:, 0], index[:, 1]], index
+        low, iou, index = self._decode(functools.partial(decode, min_iou=min_iou), pts, None, None, multimask, None)
+        return low.float().cpu(), iou.float().cpu(), index.cpu()
+
+    def _decode(self, decode: Callable[..., Any], pts: tuple[torch.Tensor, torch.Tensor] | None,
+                boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool,
+                extra_tokens: torch.Tensor | None) -> Any:
+        """Run a model's decode method on checked prompts, moved to the model's device, with the image cache
+        where it applies and the call's thread budget."""
         dev = self.model.device
         features = self._require_image()[0]
         # only what is given: models without text or an image cache (ONNX) take neither keyword
@@ -287,7 +311,7 @@ class Predictor:
             optional["cache"] = cache
         rows = prompt_batch(pts, boxes, masks, extra_tokens) * features[0, 0].numel()  # prompts x image tokens
         with torch.inference_mode(), thread_budget(self.threads, rows=rows):
-            low, iou = self.model.decode(
+            return decode(
                 features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),
                 boxes=None if boxes is None else boxes.to(dev),
@@ -295,7 +319,6 @@ class Predictor:
                 multimask_output=multimask,
                 **optional,
             )
-        return low.float().cpu(), iou.float().cpu()
 
     def upscale(self, low: torch.Tensor) -> torch.Tensor:
         """(..., s, s) low-res logits -> (..., H, W) float32 logits at the current image's resolution."""

@@ -68,3 +68,58 @@ def test_image_cache_holds_one_image():
     model = resolve_name("sam_vit_b").builder().eval()
     with pytest.raises(ValueError, match="one image"):
         model.decoder_cache(torch.zeros(2, 256, 64, 64))
+
+
+def test_final_attention_for_the_output_tokens_only(decoder):
+    """n_out: the first tokens' outputs are those of the whole run; the image side is untouched."""
+    torch.manual_seed(3)
+    image, pe = torch.randn(3, 256, 16, 16), torch.randn(1, 256, 16, 16)
+    tokens = torch.randn(3, 8, 256)
+    with torch.inference_mode():
+        full_tokens, full_image = decoder.transformer(image, pe, tokens)
+        some_tokens, some_image = decoder.transformer(image, pe, tokens, n_out=5)
+    assert some_tokens.shape == (3, 5, 256)
+    torch.testing.assert_close(some_tokens, full_tokens[:, :5], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(some_image, full_image, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def sam_b():
+    torch.manual_seed(4)
+    model = resolve_name("sam_vit_b").builder().eval()
+    with torch.no_grad():  # spread the predicted IoUs so that a threshold splits the prompts
+        for p in model.mask_decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_decode_confident_is_decode_filtered_by_iou_and_skips_upscaling(sam_b, multimask, monkeypatch):
+    torch.manual_seed(5)
+    emb = torch.randn(1, 256, 64, 64)
+    coords, labels = torch.rand(12, 1, 2) * 1024, torch.ones(12, 1, dtype=torch.long)
+    with torch.inference_mode():
+        cache = sam_b.decoder_cache(emb)
+        low, iou = sam_b.decode(emb, points=(coords, labels), multimask_output=multimask, cache=cache)
+        best = iou.max(dim=1).values
+        threshold = float(best.median())  # about half of the prompts have no mask above it
+        upscaled = []
+        real = sam_b.mask_decoder.upscale_masks
+        monkeypatch.setattr(sam_b.mask_decoder, "upscale_masks",
+                            lambda src, *a: upscaled.append(len(src)) or real(src, *a))
+        kept, kept_iou, index = sam_b.decode_confident(emb, threshold, points=(coords, labels),
+                                                       multimask_output=multimask, cache=cache)
+    expected = (iou > threshold).nonzero()
+    assert 0 < len(expected) < iou.numel()
+    assert torch.equal(index, expected)
+    torch.testing.assert_close(kept_iou, iou[expected[:, 0], expected[:, 1]], rtol=0, atol=0)
+    torch.testing.assert_close(kept, low[expected[:, 0], expected[:, 1]], rtol=1e-5, atol=1e-4)
+    assert upscaled == [int((best > threshold).sum())]  # only the prompts with a kept mask were upscaled
+
+
+def test_decode_confident_with_nothing_above_the_threshold(sam_b):
+    emb = torch.randn(1, 256, 64, 64)
+    with torch.inference_mode():
+        kept, kept_iou, index = sam_b.decode_confident(emb, 1e9, points=(torch.rand(4, 1, 2) * 1024,
+                                                                         torch.ones(4, 1, dtype=torch.long)))
+    assert kept.shape == (0, 256, 256) and kept_iou.shape == (0,) and index.shape == (0, 2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from samkit.errors import PromptError, SamkitError
 from samkit.predict.onnx_runtime import MANIFEST, OnnxPredictor
@@ -88,3 +89,25 @@ def test_bad_folder_and_missing_precision(folder, tmp_path):
         OnnxPredictor(tmp_path, precision="int8")
     with pytest.raises(SamkitError, match="precision must be one of fp32, int8"):
         OnnxPredictor(folder, precision="fp16")
+
+
+def test_decode_confident_on_both_runtimes(pair):
+    """Segment-everything's first filter: torch computes only the kept masks, onnxruntime decodes all and filters;
+    both keep the same ones."""
+    ref, onnx = pair
+    rng = np.random.default_rng(0)
+    coords = torch.from_numpy(rng.uniform(0, ref.model.img_size * 0.6, (16, 1, 2))).float()
+    labels = torch.ones(16, 1, dtype=torch.long)
+    _, iou = ref.decode_low_res((coords, labels))
+    ranked = iou.flatten().sort().values
+    # halfway across the widest gap between neighbouring IoUs in the middle half: the runtimes' last-digit
+    # differences cannot cross it
+    gaps = ranked[1:] - ranked[:-1]
+    quarter = len(ranked) // 4
+    i = quarter + int(gaps[quarter:3 * quarter].argmax())
+    threshold = float(ranked[i] + ranked[i + 1]) / 2
+    (a_low, a_iou, a_index), (b_low, b_iou, b_index) = (p.decode_confident((coords, labels), threshold)
+                                                        for p in (ref, onnx))
+    assert torch.equal(a_index, (iou > threshold).nonzero())
+    assert torch.equal(a_index, b_index) and a_low.shape == b_low.shape == (len(a_index), 64, 64)
+    assert (a_iou - b_iou).abs().max() < 1e-3 and (a_low - b_low).abs().max() < 1e-2
