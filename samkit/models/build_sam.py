@@ -13,7 +13,8 @@ from samkit.models.registry import register_model, resolve_name
 from samkit.models.sam import Sam
 from samkit.models.tiny_vit import TinyViT
 
-SAMKIT_TINY_SIZE = 256  # samkit_tiny's input frame: it was trained at 256 px
+SAMKIT_TINY_SIZE = 320  # samkit_tiny's input frame: trained at 256 px, run at 320 (chosen on its validation split)
+SAMKIT_TINY_TRAIN_SIZE = 256  # the frame its weights were trained at (and the text model built on it)
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _HF_URL = "https://huggingface.co/"
@@ -63,11 +64,12 @@ def build_mobile_sam() -> Sam:
 
 
 @register_model("samkit_tiny",
-                "samkit's demo model: MobileSAM layout trained from scratch here at 256 px (docs/samkit_tiny.md)",
+                "samkit's demo model: MobileSAM layout trained from scratch here at 256 px, run at 320 "
+                "(docs/samkit_tiny.md)",
                 filename="samkit_tiny.fp16.safetensors", bundled="samkit_tiny.fp16.safetensors",
                 img_size=SAMKIT_TINY_SIZE, aliases=("tiny",))
 def build_samkit_tiny() -> Sam:
-    """samkit_tiny: MobileSAM's architecture (same state-dict layout) run at a 256 px input frame."""
+    """samkit_tiny: MobileSAM's architecture (same state-dict layout) run at a 320 px input frame."""
     model = build_mobile_sam()
     model.set_input_size(SAMKIT_TINY_SIZE)
     model.arch = "samkit_tiny"

@@ -3,7 +3,8 @@ string metadata says how to build the model. This module owns the format: :func:
 writes one, :func:`read_model_info` reads its metadata back as a :class:`ModelFileInfo`.
 
 Metadata keys (all values are strings in the file): ``arch`` (registry name), ``img_size`` (the
-input frame the model was trained at); text models add ``variant`` (early / late fusion),
+input frame the model runs at: the one it was trained at, unless it was chosen on validation data, as
+samkit_tiny's 320 after training at 256); text models add ``variant`` (early / late fusion),
 ``backbone`` (registry name of the SAM inside) and ``beit3`` (the BEiT-3 config as JSON). Any other
 key is kept as is in :attr:`ModelFileInfo.extra` (training recipe, recommended settings, ...), so
 files written by a newer samkit still read.

@@ -23,7 +23,7 @@ import torch
 
 from samkit.errors import CheckpointError
 from samkit.models.beit3 import Beit3, Beit3Config
-from samkit.models.build_sam import SAMKIT_TINY_SIZE, build_samkit_tiny
+from samkit.models.build_sam import SAMKIT_TINY_TRAIN_SIZE, build_samkit_tiny
 from samkit.models.evf_sam import EvfSam
 from samkit.models.hub import load_state_dict_file, load_weights
 from samkit.models.model_file import read_model_info
@@ -75,7 +75,7 @@ def build_text_model(visual_model: torch.nn.Module, cfg: Beit3Config, variant: s
 @register_model("samkit_tiny_text",
                 "samkit's demo text model: frozen samkit_tiny + small early-fusion BEiT-3 trained here on synthetic "
                 "referring scenes (docs/samkit_tiny_text.md)",
-                filename=TINY_TEXT_WEIGHTS, bundled=TINY_TEXT_WEIGHTS, img_size=SAMKIT_TINY_SIZE,
+                filename=TINY_TEXT_WEIGHTS, bundled=TINY_TEXT_WEIGHTS, img_size=SAMKIT_TINY_TRAIN_SIZE,
                 aliases=("tiny_text",))
 def build_samkit_tiny_text() -> EvfSam:
     """samkit_tiny_text: frozen samkit_tiny + small BEiT-3 + projector (layout and variant from the bundled
@@ -84,6 +84,7 @@ def build_samkit_tiny_text() -> EvfSam:
     tokenizer = XlmrTokenizer(path) if path.is_file() else None
     variant, cfg = shipped_layout(tokenizer.vocab_size if tokenizer is not None else SHIPPED_VOCAB_SIZE)
     model = build_text_model(build_samkit_tiny(), cfg, variant)
+    model.set_input_size(SAMKIT_TINY_TRAIN_SIZE)  # the frame its text branch was trained behind
     model.tokenizer = tokenizer
     return model
 
@@ -110,6 +111,8 @@ def load_text_model(path: str | os.PathLike, tokenizer: str | os.PathLike | None
     model = build_text_model(resolve_name(info.backbone or "samkit_tiny").builder(), Beit3Config(**info.beit3),
                              info.variant or "early")
     load_weights(model, load_state_dict_file(path), model.arch)
+    if info.img_size is not None and info.img_size != model.img_size:
+        model.set_input_size(info.img_size)  # the frame it was trained at, not its backbone builder's
     tok = Path(tokenizer) if tokenizer is not None else path.with_name(TOKENIZER_NAME)
     model.tokenizer = XlmrTokenizer(tok) if tok.is_file() else None
     model.weights = str(path)

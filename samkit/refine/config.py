@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from samkit.errors import CheckpointError
+from samkit.models.build_sam import SAMKIT_TINY_SIZE
 
 SELECTOR_MODES = ("dynamic", "always", "never")
 
@@ -22,7 +23,7 @@ class RefinerConfig:
 
     sam_arch: str = "samkit_tiny"
     embed_dim: int = 256
-    sam_img_size: int = 256
+    sam_img_size: int = SAMKIT_TINY_SIZE
     work_size: int = 256
     channels: int = 32  # the global trunk's width (1/4 of the work frame)
     fine_channels: int = 16  # the global head's width (full work frame)

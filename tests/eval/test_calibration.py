@@ -42,7 +42,8 @@ def test_fit_affine_recovers_a_linear_map():
 
 def test_calibrating_the_iou_head_maps_its_outputs_and_keeps_the_layout():
     model = samkit.load_model("samkit_tiny").eval()
-    features = torch.randn(1, 256, 16, 16)
+    grid = model.img_size // 16
+    features = torch.randn(1, 256, grid, grid)
     points = (torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]]))
     keys = {k: v.shape for k, v in model.state_dict().items()}
     with torch.no_grad():

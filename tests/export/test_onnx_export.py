@@ -12,6 +12,7 @@ from samkit.data.datasets import open_dataset
 from samkit.errors import SamkitError
 from samkit.export import onnx as onnx_export
 from samkit.export.onnx import export_onnx, first_click_agreement
+from samkit.models.build_sam import SAMKIT_TINY_SIZE
 from samkit.predict.onnx_runtime import MANIFEST, OnnxPredictor, OnnxSam
 from samkit.predict.predictor import Predictor
 from samkit.predict.transforms import preprocess
@@ -40,7 +41,8 @@ def test_export_writes_graphs_and_report(exported):
     assert names == sorted(["encoder.onnx", "decoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", MANIFEST])
     on_disk = json.loads((out / MANIFEST).read_text())
     assert on_disk == json.loads(json.dumps(report))
-    assert on_disk["arch"] == "samkit_tiny" and on_disk["img_size"] == 256 and on_disk["low_res"] == 64
+    assert on_disk["arch"] == "samkit_tiny" and on_disk["img_size"] == SAMKIT_TINY_SIZE
+    assert on_disk["low_res"] == SAMKIT_TINY_SIZE // 4
     fp32 = on_disk["validation"]["fp32"]
     assert fp32["logit_max_abs_diff"] < 1e-3 and fp32["mask_pixel_agreement"] >= 0.9999
     # int8 weights are a quarter of fp32 ones: the quantised graphs are much smaller

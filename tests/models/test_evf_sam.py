@@ -75,7 +75,8 @@ def test_load_model_builds_any_backbone_with_random_weights():
     with pytest.warns(UserWarning, match="random weights"):
         model = load_model("evf_sam", pretrained=False, backbone="samkit_tiny", text_encoder=TINY_BEIT3)
     assert model.weights == "random" and not model.training
-    assert model.backbone == "samkit_tiny" and model.img_size == 256 and model.max_text_tokens == 64
+    assert model.backbone == "samkit_tiny" and model.img_size == build_sam.SAMKIT_TINY_SIZE
+    assert model.max_text_tokens == 64
 
 
 # ---------------------------------------------------------------------------------- BEiT-3 behaviour
@@ -233,7 +234,7 @@ def test_sharded_fp16_round_trip(tiny, tmp_path, image, safetensors, stem, ext):
     assert loaded.weights == str(out) and not loaded.training
     assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in tiny.state_dict().items())
-    assert loaded.tokenizer is not None and loaded.backbone == "samkit_tiny" and loaded.img_size == 256
+    assert loaded.tokenizer is not None and loaded.backbone == "samkit_tiny" and loaded.img_size == tiny.img_size
     # same weights (checked exactly above); outputs to float rounding: the predictor's thread count may
     # differ between the two calls (adaptive threads), and with it the order of float sums
     for a, b in zip(_outputs(loaded, image), _outputs(tiny, image), strict=True):

@@ -11,7 +11,7 @@ from safetensors import safe_open
 import samkit
 from samkit.data.refer_scenes import open_refer_scenes
 from samkit.eval.metrics import iou
-from samkit.models.build_sam import SAMKIT_TINY_SIZE
+from samkit.models.build_sam import SAMKIT_TINY_TRAIN_SIZE
 from samkit.models.evf_sam import EvfSam
 from samkit.models.load import cached_path
 from samkit.models.registry import REGISTRY
@@ -48,7 +48,7 @@ def test_bundled_files_are_small_fp16_with_metadata():
 def test_loads_offline_as_an_evf_model_with_its_tokenizer(model, tmp_path, monkeypatch):
     monkeypatch.setenv("SAMKIT_HOME", str(tmp_path))  # nothing cached: bundled weights only
     assert isinstance(model, EvfSam) and model.has_text_encoder and model.arch == "samkit_tiny_text"
-    assert model.img_size == SAMKIT_TINY_SIZE and model.backbone == "samkit_tiny"
+    assert model.img_size == SAMKIT_TINY_TRAIN_SIZE and model.backbone == "samkit_tiny"
     ids = model.tokenize("the small red circle")
     assert ids[0] == 0 and ids[-1] == 2 and 3 not in ids  # <s> ... </s>, no unknown pieces
     assert max(ids) < model.vocab_size

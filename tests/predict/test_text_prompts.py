@@ -37,7 +37,8 @@ def test_set_image_keeps_the_beit3_input(pred):
 def test_text_gives_one_mask_by_default(pred):
     out = pred.predict(text="a dog on the left")
     assert out.masks.shape == (1, 96, 128) and out.scores.shape == (1,)
-    assert out.low_res_logits.shape == (1, 64, 64)  # samkit_tiny: 256 px frame
+    low = pred.model.img_size // 4  # low-res logits: a quarter of the input frame
+    assert out.low_res_logits.shape == (1, low, low)
     assert pred.predict(text="a dog on the left", multimask=True).masks.shape == (3, 96, 128)
     assert pred.predict(points=[[10, 10]], labels=[1]).masks.shape == (3, 96, 128)  # geometric: 3 by default
 

@@ -7,6 +7,7 @@ import torch
 
 import samkit
 from samkit.errors import CheckpointError
+from samkit.models.build_sam import SAMKIT_TINY_SIZE
 from samkit.models.load import BUNDLED_DIR
 from samkit.predict.predictor import Predictor
 from samkit.refine import RefinerConfig, SamRefiner, load_refiner, read_refiner_file, save_refiner
@@ -17,7 +18,7 @@ def test_round_trip(refiner, tmp_path):
     path = save_refiner(refiner, tmp_path / "r.fp16.safetensors", {"note": "test"})
     cfg, state, meta = read_refiner_file(path)
     assert cfg == refiner.cfg and meta["note"] == "test" and meta["backbone"] == "samkit_tiny"
-    assert meta["img_size"] == "256" and meta["embed_dim"] == "256" and meta["arch"] == "samref"
+    assert meta["img_size"] == str(SAMKIT_TINY_SIZE) and meta["embed_dim"] == "256" and meta["arch"] == "samref"
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     loaded = samkit.load_refiner(path)
     for k, v in refiner.state_dict().items():
@@ -59,7 +60,7 @@ def test_refiner_of_another_model(tiny, tmp_path):
     other = SamRefiner(RefinerConfig(sam_arch="sam_vit_b", sam_img_size=1024))
     path = save_refiner(other, tmp_path / "vitb_ref.safetensors")
     with pytest.raises(CheckpointError, match=r"trained for sam_vit_b \(embedding 256, input frame 1024\), "
-                                              r"not samkit_tiny .*input frame 256"):
+                                              rf"not samkit_tiny .*input frame {SAMKIT_TINY_SIZE}"):
         Predictor(tiny, refiner=load_refiner(path))
 
 

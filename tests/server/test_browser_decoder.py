@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import samkit
+from samkit.models.build_sam import SAMKIT_TINY_SIZE
 from samkit.server.app import create_app
 from samkit.server.routers import decoder as decoder_routes
 from tests.server.conftest import ADMIN_PASSWORD, Served, make_project, settings_for
@@ -116,7 +117,7 @@ def test_browser_decoder_matches_pytorch(site: tuple[str, str, Path]) -> None:
     reference = _reference(site[2], prompts)
     assert reference[0].masks.shape[1:] == (h, w)
     for got, ref in zip(out["results"], reference, strict=True):
-        assert got["lowRes"] == 64 * 64  # samkit_tiny: 256 px input, 64 x 64 low-res logits
+        assert got["lowRes"] == (SAMKIT_TINY_SIZE // 4) ** 2  # low-res logits: a quarter of the input frame
         _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
 
 
@@ -159,8 +160,9 @@ def test_decoder_endpoints(served: Served) -> None:
     assert info.status_code == 200, info.text
     meta = info.json()
     assert meta["model_version"] == served.state.embeddings.tag
-    assert (meta["arch"], meta["img_size"], meta["low_res"], meta["mask_threshold"]) == ("samkit_tiny", 256, 64, 0.0)
-    assert meta["embedding_shape"] == [1, 256, 16, 16]
+    assert (meta["arch"], meta["img_size"], meta["low_res"], meta["mask_threshold"]) == (
+        "samkit_tiny", SAMKIT_TINY_SIZE, SAMKIT_TINY_SIZE // 4, 0.0)
+    assert meta["embedding_shape"] == [1, 256, SAMKIT_TINY_SIZE // 16, SAMKIT_TINY_SIZE // 16]
     assert meta["validation"]["mask_pixel_agreement"] >= 0.9999
     graph = served.get(meta["graph_url"])
     assert graph.status_code == 200

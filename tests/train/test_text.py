@@ -64,9 +64,10 @@ def test_scene_expressions_are_distinct_and_start_with_the_scene_sentence(scenes
 
 def test_cache_shapes(cache, sam):
     n, e = cache["embeddings"].shape[0], len(cache["texts"])
-    assert cache["embeddings"].shape == (n, 256, 16, 16) and n == 3 and e >= 3
+    size, grid = sam.img_size, sam.img_size // 16
+    assert cache["embeddings"].shape == (n, 256, grid, grid) and n == 3 and e >= 3
     assert cache["beit_images"].shape == (3, 3, 32, 32)
-    assert cache["targets"].shape == (e, 64, 64) and cache["full"].shape == (e, 256, 256)
+    assert cache["targets"].shape == (e, 4 * grid, 4 * grid) and cache["full"].shape == (e, size, size)
     assert all(cache["targets"][i].any() for i in range(e))
 
 
