@@ -75,14 +75,14 @@ class MaskDecoder(nn.Module):
         The kept masks are the ones :meth:`forward` computes (the same operations on fewer prompts)."""
         hs, src, (h, w) = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings,
                                                dense_prompt_embeddings, cache)
-        iou = self.iou_prediction_head(hs[:, 0])[:, output_slice(multimask_output)]
+        outputs = output_slice(multimask_output)
+        iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
         index = (iou > min_iou).nonzero()
         if not len(index):
             return src.new_zeros((0, 4 * h, 4 * w)), iou.new_zeros((0,)), index
         prompts, rows = torch.unique(index[:, 0], return_inverse=True)
         masks = self.upscale_masks(src[prompts], self.hypernetwork(hs[prompts]), h, w)
-        first = 1 if multimask_output else 0
-        return masks[rows, index[:, 1] + first], iou[index[:, 0], index[:, 1]], index
+        return masks[rows, index[:, 1] + outputs.start], iou[index[:, 0], index[:, 1]], index
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                       dense: torch.Tensor | None, cache: ImageCache | None = None,
