@@ -134,8 +134,9 @@ def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]]
     ``box_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``; each setting is then applied
     with :func:`select_records`. A setting qualifies when the median number of masks per image lies
     in [min_masks, max_masks] and no image gets none; among those the highest object recall (share of
-    validation objects matched by a kept mask at IoU >= ``recall_iou``) wins, ties going to the
-    strictest. When none qualifies, the setting whose median count is nearest the range (then the
+    validation objects matched by a kept mask at IoU >= ``recall_iou``) wins, then the most masks on
+    the poorest image (everything-mode should leave no image nearly bare), then the strictest. When
+    none qualifies, the setting whose median count is nearest the range (then the
     best recall) is chosen and ``qualified`` is False. Returns {"thresholds", "qualified", "table"}.
     """
     candidates = list(candidates or amg_candidates())
@@ -157,7 +158,9 @@ def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]]
     ok = [row for row in table if min_masks <= row["median_masks"] <= max_masks and row["min_masks"] > 0]
     if ok:
         best_recall = max(row["recall"] for row in ok)
-        chosen = next(row for row in ok if row["recall"] >= best_recall - 1e-9)  # strictest of the best
+        best = [row for row in ok if row["recall"] >= best_recall - 1e-9]
+        poorest = max(row["min_masks"] for row in best)
+        chosen = next(row for row in best if row["min_masks"] == poorest)  # table order: strictest first
     else:
         def miss(row: dict) -> float:
             return max(min_masks - row["median_masks"], row["median_masks"] - max_masks, 0.0)

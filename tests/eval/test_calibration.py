@@ -91,3 +91,24 @@ def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
     assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
     assert fit["thresholds"]["stability_score_offset"] == 1.0
+
+
+def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
+    gt = np.zeros((40, 40), bool)
+    gt[5:25, 5:25] = True
+    runs = []
+    for k in range(3):
+        recs = [_record(gt, 0.95, 0.97)]
+        for j in range(12):
+            m = np.zeros((40, 40), bool)
+            y, x = divmod(j, 4)
+            m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
+            recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.55 if k == 0 else 0.9))  # image 0: less stable
+        runs.append((Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None), recs))
+    fit = fit_amg_thresholds({1.0: runs}, min_masks=10, max_masks=60)
+    # stability 0.9 also has a median of 13 masks and full recall, but leaves image 0 with one mask
+    assert fit["qualified"]
+    assert fit["thresholds"]["pred_iou_thresh"] == 0.5
+    assert fit["thresholds"]["stability_score_thresh"] == 0.5
+    row = next(r for r in fit["table"] if r["pred_iou_thresh"] == 0.5 and r["stability_score_thresh"] == 0.9)
+    assert row["median_masks"] == 13 and row["min_masks"] == 1 and row["recall"] == 1.0
