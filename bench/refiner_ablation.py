@@ -3,7 +3,7 @@ for samkit_tiny alone and with the refiner as global only, local only, both on e
 dynamic selector; NoC@85/90/95, NoF@90, mIoU@1/5, boundary IoU@5, wrong-side clicks, seconds per click.
 
     .venv/bin/python bench/refiner_ablation.py [--refiner samkit_tiny_ref|FILE] [--max-samples N]
-        [--datasets Berkeley GrabCut] [--out bench/results/refiner_ablation.json]
+        [--datasets Berkeley GrabCut] [--settings "global only" ...] [--out bench/results/refiner_ablation.json]
 
 Prints a markdown table (for docs/refiner.md) and writes every run's summary to the JSON report.
 """
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--max-samples", type=int, default=None, help="first N images of each dataset (a smoke run)")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                    help="run only these rows (e.g. the ones an evaluation has not measured yet)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "refiner_ablation.json")
     args = ap.parse_args()
     model = load_model("samkit_tiny")
@@ -56,7 +58,8 @@ def main() -> None:
     for dataset in args.datasets:
         kind, root = DATASETS[dataset]
         samples = open_dataset(kind, root)
-        for name, setting in SETTINGS.items():
+        for name in args.settings:
+            setting = SETTINGS[name]
             if setting is not None:
                 refiner.use_global, refiner.selector.mode = setting
             pred = Predictor(model) if setting is None else Predictor(model, refiner=refiner)
@@ -68,7 +71,8 @@ def main() -> None:
         print(f"| {name} | {r['noc85']:.2f} | {r['noc90']:.2f} | {r['noc95']:.2f} | {r['nof90']} | {r['miou1']:.3f} | "
               f"{r['miou5']:.3f} | {r['biou5']:.3f} | {r['wrong_side']:.3f} | {r['s_per_click']:.3f} |")
     save_report(new_report("refiner_ablation", refiner=str(args.refiner), max_samples=args.max_samples,
-                           datasets=args.datasets, max_clicks=args.max_clicks, results=rows), args.out)
+                           datasets=args.datasets, settings=args.settings, max_clicks=args.max_clicks,
+                           results=rows), args.out)
 
 
 if __name__ == "__main__":
