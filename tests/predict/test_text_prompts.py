@@ -37,8 +37,7 @@ def test_set_image_keeps_the_beit3_input(pred):
 def test_text_gives_one_mask_by_default(pred):
     out = pred.predict(text="a dog on the left")
     assert out.masks.shape == (1, 96, 128) and out.scores.shape == (1,)
-    low = pred.model.img_size // 4  # low-res logits: a quarter of the input frame
-    assert out.low_res_logits.shape == (1, low, low)
+    assert out.low_res_logits.shape == (1, *pred.model.prompt_encoder.mask_input_size)
     assert pred.predict(text="a dog on the left", multimask=True).masks.shape == (3, 96, 128)
     assert pred.predict(points=[[10, 10]], labels=[1]).masks.shape == (3, 96, 128)  # geometric: 3 by default
 
