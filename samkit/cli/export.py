@@ -14,7 +14,8 @@ from samkit.predict.onnx_runtime import MANIFEST
 DESCRIPTION = (
     "Write MODEL's image encoder (encoder.onnx) and prompt encoder + mask decoder (decoder.onnx: any number of "
     "points, an optional box as two points labelled 2 and 3, an optional mask input, the original image size; "
-    "SAM's ONNX interface) into --out, with --quantize int8 also dynamically quantised copies (*.int8.onnx), and "
+    "SAM's ONNX interface), decoder_lowres.onnx (the same decoder up to the low-res logits, for browsers), into "
+    "--out, with --quantize int8 also dynamically quantised copies (*.int8.onnx), and "
     f"{MANIFEST}: the model's geometry and the check made against PyTorch (max |logit| difference, mask "
     "agreement). Run them with samkit.predict.onnx_runtime.OnnxPredictor(DIR) or `samkit segment --runtime "
     "onnxruntime`. Nothing is written when a step fails.")

@@ -2,7 +2,8 @@
 
 :func:`export_onnx` writes into one folder ``encoder.onnx``, ``decoder.onnx`` (the decoder takes any
 number of points, an optional box as two points labelled 2 and 3, an optional mask input, and the
-original image size; interface in :mod:`samkit.predict.onnx_runtime`), with ``--quantize int8`` also
+original image size; interface in :mod:`samkit.predict.onnx_runtime`), ``decoder_lowres.onnx`` (the same
+decoder up to the low-res logits: the browser's graph), with ``--quantize int8`` also
 ``encoder.int8.onnx`` / ``decoder.int8.onnx`` (ONNX Runtime dynamic quantisation of the MatMul/Gemm
 weights), and ``samkit_onnx.json``: the model's geometry and the validation against PyTorch made at
 export (max |logit| difference, mask agreement; for int8 also mask IoU against fp32). Files appear
@@ -40,14 +41,20 @@ from samkit.predict.onnx_runtime import (
     ENCODER_INPUT,
     ENCODER_OUTPUT,
     INSTALL_HINT,
+    LOW_RES_DECODER,
+    LOW_RES_DECODER_INPUTS,
+    LOW_RES_DECODER_OUTPUTS,
     MANIFEST,
     MANIFEST_FORMAT,
     OnnxPredictor,
+    decoder_feeds,
     graph_files,
     onnxruntime_module,
+    session,
+    sparse_prompt,
 )
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import upsample_operators
+from samkit.predict.transforms import scale_boxes, scale_coords, upsample_operators
 
 DEFAULT_OPSET = 17
 FP32_AGREEMENT = 0.9999  # share of mask pixels the fp32 graphs must reproduce, else the export warns
@@ -111,9 +118,9 @@ class DecoderGraph(nn.Module):
         frac = (src - i0.to(torch.float32))[:, None]
         return (1.0 - frac) * self.up[i0] + frac * self.up[i1]
 
-    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
-                mask_input: torch.Tensor, has_mask_input: torch.Tensor, orig_im_size: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+               mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> low-res logits (1,4,4g,4g) and predicted IoU (1,4)."""
         model = self.model
         pe = model.prompt_encoder
         sparse = self._embed_points(point_coords, point_labels)
@@ -121,14 +128,32 @@ class DecoderGraph(nn.Module):
         dense = has_mask_input * pe.mask_downscaling(mask_input) + (1.0 - has_mask_input) * no_mask
         # the upscaling chain in one step: onnxruntime-web runs a few large operations faster than many
         tokens = image_embeddings.shape[2] * image_embeddings.shape[3]
-        low, iou = model.mask_decoder.predict_masks(image_embeddings, model.dense_pe(), sparse, dense,
-                                                    upscale_step_tokens=tokens)
+        return model.mask_decoder.predict_masks(image_embeddings, model.dense_pe(), sparse, dense,
+                                                upscale_step_tokens=tokens)
+
+    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                mask_input: torch.Tensor, has_mask_input: torch.Tensor, orig_im_size: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        low, iou = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
         size = orig_im_size.to(torch.float32)
         resized = torch.floor(size * (model.img_size / size.max()) + 0.5).to(torch.int64)  # resized_shape
         rows = self._axis_operator(size[0], resized[0])
         cols = self._axis_operator(size[1], resized[1])
         masks = torch.matmul(torch.matmul(rows, low), cols.transpose(0, 1))
         return masks, iou, low
+
+
+class LowResDecoderGraph(DecoderGraph):
+    """:class:`DecoderGraph` up to the low-res logits (no ``orig_im_size``, no full-resolution masks): the
+    browser's graph. Upsampling all four masks to a 481 x 321 photo was a fifth of a sam_vit_b click in
+    onnxruntime-web; the page upsamples only the masks it shows."""
+
+    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor,  # type: ignore[override]
+                point_labels: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        low, iou = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        return iou, low
 
 
 def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
@@ -165,7 +190,10 @@ def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike,
         enc, dec = graph_files("fp32")
         _export_encoder(model, tmp / enc, opset)
         _export_decoder(model, tmp / dec, opset)
+        _export_decoder(model, tmp / LOW_RES_DECODER, opset, low_res=True)
         report["files"]["fp32"] = [enc, dec]
+        report["low_res_decoder"] = {"file": LOW_RES_DECODER, "inputs": list(LOW_RES_DECODER_INPUTS),
+                                     "outputs": list(LOW_RES_DECODER_OUTPUTS)}
         if quantize:
             report["files"][quantize] = list(quantize_graphs(tmp))
         report["export_s"] = round(time.perf_counter() - t0, 2)
@@ -211,14 +239,22 @@ def _export_encoder(model: Sam, path: Path, opset: int) -> None:
     _export(EncoderGraph(model), (x,), path, [ENCODER_INPUT], [ENCODER_OUTPUT], {}, opset)
 
 
-def _export_decoder(model: Sam, path: Path, opset: int) -> None:
+def _export_decoder(model: Sam, path: Path, opset: int, low_res: bool = False) -> None:
+    """``decoder.onnx`` (SAM's interface), or with ``low_res`` the browser's ``decoder_lowres.onnx``."""
     g = model.prompt_encoder.image_embedding_size[0]
     s = model.prompt_encoder.mask_input_size[0]
-    args = (torch.zeros(1, model.mask_decoder.transformer_dim, g, g), torch.full((1, 3, 2), 10.0),
-            torch.tensor([[1.0, 2.0, 3.0]]), torch.zeros(1, 1, s, s), torch.ones(1), torch.tensor([480.0, 640.0]))
-    axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
-            "masks": {2: "height", 3: "width"}}
-    _export(DecoderGraph(model), args, path, list(DECODER_INPUTS), list(DECODER_OUTPUTS), axes, opset)
+    args: tuple[torch.Tensor, ...] = (
+        torch.zeros(1, model.mask_decoder.transformer_dim, g, g), torch.full((1, 3, 2), 10.0),
+        torch.tensor([[1.0, 2.0, 3.0]]), torch.zeros(1, 1, s, s), torch.ones(1))
+    axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    if low_res:
+        graph: nn.Module = LowResDecoderGraph(model)
+        inputs, outputs = list(LOW_RES_DECODER_INPUTS), list(LOW_RES_DECODER_OUTPUTS)
+    else:
+        graph, inputs, outputs = DecoderGraph(model), list(DECODER_INPUTS), list(DECODER_OUTPUTS)
+        args += (torch.tensor([480.0, 640.0]),)
+        axes["masks"] = {2: "height", 3: "width"}
+    _export(graph, args, path, inputs, outputs, axes, opset)
 
 
 def quantize_graphs(folder: Path, precision: str = "int8") -> tuple[str, str]:
@@ -270,7 +306,31 @@ def validate(model: Sam, folder: Path, rgb: np.ndarray, precisions: list[str]) -
             "mask_pixel_agreement": min(agree),
             "mask_iou_mean": float(np.mean(ious)),
         }
+    if (folder / LOW_RES_DECODER).is_file():
+        result["low_res_decoder"] = _validate_low_res(folder / LOW_RES_DECODER, ref, prompts, expected)
     return result
+
+
+def _validate_low_res(path: Path, ref: Predictor, prompts: list[dict[str, Any]], expected: list[Any]) -> dict:
+    """The low-res graph against PyTorch's low-res logits and scores for the same prompts."""
+    assert ref.features is not None and ref.original_size is not None  # set_image ran
+    graph = session(path)
+    size, frame = ref.original_size, ref.model.img_size
+    logit_diff, score_diff = 0.0, 0.0
+    for p, e in zip(prompts, expected, strict=True):
+        points = None
+        if p.get("points") is not None:
+            points = (torch.from_numpy(scale_coords(np.asarray(p["points"]), size, frame)),
+                      torch.as_tensor(p["labels"]))
+        box = None if p.get("box") is None else torch.from_numpy(scale_boxes(np.asarray(p["box"]), size, frame))
+        coords, labels = sparse_prompt(points, box)
+        mask = p.get("mask_input")
+        feeds = decoder_feeds(ref.features.numpy(), coords, labels, None if mask is None else np.asarray(mask), size)
+        iou_pred, low = graph.run(list(LOW_RES_DECODER_OUTPUTS), {k: feeds[k] for k in LOW_RES_DECODER_INPUTS})
+        sel = slice(1, None) if p.get("multimask", True) else slice(0, 1)
+        logit_diff = max(logit_diff, float(np.abs(low[0, sel] - e.low_res_logits).max()))
+        score_diff = max(score_diff, float(np.abs(iou_pred[0, sel] - e.scores).max()))
+    return {"low_res_logit_max_abs_diff": logit_diff, "iou_pred_max_abs_diff": score_diff}
 
 
 def _validation_prompts(pred: Predictor) -> list[dict[str, Any]]:

@@ -11,6 +11,10 @@ in the input frame and point_labels (1,N) (1 foreground, 0 background, 2/3 box c
 mask_input (1,1,4g,4g) with has_mask_input (1,) 1 or 0; orig_im_size (2,) H, W. Outputs: masks
 (1,4,H,W) full-resolution logits, iou_predictions (1,4), low_res_masks (1,4,4g,4g); index 0 is the
 single-mask output, 1..3 the multimask outputs.
+
+``decoder_lowres.onnx`` (fp32) is the same decoder without the upsampling to the original size: the
+inputs less ``orig_im_size``, outputs ``iou_predictions`` and ``low_res_masks``. It is the browser's
+graph (``samkit serve``'s ``web/decoder.js`` upsamples only the masks it shows, in JavaScript).
 """
 from __future__ import annotations
 
@@ -36,6 +40,9 @@ INSTALL_HINT = "pip install samkit[onnx]"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
+LOW_RES_DECODER = "decoder_lowres.onnx"
+LOW_RES_DECODER_INPUTS = DECODER_INPUTS[:-1]  # no orig_im_size
+LOW_RES_DECODER_OUTPUTS = DECODER_OUTPUTS[1:]  # no full-resolution masks
 
 
 def onnxruntime_module() -> Any:

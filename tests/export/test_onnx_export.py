@@ -13,9 +13,18 @@ from samkit.errors import SamkitError
 from samkit.export import onnx as onnx_export
 from samkit.export.onnx import export_onnx, first_click_agreement
 from samkit.models.build_sam import SAMKIT_TINY_SIZE
-from samkit.predict.onnx_runtime import MANIFEST, OnnxPredictor, OnnxSam
+from samkit.predict.onnx_runtime import (
+    LOW_RES_DECODER,
+    LOW_RES_DECODER_INPUTS,
+    MANIFEST,
+    OnnxPredictor,
+    OnnxSam,
+    decoder_feeds,
+    session,
+    sparse_prompt,
+)
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import preprocess
+from samkit.predict.transforms import preprocess, scale_coords
 
 pytestmark = pytest.mark.slow  # every test reads the session's ONNX export (about 30 s)
 
@@ -38,13 +47,17 @@ def grabcut(data_dir):
 def test_export_writes_graphs_and_report(exported):
     out, report = exported
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["encoder.onnx", "decoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", MANIFEST])
+    assert names == sorted(["encoder.onnx", "decoder.onnx", "decoder_lowres.onnx", "encoder.int8.onnx",
+                            "decoder.int8.onnx", MANIFEST])
     on_disk = json.loads((out / MANIFEST).read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert on_disk["arch"] == "samkit_tiny" and on_disk["img_size"] == SAMKIT_TINY_SIZE
     assert on_disk["low_res"] == SAMKIT_TINY_SIZE // 4
     fp32 = on_disk["validation"]["fp32"]
     assert fp32["logit_max_abs_diff"] < 1e-3 and fp32["mask_pixel_agreement"] >= 0.9999
+    assert on_disk["low_res_decoder"]["outputs"] == ["iou_predictions", "low_res_masks"]
+    low_res = on_disk["validation"]["low_res_decoder"]
+    assert low_res["low_res_logit_max_abs_diff"] < 1e-3 and low_res["iou_pred_max_abs_diff"] < 1e-3
     # int8 weights are a quarter of fp32 ones: the quantised graphs are much smaller
     assert (out / "encoder.int8.onnx").stat().st_size < 0.5 * (out / "encoder.onnx").stat().st_size
 
@@ -81,6 +94,25 @@ def test_decoder_round_trip_any_number_of_points_box_and_mask(model, exported, g
         assert np.abs(b.low_res_logits - a.low_res_logits).max() < 1e-3
         assert np.abs(b.scores - a.scores).max() < 1e-3
         assert np.mean(b.masks == a.masks) >= 0.9999
+
+
+def test_low_res_graph_is_the_decoder_without_the_upsampling(model, exported, grabcut):
+    """decoder_lowres.onnx (the browser's graph) gives PyTorch's low-res logits and scores, all 4 outputs."""
+    sample = grabcut[2]
+    ref = Predictor(model)
+    ref.set_image(sample.image)
+    h, w = sample.image.shape[:2]
+    graph = session(exported[0] / LOW_RES_DECODER)
+    point = np.array([[w * 0.5, h * 0.5]])
+    coords, labels = sparse_prompt((torch.from_numpy(scale_coords(point, (h, w), model.img_size)),
+                                    torch.tensor([1.0])), None)
+    feeds = decoder_feeds(ref.features.numpy(), coords, labels, None, (h, w))
+    iou_pred, low = graph.run(None, {k: feeds[k] for k in LOW_RES_DECODER_INPUTS})
+    assert low.shape == (1, 4, model.img_size // 4, model.img_size // 4)
+    for multimask, sel in ((True, slice(1, 4)), (False, slice(0, 1))):
+        expected = ref.predict(points=point, labels=[1], multimask=multimask)
+        assert np.abs(low[0, sel] - expected.low_res_logits).max() < 1e-3
+        assert np.abs(iou_pred[0, sel] - expected.scores).max() < 1e-3
 
 
 def test_int8_agrees_with_fp32_on_grabcut_first_clicks(model, exported, grabcut):

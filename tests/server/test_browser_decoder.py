@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 import samkit
 from samkit.models.build_sam import SAMKIT_TINY_SIZE
+from samkit.predict.transforms import upsample_operators
 from samkit.server.app import create_app
 from samkit.server.routers import decoder as decoder_routes
 from tests.server.conftest import ADMIN_PASSWORD, Served, make_project, settings_for
@@ -121,6 +122,33 @@ def test_browser_decoder_matches_pytorch(site: tuple[str, str, Path]) -> None:
         _assert_close(got, ref, agreement=0.999, score_tol=1e-3)
 
 
+TAPS_JS = """async (cases) => {
+  const { axisTaps } = await import('/decoder.js');
+  return cases.map(([out, inp, low, img]) => {
+    const t = axisTaps(out, inp, low, img);
+    return { index: Array.from(t.index), weight: Array.from(t.weight), used: t.used };
+  });
+}"""
+
+
+def test_javascript_upsampling_taps_are_the_python_operators(site: tuple[str, str, Path]) -> None:
+    """decoder.js upsamples low-res logits with at most 3 taps per output row / column: the same weights
+    as samkit.predict.transforms.upsample_operators (which the Predictor and the ONNX graph use), in float32."""
+    cases = [(321, 213, 80, 320), (481, 320, 80, 320), (1024, 1024, 256, 1024), (7, 5, 80, 320), (700, 320, 80, 320)]
+    base, _, _ = site
+    with chromium() as browser:
+        page = browser.new_page()
+        page.route(f"{base}{TEST_PAGE}", lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
+        page.goto(f"{base}{TEST_PAGE}")
+        got = page.evaluate(TAPS_JS, cases)
+    for (out, inp, low, img), taps in zip(cases, got, strict=True):
+        dense = np.zeros((out, low))
+        np.add.at(dense, (np.repeat(np.arange(out), 3), np.asarray(taps["index"])), np.asarray(taps["weight"]))
+        expected = upsample_operators((out, out), (inp, inp), low, img)[0].numpy()
+        np.testing.assert_allclose(dense, expected, atol=1e-6)
+        assert taps["used"] == int(np.flatnonzero(np.abs(expected).sum(0)).max()) + 1  # rows past it are padding
+
+
 def test_threaded_decoder_in_the_servers_isolated_page_matches_pytorch(site: tuple[str, str, Path]) -> None:
     """The server's own page is cross-origin isolated, so onnxruntime-web can run on two threads (the
     default for the large grids of ViT models; asked for here with samkit_tiny): same masks."""
@@ -164,14 +192,19 @@ def test_decoder_endpoints(served: Served) -> None:
         "samkit_tiny", SAMKIT_TINY_SIZE, SAMKIT_TINY_SIZE // 4, 0.0)
     assert meta["embedding_shape"] == [1, 256, SAMKIT_TINY_SIZE // 16, SAMKIT_TINY_SIZE // 16]
     assert meta["validation"]["mask_pixel_agreement"] >= 0.9999
-    graph = served.get(meta["graph_url"])
+    assert meta["low_res_validation"]["low_res_logit_max_abs_diff"] < 1e-3
+    assert meta["inputs"] == ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+    assert meta["outputs"] == ["iou_predictions", "low_res_masks"]
+    graph = served.get(meta["graph_url"])  # the browser's graph: up to the low-res logits
     assert graph.status_code == 200
     assert len(graph.content) == meta["graph_bytes"]
     folder = served.settings.project_dir / "onnx" / meta["model_version"]
-    assert (folder / "decoder.onnx").read_bytes() == graph.content
-    stamp = (folder / "decoder.onnx").stat().st_mtime_ns
+    assert (folder / "decoder_lowres.onnx").read_bytes() == graph.content
+    stamp = (folder / "decoder_lowres.onnx").stat().st_mtime_ns
     assert served.get(meta["graph_url"]).status_code == 200
-    assert (folder / "decoder.onnx").stat().st_mtime_ns == stamp  # not exported again
+    assert (folder / "decoder_lowres.onnx").stat().st_mtime_ns == stamp  # not exported again
+    sam_interface = served.get("/api/projects/1/decoder.onnx")  # SAM's interface, for other tools
+    assert sam_interface.content == (folder / "decoder.onnx").read_bytes()
     embedding = served.get("/api/projects/1/images/1/embedding")
     assert embedding.headers["X-Model-Version"] == meta["model_version"]
     assert [int(v) for v in embedding.headers["X-Embedding-Shape"].split(",")] == meta["embedding_shape"]

@@ -1,8 +1,10 @@
 """The prompt-encoder + mask-decoder graph of the server's model as ONNX, for decoding clicks in the
-browser (``web/decoder.js`` on onnxruntime-web): exported once per model version with
-:func:`samkit.export.onnx.export_onnx` into ``<project>/onnx/<model tag>/`` (in the background, started
-by the first request: minutes for ViT models, during which the page decodes on the server), then served
-from there. The image embeddings come from the images router (``GET .../images/{id}/embedding``)."""
+browser (``web/decoder.js`` on onnxruntime-web, which reads the low-res graph ``decoder_lowres.onnx`` and
+upsamples the masks it shows itself; ``decoder.onnx``, SAM's interface, is served too): exported once per
+model version with :func:`samkit.export.onnx.export_onnx` into ``<project>/onnx/<model tag>/`` (in the
+background, started by the first request: minutes for ViT models, during which the page decodes on the
+server), then served from there. The image embeddings come from the images router
+(``GET .../images/{id}/embedding``)."""
 from __future__ import annotations
 
 import mimetypes
@@ -15,7 +17,7 @@ from fastapi.responses import FileResponse
 
 from samkit.errors import SamkitError
 from samkit.export.onnx import export_onnx
-from samkit.predict.onnx_runtime import MANIFEST, graph_files, read_manifest
+from samkit.predict.onnx_runtime import LOW_RES_DECODER, MANIFEST, graph_files, read_manifest
 from samkit.server.deps import DB, WRITERS, Id, State, require
 from samkit.server.routers.projects import get_project
 from samkit.server.state import ServerState
@@ -33,7 +35,7 @@ mimetypes.add_type("application/wasm", ".wasm")
 
 
 def _ready(folder: Path) -> bool:
-    return (folder / DECODER).is_file() and (folder / MANIFEST).is_file()
+    return all((folder / f).is_file() for f in (DECODER, LOW_RES_DECODER, MANIFEST))  # older exports: redone
 
 
 def _start_export(state: ServerState, folder: Path) -> futures.Future:
@@ -78,7 +80,8 @@ def decoder_folder(state: ServerState, wait_s: float | None = None) -> Path:
 @router.get("/decoder")
 def decoder_info(project_id: Id, state: State, session: DB) -> dict:
     """What the browser needs besides the graph: model version (matches the embedding's
-    X-Model-Version), input frame, low-res mask size, threshold, graph size and the PyTorch validation."""
+    X-Model-Version), input frame, low-res mask size, threshold, the low-res graph's URL, interface and
+    size, and the PyTorch validation (``validation``: SAM's interface graph; ``low_res_validation``)."""
     get_project(project_id, session)
     session.close()  # the export may take a while: hold no connection
     folder = decoder_folder(state)
@@ -87,16 +90,28 @@ def decoder_info(project_id: Id, state: State, session: DB) -> dict:
     grid = model.prompt_encoder.image_embedding_size
     return {"model_version": state.embeddings.tag, "arch": meta["arch"], "img_size": meta["img_size"],
             "low_res": meta["low_res"], "mask_threshold": meta["mask_threshold"],
-            "inputs": meta["decoder_inputs"], "outputs": meta["decoder_outputs"],
+            "inputs": meta["low_res_decoder"]["inputs"], "outputs": meta["low_res_decoder"]["outputs"],
             "embedding_shape": [1, int(model.mask_decoder.transformer_dim), *map(int, grid)],
-            "graph_url": f"/api/projects/{project_id}/decoder.onnx", "graph_bytes": (folder / DECODER).stat().st_size,
-            "validation": meta.get("validation", {}).get("fp32", {})}
+            "graph_url": f"/api/projects/{project_id}/decoder_lowres.onnx",
+            "graph_bytes": (folder / LOW_RES_DECODER).stat().st_size,
+            "validation": meta.get("validation", {}).get("fp32", {}),
+            "low_res_validation": meta.get("validation", {}).get("low_res_decoder", {})}
 
 
 @router.get("/decoder.onnx")
 def decoder_graph(project_id: Id, state: State, session: DB) -> FileResponse:
-    """The fp32 decoder graph (interface in :mod:`samkit.predict.onnx_runtime`)."""
+    """The fp32 decoder graph with SAM's ONNX interface (:mod:`samkit.predict.onnx_runtime`)."""
+    return _graph(DECODER, project_id, state, session)
+
+
+@router.get("/decoder_lowres.onnx")
+def low_res_decoder_graph(project_id: Id, state: State, session: DB) -> FileResponse:
+    """The browser's graph: the same decoder up to the low-res logits (no orig_im_size input)."""
+    return _graph(LOW_RES_DECODER, project_id, state, session)
+
+
+def _graph(name: str, project_id: int, state: ServerState, session: DB) -> FileResponse:
     get_project(project_id, session)
     session.close()
-    return FileResponse(decoder_folder(state) / DECODER, media_type="application/octet-stream",
+    return FileResponse(decoder_folder(state) / name, media_type="application/octet-stream",
                         headers={"Cache-Control": "no-cache", "X-Model-Version": state.embeddings.tag})

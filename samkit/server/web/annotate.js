@@ -421,6 +421,13 @@ export async function annotatePage(root, projectId, imageId, me) {
   }
 
   // ---- prompts and decoding -------------------------------------------------------------------------
+  /** list[order[k]] at k, each read only when asked for (decoder.js's masks are lazy getters). */
+  function reordered(list, order) {
+    const out = [];
+    order.forEach((i, k) => Object.defineProperty(out, k, { enumerable: true, get: () => list[i] }));
+    return out;
+  }
+
   function maskInput() {
     return S.cands.length && S.lowRes ? S.lowRes[S.candIdx] ?? null : null;
   }
@@ -442,7 +449,7 @@ export async function annotatePage(root, projectId, imageId, me) {
       if (seq !== decodeSeq) return;
       const order = r.scores.map((_, i) => i).sort((a, b) => r.scores[b] - r.scores[a]);
       const feedback = r.feedback || [];
-      S.cands = order.map((i) => r.masks[i]);
+      S.cands = reordered(r.masks, order); // read lazily: decoder.js upsamples a candidate when first shown
       S.scores = order.map((i) => r.scores[i]);
       S.lowRes = order.map((i) => feedback[i] ?? null); // what to feed back for each candidate
       S.candIdx = 0;

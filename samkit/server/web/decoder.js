@@ -1,8 +1,11 @@
 // The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph (GET
 // /api/projects/{pid}/decoder.onnx) on onnxruntime-web (WASM, SIMD; threads when the page is cross-origin
 // isolated, as the server serves it, and the embedding grid is large), fed the server's fp16 image
-// embedding (GET .../images/{iid}/embedding, cached per image). Same arithmetic as samkit.Predictor: prompts mapped to the model's input frame, the graph
-// upsamples the low-res logits to the original image, masks are logits > the model's threshold (0).
+// embedding (GET .../images/{iid}/embedding, cached per image). Same arithmetic as samkit.Predictor:
+// prompts mapped to the model's input frame; the graph (decoder_lowres.onnx) stops at the low-res logits
+// and upsampleMask() brings each mask shown to the original image (samkit.predict.transforms'
+// bilinear chain, at most 3 taps per axis); masks are logits > the model's threshold (0). The best mask
+// is upsampled at once, the other candidates when first read (out.masks[i] is a lazy getter).
 // When onnxruntime-web cannot start, decode() asks the server (POST .../images/{iid}/predict) instead
 // and the decoder says why (kind 'server', reason).
 //
@@ -23,6 +26,8 @@ import { decodeRle } from './rle.js';
 const VENDOR = new URL('./vendor/', import.meta.url).href;
 const START_TIMEOUT_MS = 90000; // a slower start is given up for the server
 const THREADED_TOKENS = 1024; // image tokens from which the decoder runs on several threads (wasmThreads)
+const TAPS = 3; // low-res cells an upsampled pixel reads per axis, at most (axisTaps: the low-res grid is a
+// quarter of the input frame, so the two input-frame rows an output reads fall in 3 adjacent low-res rows)
 const EMBEDDINGS_KEPT = 8; // images whose embeddings stay in memory (4 MB each for SAM ViT models)
 
 /** Error with the server's one-line detail. */
@@ -55,6 +60,72 @@ export function halfToFloat(buffer) {
   const out = new Float32Array(half.length);
   for (let i = 0; i < half.length; i++) out[i] = halfTable[half[i]];
   return out;
+}
+
+/** Per output pixel along one axis, the low-res cells it reads and their weights: the bilinear resize
+ * low -> img (the padded input frame), cropped to the first `inp` cells, then resized to `out`, as
+ * samkit.predict.transforms.upsample_operators (align_corners=False, source coordinates clamped at 0).
+ * Equal cells are merged (at most TAPS remain) and the list is padded with zero weights to TAPS.
+ * Returns {index: Int32Array(out * TAPS), weight: Float32Array(out * TAPS), used: low-res cells read}. */
+export function axisTaps(out, inp, low, img) {
+  const index = new Int32Array(out * TAPS);
+  const weight = new Float32Array(out * TAPS);
+  let used = 0;
+  const bilinear = (o, outLen, inLen) => { // [i0, i1, frac] of one output position
+    const src = Math.max(0, (o + 0.5) * (inLen / outLen) - 0.5);
+    const i0 = Math.min(Math.floor(src), inLen - 1);
+    return [i0, Math.min(i0 + 1, inLen - 1), src - i0];
+  };
+  for (let o = 0; o < out; o++) {
+    const [r0, r1, f] = bilinear(o, out, inp);
+    const cells = new Map(); // low-res cell -> weight (float64 until stored)
+    for (const [r, wr] of [[r0, 1 - f], [r1, f]]) {
+      const [j0, j1, g] = bilinear(r, img, low);
+      for (const [j, wj] of [[j0, 1 - g], [j1, g]]) cells.set(j, (cells.get(j) ?? 0) + wr * wj);
+    }
+    if (cells.size > TAPS) throw new Error(`a low-res grid of ${low} for an input frame of ${img}: unsupported`);
+    let k = 0;
+    for (const [j, w] of cells) {
+      index[o * TAPS + k] = j;
+      weight[o * TAPS + k] = w;
+      used = Math.max(used, j + 1);
+      k += 1;
+    }
+    for (; k < TAPS; k++) index[o * TAPS + k] = index[o * TAPS]; // zero weight on a cell already read
+  }
+  return { index, weight, used };
+}
+
+/** One mask of low-res logits (`logits[offset ..]`, low x low, row-major) -> {width, height, data}, data a
+ * Uint8Array of 0/1 (logit > threshold) at the original size. `rows` / `cols`: axisTaps of each axis. */
+export function upsampleMask(logits, offset, low, rows, cols, threshold) {
+  const height = rows.index.length / TAPS;
+  const width = cols.index.length / TAPS;
+  const ci = cols.index;
+  const cw = cols.weight;
+  const tmp = new Float32Array(rows.used * width); // low-res rows resized along x
+  for (let j = 0; j < rows.used; j++) {
+    const base = offset + j * low;
+    const out = j * width;
+    for (let x = 0, t = 0; x < width; x++, t += TAPS) {
+      tmp[out + x] = cw[t] * logits[base + ci[t]] + cw[t + 1] * logits[base + ci[t + 1]]
+        + cw[t + 2] * logits[base + ci[t + 2]];
+    }
+  }
+  const data = new Uint8Array(height * width);
+  for (let y = 0, t = 0; y < height; y++, t += TAPS) {
+    const a = rows.index[t] * width;
+    const b = rows.index[t + 1] * width;
+    const c = rows.index[t + 2] * width;
+    const wa = rows.weight[t];
+    const wb = rows.weight[t + 1];
+    const wc = rows.weight[t + 2];
+    const row = y * width;
+    for (let x = 0; x < width; x++) {
+      data[row + x] = wa * tmp[a + x] + wb * tmp[b + x] + wc * tmp[c + x] > threshold ? 1 : 0;
+    }
+  }
+  return { width, height, data };
 }
 
 /** The prompts checked as the server checks them; one-line errors. */
@@ -189,8 +260,17 @@ async function browserDecoder(api, headers, options) {
       mask_input: new ort.Tensor('float32', maskInput == null ? new Float32Array(low * low)
         : Float32Array.from(maskInput), [1, 1, low, low]),
       has_mask_input: new ort.Tensor('float32', Float32Array.of(maskInput == null ? 0 : 1), [1]),
-      orig_im_size: new ort.Tensor('float32', Float32Array.of(height, width), [2]),
     };
+  }
+
+  let taps = { key: '', rows: null, cols: null }; // axisTaps of the last image size decoded
+  function tapsFor(emb) {
+    const key = `${emb.originalSize}/${emb.inputSize}`;
+    if (taps.key !== key) {
+      taps = { key, rows: axisTaps(emb.originalSize[0], emb.inputSize[0], low, info.img_size),
+        cols: axisTaps(emb.originalSize[1], emb.inputSize[1], low, info.img_size) };
+    }
+    return taps;
   }
 
   async function decode(imageId, pointsIn, labelsIn, box, maskInput, { multimask = true } = {}) {
@@ -200,20 +280,20 @@ async function browserDecoder(api, headers, options) {
       throw new Error('give at least one prompt: points, box or maskInput');
     }
     const out = await run(() => session.run(feeds(emb, points, labels, box, maskInput)));
-    const [height, width] = emb.originalSize;
-    const area = height * width;
-    const logits = out.masks.data;
     const iou = out.iou_predictions.data;
     const order = (multimask ? [1, 2, 3] : [0]).sort((a, b) => iou[b] - iou[a]);
-    const masks = order.map((k) => {
-      const data = new Uint8Array(area);
-      const base = k * area;
-      for (let i = 0; i < area; i++) data[i] = logits[base + i] > info.mask_threshold ? 1 : 0;
-      return { width, height, data };
-    });
     const lowResList = order.map((k) => out.low_res_masks.data.slice(k * low * low, (k + 1) * low * low));
+    const scores = order.map((k) => iou[k]);
     Object.values(out).forEach((t) => t.dispose?.());
-    return { masks, scores: order.map((k) => iou[k]), lowRes: lowResList[0], feedback: lowResList };
+    const { rows, cols } = tapsFor(emb);
+    const masks = [];
+    const made = [];
+    lowResList.forEach((logits, i) => Object.defineProperty(masks, i, {
+      enumerable: true,
+      get: () => (made[i] ??= upsampleMask(logits, 0, low, rows, cols, info.mask_threshold)),
+    }));
+    void masks[0]; // the best mask now; the other candidates when first read
+    return { masks, scores, lowRes: lowResList[0], feedback: lowResList };
   }
 
   // one run on a blank embedding: the first click does not pay for the kernels' set-up, and a runtime
