@@ -9,6 +9,9 @@ from samkit.errors import CheckpointError
 from samkit.models.build_sam import SAMKIT_TINY_SIZE
 
 SELECTOR_MODES = ("dynamic", "always", "never")
+# settings that change where and how often the refiner looks, not the shapes of its weights
+RUN_TIME_FIELDS = ("work_size", "crop_size", "min_crop", "crop_margin", "feather", "threshold", "selector",
+                   "use_global")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class RefinerConfig:
         if min(sizes) < 1 or self.blocks < 0 or self.local_blocks < 0:
             raise CheckpointError(f"refiner sizes must be positive, got {self}")
         return self
+
+    def same_weights(self, other: RefinerConfig) -> bool:
+        """Whether a refiner with ``other``'s settings has the same weights (only run-time fields differ)."""
+        return dataclasses.replace(other, **{f: getattr(self, f) for f in RUN_TIME_FIELDS}) == self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

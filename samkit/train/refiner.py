@@ -32,7 +32,7 @@ from samkit.data.sample import Sample
 from samkit.eval.clicks import next_click
 from samkit.models.load import load_model
 from samkit.refine.click_maps import scale_points
-from samkit.refine.config import RefinerConfig
+from samkit.refine.config import RUN_TIME_FIELDS, RefinerConfig
 from samkit.refine.crops import crop_box, crop_resize, paste
 from samkit.refine.file import load_refiner, save_refiner
 from samkit.refine.global_refiner import blend_up
@@ -150,9 +150,9 @@ class RefinerTrainer(CheckpointedRun):
         self.refiner = SamRefiner(RefinerConfig.from_dict(settings)).to(self.device)
         if cfg.init_refiner is not None:
             start = load_refiner(cfg.init_refiner)
-            if start.cfg != self.refiner.cfg:
+            if not start.cfg.same_weights(self.refiner.cfg):  # a new work frame or crop size is allowed
                 raise ValueError(f"init_refiner {cfg.init_refiner}: its settings {start.cfg} differ from this run's "
-                                 f"{self.refiner.cfg}")
+                                 f"{self.refiner.cfg} beyond the run-time ones {RUN_TIME_FIELDS}")
             self.refiner.load_state_dict(start.state_dict())
         self.params = list(self.refiner.parameters())
         self.optimizer = build_optimizer(self.params, cfg)

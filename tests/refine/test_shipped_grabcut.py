@@ -1,8 +1,9 @@
 """The interactive benchmark on all of GrabCut with samkit_tiny + the bundled samkit_tiny_ref (slow, ~1 min).
 
-The floors sit a little below what the shipped refiner measures (docs/refiner.md, the tenth run: NoC@90 7.56,
-mIoU@1 0.716, boundary IoU@5 0.611, wrong-side clicks 1.8 %), so a regression in the refiner, its file, the
-predictor's refine path or the click protocol fails here.
+The floors sit a little below what the shipped refiner measures (docs/refiner.md, the twelfth run at its 384 px
+work frame: NoC@90 7.24, mIoU@1 0.728, boundary IoU@5 0.640, wrong-side clicks 1.2 %), so a regression in the
+refiner, its file, the predictor's refine path or the click protocol fails here (the tenth file, shipped before
+it: 7.56, 0.716, 0.611).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from samkit.eval import evaluate_interactive
 
 pytestmark = pytest.mark.slow
 
-NOC90_CEILING, MIOU1_FLOOR, BIOU5_FLOOR, WRONG_SIDE_CEILING = 8.0, 0.705, 0.59, 0.03
+NOC90_CEILING, MIOU1_FLOOR, BIOU5_FLOOR, WRONG_SIDE_CEILING = 7.5, 0.72, 0.62, 0.025
 
 
 @pytest.fixture(scope="module")

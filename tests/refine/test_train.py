@@ -53,9 +53,15 @@ def test_init_refiner_starts_from_its_weights(tmp_path, grabcut):
     assert all(torch.equal(v, saved[k]) for k, v in trainer.refiner.state_dict().items())
     fresh = RefinerTrainer(small_config(tmp_path, out_dir=str(tmp_path / "fresh")), samples=[grabcut[1]])
     assert not all(torch.equal(v, saved[k]) for k, v in fresh.refiner.state_dict().items())
-    with pytest.raises(ValueError, match="differ"):  # other settings: refused, not half loaded
+    # a new work frame / crop size (run-time settings): the same weights, the run's own frame
+    reframed = RefinerTrainer(small_config(tmp_path, out_dir=str(tmp_path / "reframed"), init_refiner=str(start),
+                                           refiner={"work_size": 128, "crop_size": 48, "min_crop": 32}),
+                              samples=[grabcut[1]])
+    assert reframed.refiner.cfg.work_size == 128 and reframed.refiner.cfg.crop_size == 48
+    assert all(torch.equal(v, saved[k]) for k, v in reframed.refiner.state_dict().items())
+    with pytest.raises(ValueError, match="differ"):  # other weights' shapes: refused, not half loaded
         RefinerTrainer(small_config(tmp_path, out_dir=str(tmp_path / "other"), init_refiner=str(start),
-                                    refiner={"work_size": 128, "crop_size": 48, "min_crop": 32}), samples=[grabcut[1]])
+                                    refiner={"work_size": 96, "channels": 8}), samples=[grabcut[1]])
 
 
 def test_shipped_recipe_parses():
