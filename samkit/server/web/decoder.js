@@ -1,6 +1,7 @@
-// The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph (GET
-// /api/projects/{pid}/decoder.onnx) on onnxruntime-web (WASM, SIMD; threads when the page is cross-origin
-// isolated, as the server serves it, and the embedding grid is large), fed the server's fp16 image
+// The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph, up to the low-res
+// logits (GET /api/projects/{pid}/decoder_lowres.onnx, the decoder info's graph_url) on onnxruntime-web
+// (WASM, SIMD; threads when the page is cross-origin isolated, as the server serves it, and the embedding
+// grid is large), fed the server's fp16 image
 // embedding (GET .../images/{iid}/embedding, cached per image). Same arithmetic as samkit.Predictor:
 // prompts mapped to the model's input frame; the graph (decoder_lowres.onnx) stops at the low-res logits
 // and upsampleMask() brings each mask shown to the original image (samkit.predict.transforms'
