@@ -1,9 +1,9 @@
 """The interactive benchmark on all of GrabCut with samkit_tiny + the bundled samkit_tiny_ref (slow, ~1 min).
 
 The floors sit a little below what the shipped refiner measures (docs/refiner.md, the twelfth run at its 384 px
-work frame: NoC@90 7.24, mIoU@1 0.728, boundary IoU@5 0.640, wrong-side clicks 1.2 %), so a regression in the
-refiner, its file, the predictor's refine path or the click protocol fails here (the tenth file, shipped before
-it: 7.56, 0.716, 0.611).
+work frame, global stage only as the file's default: NoC@90 7.06, mIoU@1 0.727, boundary IoU@5 0.654, wrong-side
+clicks 1.9 %), so a regression in the refiner, its file, the predictor's refine path or the click protocol fails
+here (the tenth file, shipped before it: 7.56, 0.716, 0.611).
 """
 from __future__ import annotations
 
