@@ -19,6 +19,7 @@ def test_export_onnx_writes_graphs_and_report(tmp_path):
     report = json.loads((out / MANIFEST).read_text())
     assert report["opset"] == 17 and report["validation"]["fp32"]["mask_pixel_agreement"] >= 0.9999
     assert "fp32: max |logit diff|" in result.out
+    assert "decoder_lowres.onnx: max |low-res logit diff|" in result.out
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -42,8 +42,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(source, checkpoint=checkpoint)
     report = export_onnx(model, args.out, quantize=args.quantize, opset=args.opset)
     print(f"{report['arch']}: {', '.join(sum(report['files'].values(), []))} -> {args.out} ({report['export_s']} s)")
-    for precision, v in report["validation"].items():
-        if isinstance(v, dict):
-            print(f"  {precision}: max |logit diff| {v['logit_max_abs_diff']:.2g}, mask pixels agreeing "
-                  f"{100 * v['mask_pixel_agreement']:.3f} %, mask IoU {v['mask_iou_mean']:.4f} (vs PyTorch fp32)")
+    validation = report["validation"]
+    for precision in report["files"]:
+        v = validation[precision]
+        print(f"  {precision}: max |logit diff| {v['logit_max_abs_diff']:.2g}, mask pixels agreeing "
+              f"{100 * v['mask_pixel_agreement']:.3f} %, mask IoU {v['mask_iou_mean']:.4f} (vs PyTorch fp32)")
+    if "low_res_decoder" in validation:
+        v = validation["low_res_decoder"]
+        print(f"  {report['low_res_decoder']['file']}: max |low-res logit diff| {v['low_res_logit_max_abs_diff']:.2g}, "
+              f"max |score diff| {v['iou_pred_max_abs_diff']:.2g} (vs PyTorch fp32)")
     return 0
