@@ -10,11 +10,10 @@ graph exported first, then opens a page of the server's origin in Debian's chrom
 thresholded at the original size) with the in-browser decoder (the page cross-origin isolated as the
 server's pages are, so onnxruntime-web runs on every core; and without isolation, one thread) and with
 the server's. The in-browser decoder upsamples the best of the 3 masks before decode() returns and the
-other two when first read: that extra time is reported apart (``other_two_candidates_median_ms``). Before
-timing, one
-click fetches the image's embedding and ``--warmup`` clicks let Chromium optimise the WebAssembly (its
-first code is a quick baseline compile; both reported apart). Reports median, p90, min and max ms
-per click. Issue 19's goal: in-browser decode <= 50 ms for sam_vit_b's decoder on the 2-core machine.
+other two when first read: that extra time is reported apart (``other_two_candidates_median_ms``).
+Before timing, one click fetches the image's embedding and ``--warmup`` clicks let Chromium optimise the
+WebAssembly (its first code is a quick baseline compile; both reported apart). Reports median, p90, min
+and max ms per click. Issue 19's goal: in-browser decode <= 50 ms for sam_vit_b's decoder on the 2-core machine.
 """
 from __future__ import annotations
 

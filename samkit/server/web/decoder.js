@@ -97,16 +97,16 @@ export function axisTaps(out, inp, low, img) {
   return { index, weight, used };
 }
 
-/** One mask of low-res logits (`logits[offset ..]`, low x low, row-major) -> {width, height, data}, data a
- * Uint8Array of 0/1 (logit > threshold) at the original size. `rows` / `cols`: axisTaps of each axis. */
-export function upsampleMask(logits, offset, low, rows, cols, threshold) {
+/** One mask of low-res logits (low x low, row-major) -> {width, height, data}, data a Uint8Array of 0/1
+ * (logit > threshold) at the original size. `rows` / `cols`: axisTaps of each axis. */
+export function upsampleMask(logits, low, rows, cols, threshold) {
   const height = rows.index.length / TAPS;
   const width = cols.index.length / TAPS;
   const ci = cols.index;
   const cw = cols.weight;
   const tmp = new Float32Array(rows.used * width); // low-res rows resized along x
   for (let j = 0; j < rows.used; j++) {
-    const base = offset + j * low;
+    const base = j * low;
     const out = j * width;
     for (let x = 0, t = 0; x < width; x++, t += TAPS) {
       tmp[out + x] = cw[t] * logits[base + ci[t]] + cw[t + 1] * logits[base + ci[t + 1]]
@@ -291,7 +291,7 @@ async function browserDecoder(api, headers, options) {
     const made = [];
     lowResList.forEach((logits, i) => Object.defineProperty(masks, i, {
       enumerable: true,
-      get: () => (made[i] ??= upsampleMask(logits, 0, low, rows, cols, info.mask_threshold)),
+      get: () => (made[i] ??= upsampleMask(logits, low, rows, cols, info.mask_threshold)),
     }));
     void masks[0]; // the best mask now; the other candidates when first read
     return { masks, scores, lowRes: lowResList[0], feedback: lowResList };
