@@ -15,11 +15,12 @@ def test_export_onnx_writes_graphs_and_report(tmp_path):
     out = tmp_path / "tiny"
     result = run_cli("export", "onnx", "samkit_tiny", "--out", out, "--opset", 17)
     assert result.code == 0, result
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "decoder_lowres.onnx", "encoder.onnx", MANIFEST]
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "decoder_image.onnx", "decoder_lowres.onnx",
+                                                     "decoder_rest.onnx", "encoder.onnx", MANIFEST]
     report = json.loads((out / MANIFEST).read_text())
     assert report["opset"] == 17 and report["validation"]["fp32"]["mask_pixel_agreement"] >= 0.9999
     assert "fp32: max |logit diff|" in result.out
-    assert "decoder_lowres.onnx: max |low-res logit diff|" in result.out
+    assert "browser graphs (decoder_lowres.onnx ...): max |low-res logit diff|" in result.out
 
 
 @pytest.mark.parametrize("args, needle", [

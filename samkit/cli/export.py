@@ -14,7 +14,8 @@ from samkit.predict.onnx_runtime import MANIFEST
 DESCRIPTION = (
     "Write MODEL's image encoder (encoder.onnx) and prompt encoder + mask decoder (decoder.onnx: any number of "
     "points, an optional box as two points labelled 2 and 3, an optional mask input, the original image size; "
-    "SAM's ONNX interface), decoder_lowres.onnx (the same decoder up to the low-res logits, for browsers), into "
+    "SAM's ONNX interface), the browser's split of the same decoder (decoder_image.onnx, decoder_lowres.onnx, "
+    "decoder_rest.onnx: per image, per click up to the low-res logits, the skipped tokens), into "
     "--out, with --quantize int8 also dynamically quantised copies (*.int8.onnx), and "
     f"{MANIFEST}: the model's geometry and the check made against PyTorch (max |logit| difference, mask "
     "agreement). Run them with samkit.predict.onnx_runtime.OnnxPredictor(DIR) or `samkit segment --runtime "
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
               f"{100 * v['mask_pixel_agreement']:.3f} %, mask IoU {v['mask_iou_mean']:.4f} (vs PyTorch fp32)")
     if "low_res_decoder" in validation:
         v = validation["low_res_decoder"]
-        print(f"  {report['low_res_decoder']['file']}: max |low-res logit diff| {v['low_res_logit_max_abs_diff']:.2g}, "
+        print(f"  browser graphs ({report['low_res_decoder']['file']} ...): max |low-res logit diff| "
+              f"{v['low_res_logit_max_abs_diff']:.2g} (completed grid {v['completed_logit_max_abs_diff']:.2g}), "
               f"max |score diff| {v['iou_pred_max_abs_diff']:.2g} (vs PyTorch fp32)")
     return 0

@@ -2,8 +2,9 @@
 
 :func:`export_onnx` writes into one folder ``encoder.onnx``, ``decoder.onnx`` (the decoder takes any
 number of points, an optional box as two points labelled 2 and 3, an optional mask input, and the
-original image size; interface in :mod:`samkit.predict.onnx_runtime`), ``decoder_lowres.onnx`` (the same
-decoder up to the low-res logits: the browser's graph), with ``--quantize int8`` also
+original image size; interface in :mod:`samkit.predict.onnx_runtime`), the browser's three graphs of the
+same decoder (``decoder_image.onnx`` per image, ``decoder_lowres.onnx`` per click up to the low-res logits,
+``decoder_rest.onnx`` for the grid's skipped tokens), with ``--quantize int8`` also
 ``encoder.int8.onnx`` / ``decoder.int8.onnx`` (ONNX Runtime dynamic quantisation of the MatMul/Gemm
 weights), and ``samkit_onnx.json``: the model's geometry and the validation against PyTorch made at
 export (max |logit| difference, mask agreement; for int8 also mask IoU against fp32). Files appear
@@ -34,27 +35,34 @@ from samkit.eval.metrics import iou
 from samkit.models.evf_sam import EvfSam
 from samkit.models.hub import cache_dir
 from samkit.models.load import load_model
+from samkit.models.mask_decoder import token_masks_to_grid, token_masks_to_patches
 from samkit.models.sam import Sam
+from samkit.models.transformer import ImageCache
 from samkit.predict.onnx_runtime import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUT,
     ENCODER_OUTPUT,
+    IMAGE_DECODER,
+    IMAGE_DECODER_INPUTS,
+    IMAGE_DECODER_OUTPUTS,
     INSTALL_HINT,
     LOW_RES_DECODER,
     LOW_RES_DECODER_INPUTS,
     LOW_RES_DECODER_OUTPUTS,
     MANIFEST,
     MANIFEST_FORMAT,
+    REST_DECODER,
+    REST_DECODER_INPUTS,
+    REST_DECODER_OUTPUTS,
+    BrowserGraphs,
     OnnxPredictor,
-    decoder_feeds,
     graph_files,
     onnxruntime_module,
-    session,
     sparse_prompt,
 )
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import scale_boxes, scale_coords, upsample_operators
+from samkit.predict.transforms import scale_boxes, scale_coords, upsample_operators, upscale_grid
 
 DEFAULT_OPSET = 17
 FP32_AGREEMENT = 0.9999  # share of mask pixels the fp32 graphs must reproduce, else the export warns
@@ -118,14 +126,19 @@ class DecoderGraph(nn.Module):
         frac = (src - i0.to(torch.float32))[:, None]
         return (1.0 - frac) * self.up[i0] + frac * self.up[i1]
 
+    def _dense(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        """The dense prompt embedding: the mask's, or the no-mask embedding (1,C,1,1) when has_mask_input is 0
+        (then a 4 x 4 mask_input suffices: both broadcast over the grid)."""
+        pe = self.model.prompt_encoder
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has_mask_input * pe.mask_downscaling(mask_input) + (1.0 - has_mask_input) * no_mask
+
     def decode(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
                mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> low-res logits (1,4,4g,4g) and predicted IoU (1,4)."""
         model = self.model
-        pe = model.prompt_encoder
         sparse = self._embed_points(point_coords, point_labels)
-        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense = has_mask_input * pe.mask_downscaling(mask_input) + (1.0 - has_mask_input) * no_mask
+        dense = self._dense(mask_input, has_mask_input)
         # the upscaling chain in one step: onnxruntime-web runs a few large operations faster than many
         tokens = image_embeddings.shape[2] * image_embeddings.shape[3]
         return model.mask_decoder.predict_masks(image_embeddings, model.dense_pe(), sparse, dense,
@@ -144,16 +157,61 @@ class DecoderGraph(nn.Module):
         return masks, iou, low
 
 
-class LowResDecoderGraph(DecoderGraph):
-    """:class:`DecoderGraph` up to the low-res logits (no ``orig_im_size``, no full-resolution masks): the
-    browser's graph. Upsampling all four masks to a 481 x 321 photo was a fifth of a sam_vit_b click in
-    onnxruntime-web; the page upsamples only the masks it shows."""
+class ImageDecoderGraph(DecoderGraph):
+    """The browser's per-image graph: the prompt-independent work of the first two-way block
+    (:meth:`samkit.models.transformer.TwoWayTransformer.precompute`) for the image embedding plus the
+    dense prompt (no mask, or a mask fed back) -> keys, t2i_k, t2i_v, i2t_q (interface in
+    :mod:`samkit.predict.onnx_runtime`)."""
 
-    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor,  # type: ignore[override]
-                point_labels: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        low, iou = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        return iou, low
+    def forward(self, image_embeddings: torch.Tensor, mask_input: torch.Tensor,  # type: ignore[override]
+                has_mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        dense = self._dense(mask_input, has_mask_input)
+        cache = model.mask_decoder.two_way_transformer().precompute(image_embeddings + dense, model.dense_pe())
+        return cache.keys, cache.t2i_k, cache.t2i_v, cache.i2t_q
+
+
+class LowResDecoderGraph(DecoderGraph):
+    """The browser's per-click graph: :class:`DecoderGraph` from :class:`ImageDecoderGraph`'s outputs up to
+    the low-res logits, for the image tokens the page reads (interface in :mod:`samkit.predict.onnx_runtime`).
+
+    Upsampling all four masks to a 481 x 321 photo was a fifth of a sam_vit_b click in onnxruntime-web, so
+    the page upsamples only the masks it shows; since each image token's low-res logits depend on that token
+    alone, the upscaling chain runs only on the ``upscale_grid`` (rows, columns) of tokens that the upsampling
+    to the original image reads (a landscape photo's padding rows are a third of the grid); and the first
+    block's image-side projections come from the per-image graph. The post-transformer image tokens and the
+    mask weights come out too, so that :class:`RestDecoderGraph` can complete the grid later (a mask fed
+    back as ``mask_input`` needs all of it).
+    """
+
+    def forward(self, keys: torch.Tensor, t2i_k: torch.Tensor, t2i_v: torch.Tensor,  # type: ignore[override]
+                i2t_q: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                upscale_grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        decoder = model.mask_decoder
+        h, w = model.prompt_encoder.image_embedding_size
+        pe = model.dense_pe()
+        cache = ImageCache(keys=keys, key_pe=pe.flatten(2).transpose(1, 2), t2i_k=t2i_k, t2i_v=t2i_v,
+                           i2t_q=i2t_q, grid=(h, w))
+        hs, src, _ = decoder.run_transformer(keys, pe, self._embed_points(point_coords, point_labels), None, cache)
+        weights = decoder.hypernetwork(hs)
+        kept = src.view(1, h, w, -1)[:, :upscale_grid[0], :upscale_grid[1]]  # traced as dynamic ends
+        logits = decoder.upscale_tokens(kept.reshape(1, -1, src.shape[2]), weights)
+        low = token_masks_to_grid(logits, kept.shape[1], kept.shape[2])
+        return decoder.iou_prediction_head(hs[:, 0]), low, src, weights
+
+
+class RestDecoderGraph(nn.Module):
+    """The decoder's upscaling chain and hypernetwork product for any image tokens: image_tokens (1,n,C)
+    and mask_weights (1,M,C/8), both from :class:`LowResDecoderGraph` -> token_masks (1,M,n,4,4), each
+    token's logits (the browser completes a fed-back mask's grid with it)."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image_tokens: torch.Tensor, mask_weights: torch.Tensor) -> torch.Tensor:
+        return token_masks_to_patches(self.model.mask_decoder.upscale_tokens(image_tokens, mask_weights))
 
 
 def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
@@ -190,10 +248,8 @@ def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike,
         enc, dec = graph_files("fp32")
         _export_encoder(model, tmp / enc, opset)
         _export_decoder(model, tmp / dec, opset)
-        _export_decoder(model, tmp / LOW_RES_DECODER, opset, low_res=True)
         report["files"]["fp32"] = [enc, dec]
-        report["low_res_decoder"] = {"file": LOW_RES_DECODER, "inputs": list(LOW_RES_DECODER_INPUTS),
-                                     "outputs": list(LOW_RES_DECODER_OUTPUTS)}
+        report.update(_export_browser_graphs(model, tmp, opset))
         if quantize:
             report["files"][quantize] = list(quantize_graphs(tmp))
         report["export_s"] = round(time.perf_counter() - t0, 2)
@@ -239,22 +295,40 @@ def _export_encoder(model: Sam, path: Path, opset: int) -> None:
     _export(EncoderGraph(model), (x,), path, [ENCODER_INPUT], [ENCODER_OUTPUT], {}, opset)
 
 
-def _export_decoder(model: Sam, path: Path, opset: int, low_res: bool = False) -> None:
-    """``decoder.onnx`` (SAM's interface), or with ``low_res`` the browser's ``decoder_lowres.onnx``."""
+def _export_decoder(model: Sam, path: Path, opset: int) -> None:
+    """``decoder.onnx``: SAM's interface."""
     g = model.prompt_encoder.image_embedding_size[0]
     s = model.prompt_encoder.mask_input_size[0]
-    args: tuple[torch.Tensor, ...] = (
-        torch.zeros(1, model.mask_decoder.transformer_dim, g, g), torch.full((1, 3, 2), 10.0),
-        torch.tensor([[1.0, 2.0, 3.0]]), torch.zeros(1, 1, s, s), torch.ones(1))
-    axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    if low_res:
-        graph: nn.Module = LowResDecoderGraph(model)
-        inputs, outputs = list(LOW_RES_DECODER_INPUTS), list(LOW_RES_DECODER_OUTPUTS)
-    else:
-        graph, inputs, outputs = DecoderGraph(model), list(DECODER_INPUTS), list(DECODER_OUTPUTS)
-        args += (torch.tensor([480.0, 640.0]),)
-        axes["masks"] = {2: "height", 3: "width"}
-    _export(graph, args, path, inputs, outputs, axes, opset)
+    args = (torch.zeros(1, model.mask_decoder.transformer_dim, g, g), torch.full((1, 3, 2), 10.0),
+            torch.tensor([[1.0, 2.0, 3.0]]), torch.zeros(1, 1, s, s), torch.ones(1), torch.tensor([480.0, 640.0]))
+    axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}, "masks": {2: "height", 3: "width"}}
+    _export(DecoderGraph(model), args, path, list(DECODER_INPUTS), list(DECODER_OUTPUTS), axes, opset)
+
+
+def _export_browser_graphs(model: Sam, folder: Path, opset: int) -> dict[str, dict]:
+    """The browser's three graphs (``decoder_image.onnx``, ``decoder_lowres.onnx``, ``decoder_rest.onnx``)
+    into ``folder``; returns their manifest entries."""
+    c, g = model.mask_decoder.transformer_dim, model.prompt_encoder.image_embedding_size[0]
+    embedding = torch.zeros(1, c, g, g)
+    image = ImageDecoderGraph(model)
+    _export(image, (embedding, torch.zeros(1, 1, 4 * g, 4 * g), torch.ones(1)), folder / IMAGE_DECODER,
+            list(IMAGE_DECODER_INPUTS), list(IMAGE_DECODER_OUTPUTS),
+            {"mask_input": {2: "mask_height", 3: "mask_width"}}, opset)
+    with torch.no_grad():
+        cache = image(embedding, torch.zeros(1, 1, 4, 4), torch.zeros(1))
+    points = (torch.full((1, 3, 2), 10.0), torch.tensor([[1.0, 2.0, 3.0]]))
+    grid = torch.tensor([g - 1, g - 2])  # any grid but the full one: its ends are traced as inputs
+    _export(LowResDecoderGraph(model), (*cache, *points, grid), folder / LOW_RES_DECODER,
+            list(LOW_RES_DECODER_INPUTS), list(LOW_RES_DECODER_OUTPUTS),
+            {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
+             "low_res_masks": {2: "low_res_height", 3: "low_res_width"}}, opset)
+    tokens = (torch.zeros(1, 7, c), torch.zeros(1, model.mask_decoder.num_mask_tokens, c // 8))
+    _export(RestDecoderGraph(model), tokens, folder / REST_DECODER, list(REST_DECODER_INPUTS),
+            list(REST_DECODER_OUTPUTS), {"image_tokens": {1: "tokens"}, "token_masks": {2: "tokens"}}, opset)
+    return {key: {"file": name, "inputs": list(inputs), "outputs": list(outputs)} for key, name, inputs, outputs in (
+        ("image_decoder", IMAGE_DECODER, IMAGE_DECODER_INPUTS, IMAGE_DECODER_OUTPUTS),
+        ("low_res_decoder", LOW_RES_DECODER, LOW_RES_DECODER_INPUTS, LOW_RES_DECODER_OUTPUTS),
+        ("rest_decoder", REST_DECODER, REST_DECODER_INPUTS, REST_DECODER_OUTPUTS))}
 
 
 def quantize_graphs(folder: Path, precision: str = "int8") -> tuple[str, str]:
@@ -306,17 +380,24 @@ def validate(model: Sam, folder: Path, rgb: np.ndarray, precisions: list[str]) -
             "mask_pixel_agreement": min(agree),
             "mask_iou_mean": float(np.mean(ious)),
         }
-    if (folder / LOW_RES_DECODER).is_file():
-        result["low_res_decoder"] = _validate_low_res(folder / LOW_RES_DECODER, ref, prompts, expected)
+    if all((folder / f).is_file() for f in (IMAGE_DECODER, LOW_RES_DECODER, REST_DECODER)):
+        result["low_res_decoder"] = _validate_browser_graphs(folder, ref, prompts, expected)
     return result
 
 
-def _validate_low_res(path: Path, ref: Predictor, prompts: list[dict[str, Any]], expected: list[Any]) -> dict:
-    """The low-res graph against PyTorch's low-res logits and scores for the same prompts."""
-    assert ref.features is not None and ref.original_size is not None  # set_image ran
-    graph = session(path)
+def _validate_browser_graphs(folder: Path, ref: Predictor, prompts: list[dict[str, Any]],
+                             expected: list[Any]) -> dict:
+    """The browser's graphs, run as the page runs them (:class:`BrowserGraphs`), against PyTorch's low-res
+    logits and scores for the same prompts: the part of the grid the page reads (:func:`upscale_grid`) and
+    the whole grid once completed."""
+    assert ref.features is not None and ref.original_size is not None and ref.input_size is not None
+    graphs = BrowserGraphs(folder)
     size, frame = ref.original_size, ref.model.img_size
-    logit_diff, score_diff = 0.0, 0.0
+    g = int(ref.features.shape[-1])
+    grid = upscale_grid(size, ref.input_size, 4 * g, frame, g)
+    features = ref.features.numpy()
+    no_mask = graphs.image(features)
+    logit_diff, full_diff, score_diff = 0.0, 0.0, 0.0
     for p, e in zip(prompts, expected, strict=True):
         points = None
         if p.get("points") is not None:
@@ -325,12 +406,15 @@ def _validate_low_res(path: Path, ref: Predictor, prompts: list[dict[str, Any]],
         box = None if p.get("box") is None else torch.from_numpy(scale_boxes(np.asarray(p["box"]), size, frame))
         coords, labels = sparse_prompt(points, box)
         mask = p.get("mask_input")
-        feeds = decoder_feeds(ref.features.numpy(), coords, labels, None if mask is None else np.asarray(mask), size)
-        iou_pred, low = graph.run(list(LOW_RES_DECODER_OUTPUTS), {k: feeds[k] for k in LOW_RES_DECODER_INPUTS})
+        image = no_mask if mask is None else graphs.image(features, np.asarray(mask))
+        iou_pred, low, tokens, weights = graphs.click(image, coords, labels, grid)
         sel = slice(1, None) if p.get("multimask", True) else slice(0, 1)
-        logit_diff = max(logit_diff, float(np.abs(low[0, sel] - e.low_res_logits).max()))
+        want = e.low_res_logits
+        logit_diff = max(logit_diff, float(np.abs(low[0, sel] - want[:, :low.shape[2], :low.shape[3]]).max()))
+        full_diff = max(full_diff, float(np.abs(graphs.complete(low, tokens, weights)[0, sel] - want).max()))
         score_diff = max(score_diff, float(np.abs(iou_pred[0, sel] - e.scores).max()))
-    return {"low_res_logit_max_abs_diff": logit_diff, "iou_pred_max_abs_diff": score_diff}
+    return {"upscale_grid": list(grid), "low_res_logit_max_abs_diff": logit_diff,
+            "completed_logit_max_abs_diff": full_diff, "iou_pred_max_abs_diff": score_diff}
 
 
 def _validation_prompts(pred: Predictor) -> list[dict[str, Any]]:

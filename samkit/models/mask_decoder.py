@@ -124,35 +124,52 @@ class MaskDecoder(nn.Module):
                       step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
         """``output_upscaling`` then the hypernetwork product: src (B,h*w,C), hyper_in (B,M,C/8) -> (B,M,4h,4w).
 
+        Image tokens go through :meth:`upscale_tokens` ``step_tokens`` at a time (an exported graph takes
+        them all at once: fewer, larger operations run faster in an interpreter such as onnxruntime-web).
+        """
+        b, n = src.shape[:2]
+        step = min(n, step_tokens)  # image tokens per step
+        per = max(1, step_tokens // n)  # batch items per step (several when a whole grid fits)
+        groups = []
+        for i in range(0, b, per):
+            pieces = [self.upscale_tokens(src[i:i + per, r:r + step], hyper_in[i:i + per]) for r in range(0, n, step)]
+            groups.append(torch.cat(pieces, dim=1))
+        return token_masks_to_grid(torch.cat(groups), h, w)
+
+    def upscale_tokens(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """The upscaling chain and the hypernetwork product for any image tokens: src (B,n,C), hyper_in
+        (B,M,C/8) -> (B,n*16,M), rows (token, di, dj, ei, ej): the 4 x 4 logits each token becomes,
+        row ``2*di + ei`` and column ``2*dj + ej`` of its patch (see :func:`token_masks_to_grid`).
+
         Each stride-2, kernel-2 transposed convolution is a per-pixel Linear (C -> 4*C') followed by a
         pixel shuffle, so the chain runs as matmuls on token-major rows (sub-pixel offsets kept as
-        extra rows) and the shuffle happens once, on the M-channel result. Image tokens go through the
-        chain ``step_tokens`` at a time (an exported graph takes them all at once: fewer, larger operations
-        run faster in an interpreter such as onnxruntime-web).
+        extra rows) and the shuffle is left to the caller, on the M-channel result. A token's logits depend
+        on that token alone.
         """
         ct1, norm, act1, ct2, act2 = self.output_upscaling
         assert isinstance(ct1, nn.ConvTranspose2d) and isinstance(ct2, nn.ConvTranspose2d)
         assert isinstance(norm, LayerNorm2d)
         assert ct1.bias is not None and ct2.bias is not None
-        b, n, c = src.shape
+        c = src.shape[2]
         c1, c2 = ct1.out_channels, ct2.out_channels
         w1 = ct1.weight.permute(2, 3, 1, 0).reshape(4 * c1, c)  # (out, in), outputs ordered (di, dj, out)
         w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1)
         b1, b2 = ct1.bias.repeat(4), ct2.bias.repeat(4)
-        hyper_t = hyper_in.transpose(1, 2)  # (B, C/8, M)
-        step = min(n, step_tokens)  # image tokens per step
-        per = max(1, step_tokens // n)  # batch items per step (several when a whole grid fits)
-        groups = []
-        for i in range(0, b, per):
-            pieces = []  # rows (i, j, di, dj, ei, ej) of the (p, h*w*16, M) product
-            for r in range(0, n, step):
-                rows = src[i:i + per, r:r + step]
-                p, t = rows.shape[:2]
-                y = dense(rows.reshape(p * t, c), w1, b1).view(-1, c1)
-                y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-                y = act2(dense(y, w2, b2))  # rows (i, j, di, dj), columns (ei, ej, out)
-                pieces.append(torch.bmm(y.view(p, t * 16, c2), hyper_t[i:i + per]))
-            groups.append(torch.cat(pieces, dim=1))
-        m = torch.cat(groups)  # (B, h*w*16, M)
-        m = m.reshape(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return m.reshape(b, -1, 4 * h, 4 * w)
+        y = dense(src.reshape(-1, c), w1, b1).view(-1, c1)
+        y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+        y = act2(dense(y, w2, b2))  # rows (b, token, di, dj), columns (ei, ej, out)
+        return torch.bmm(y.view(src.shape[0], -1, c2), hyper_in.transpose(1, 2))
+
+
+def token_masks_to_grid(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """:meth:`MaskDecoder.upscale_tokens` of an h x w token grid (B,h*w*16,M) -> logits (B,M,4h,4w)."""
+    b = m.shape[0]
+    m = m.reshape(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+    return m.reshape(b, -1, 4 * h, 4 * w)
+
+
+def token_masks_to_patches(m: torch.Tensor) -> torch.Tensor:
+    """:meth:`MaskDecoder.upscale_tokens` of n tokens (B,n*16,M) -> each token's 4 x 4 logits (B,M,n,4,4)."""
+    b = m.shape[0]
+    m = m.reshape(b, -1, 2, 2, 2, 2, m.shape[2]).permute(0, 6, 1, 2, 4, 3, 5)
+    return m.reshape(b, m.shape[1], -1, 4, 4)

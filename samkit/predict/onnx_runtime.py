@@ -12,13 +12,26 @@ mask_input (1,1,4g,4g) with has_mask_input (1,) 1 or 0; orig_im_size (2,) H, W. 
 (1,4,H,W) full-resolution logits, iou_predictions (1,4), low_res_masks (1,4,4g,4g); index 0 is the
 single-mask output, 1..3 the multimask outputs.
 
-``decoder_lowres.onnx`` (fp32) is the same decoder without the upsampling to the original size: the
-inputs less ``orig_im_size``, outputs ``iou_predictions`` and ``low_res_masks``. It is the browser's
-graph (``samkit serve``'s ``web/decoder.js`` upsamples only the masks it shows, in JavaScript).
+The browser's decoder is three fp32 graphs (``samkit serve``'s ``web/decoder.js`` runs them; the
+same decoder, split where its work depends on less than the whole prompt; :class:`BrowserGraphs` runs
+them the same way in Python):
+
+- ``decoder_image.onnx``, once per image (and per mask fed back): image_embeddings (1,C,g,g), mask_input
+  (1,1,4g,4g, or 1,1,4,4 when has_mask_input is 0: its embedding broadcasts) and has_mask_input -> the
+  prompt-independent work of the first two-way block (:class:`samkit.models.transformer.ImageCache`):
+  keys (1,g*g,C), t2i_k and t2i_v (h,g*g,d), i2t_q (h,d,g*g).
+- ``decoder_lowres.onnx``, per click: those four, point_coords, point_labels and upscale_grid (2,) int64,
+  the rows and columns of image tokens whose logits it computes (:func:`samkit.predict.transforms.
+  upscale_grid`: those the upsampling to the original image reads) -> iou_predictions (1,4), low_res_masks
+  (1,4,4*rows,4*cols), image_tokens (1,g*g,C) (after the transformer) and mask_weights (1,4,C/8).
+- ``decoder_rest.onnx``: any of those image tokens (1,n,C) and the mask weights -> their logits,
+  token_masks (1,4,n,4,4): the rest of the grid, which a mask fed back needs (the page computes it in
+  the background).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,8 +54,14 @@ DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_inpu
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
 LOW_RES_DECODER = "decoder_lowres.onnx"
-LOW_RES_DECODER_INPUTS = DECODER_INPUTS[:-1]  # no orig_im_size
-LOW_RES_DECODER_OUTPUTS = DECODER_OUTPUTS[1:]  # no full-resolution masks
+IMAGE_DECODER = "decoder_image.onnx"
+IMAGE_DECODER_INPUTS = ("image_embeddings", "mask_input", "has_mask_input")
+IMAGE_DECODER_OUTPUTS = ("keys", "t2i_k", "t2i_v", "i2t_q")  # samkit.models.transformer.ImageCache's
+LOW_RES_DECODER_INPUTS = (*IMAGE_DECODER_OUTPUTS, "point_coords", "point_labels", "upscale_grid")
+LOW_RES_DECODER_OUTPUTS = ("iou_predictions", "low_res_masks", "image_tokens", "mask_weights")
+REST_DECODER = "decoder_rest.onnx"
+REST_DECODER_INPUTS = ("image_tokens", "mask_weights")
+REST_DECODER_OUTPUTS = ("token_masks",)
 
 
 def onnxruntime_module() -> Any:
@@ -104,6 +123,52 @@ def decoder_feeds(features: np.ndarray, coords: np.ndarray, labels: np.ndarray, 
         "has_mask_input": np.array([0.0 if mask_input is None else 1.0], dtype=np.float32),
         "orig_im_size": np.array(original_size, dtype=np.float32),
     }
+
+
+class BrowserGraphs:
+    """The browser's three decoder graphs in an export folder, run as ``web/decoder.js`` runs them: for the
+    export's validation and the tests (the page itself never calls Python)."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None) -> None:
+        folder = Path(folder)
+        self.image_graph = session(folder / IMAGE_DECODER, threads)
+        self.click_graph = session(folder / LOW_RES_DECODER, threads)
+        self.rest_graph = session(folder / REST_DECODER, threads)
+
+    def image(self, features: np.ndarray, mask_input: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """features (1,C,g,g), mask_input (s,s) low-res logits or None -> the click graph's image inputs."""
+        mask = (np.zeros((1, 1, 4, 4), np.float32) if mask_input is None
+                else np.asarray(mask_input, np.float32).reshape(1, 1, 4 * features.shape[-1], -1))
+        feeds = {"image_embeddings": np.ascontiguousarray(features, dtype=np.float32), "mask_input": mask,
+                 "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32)}
+        return dict(zip(IMAGE_DECODER_OUTPUTS, self.image_graph.run(list(IMAGE_DECODER_OUTPUTS), feeds), strict=True))
+
+    def click(self, image: dict[str, np.ndarray], coords: np.ndarray, labels: np.ndarray,
+              grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`image`'s outputs, points (N,2) in the input frame with labels (N,) as :func:`sparse_prompt`
+        gives them, upscale_grid -> iou_predictions, low_res_masks, image_tokens, mask_weights."""
+        feeds = {**image, "point_coords": np.asarray(coords, np.float32)[None],
+                 "point_labels": np.asarray(labels, np.float32)[None], "upscale_grid": np.array(grid, np.int64)}
+        iou, low, tokens, weights = self.click_graph.run(list(LOW_RES_DECODER_OUTPUTS), feeds)
+        return iou, low, tokens, weights
+
+    def complete(self, low: np.ndarray, tokens: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The whole low-res grid (1,M,4g,4g) from :meth:`click`'s outputs: its low_res_masks for the first
+        rows x cols tokens, the other tokens' logits from the rest graph."""
+        grid = math.isqrt(tokens.shape[1])
+        rows, cols = low.shape[2] // 4, low.shape[3] // 4
+        full = np.zeros((1, low.shape[1], 4 * grid, 4 * grid), np.float32)
+        full[:, :, :4 * rows, :4 * cols] = low
+        missing = np.ones((grid, grid), bool)
+        missing[:rows, :cols] = False
+        index = np.flatnonzero(missing)
+        if len(index):
+            (patches,) = self.rest_graph.run(list(REST_DECODER_OUTPUTS), {"image_tokens": tokens[:, index],
+                                                                         "mask_weights": weights})
+            for k, t in enumerate(index):
+                i, j = divmod(int(t), grid)
+                full[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] = patches[:, :, k]
+        return full
 
 
 def sparse_prompt(points: tuple[torch.Tensor, torch.Tensor] | None, box: torch.Tensor | None

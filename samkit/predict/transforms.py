@@ -93,6 +93,27 @@ def upsample_operators(
     return mats[0], mats[1]
 
 
+def low_res_cells_read(out_len: int, inp_len: int, low_res: int, img_size: int) -> int:
+    """How many leading low-res cells along one axis :func:`upsample_operators`' chain reads (taps of
+    zero weight included) for an output of ``out_len`` from the first ``inp_len`` input-frame cells: the
+    rest of the low-res grid is padding no output pixel reads. Both steps are monotonic, so the last
+    output index reads the farthest cell."""
+    src = max(0.0, (out_len - 0.5) * (inp_len / out_len) - 0.5)
+    r1 = min(math.floor(src) + 1, inp_len - 1)  # the farther input-frame cell of the last output
+    src = max(0.0, (r1 + 0.5) * (low_res / img_size) - 0.5)
+    return min(math.floor(src) + 1, low_res - 1) + 1
+
+
+def upscale_grid(original_size: tuple[int, int], input_size: tuple[int, int], low_res: int, img_size: int,
+                 grid: int) -> tuple[int, int]:
+    """Rows and columns of image tokens (of a ``grid`` x ``grid`` embedding) whose low-res logits the
+    upsampling to ``original_size`` reads: the decoder's upscaling chain can skip the others (each token
+    becomes ``low_res / grid`` x ``low_res / grid`` logits of its own)."""
+    cell = low_res // grid
+    return tuple(min(grid, -(-low_res_cells_read(o, i, low_res, img_size) // cell))  # type: ignore[return-value]
+                 for o, i in zip(original_size, input_size, strict=True))
+
+
 @lru_cache(maxsize=16)
 def _banded_operators(
     original_size: tuple[int, int], input_size: tuple[int, int], low_res: int, img_size: int

@@ -14,17 +14,14 @@ from samkit.export import onnx as onnx_export
 from samkit.export.onnx import export_onnx, first_click_agreement
 from samkit.models.build_sam import SAMKIT_TINY_SIZE
 from samkit.predict.onnx_runtime import (
-    LOW_RES_DECODER,
-    LOW_RES_DECODER_INPUTS,
     MANIFEST,
+    BrowserGraphs,
     OnnxPredictor,
     OnnxSam,
-    decoder_feeds,
-    session,
     sparse_prompt,
 )
 from samkit.predict.predictor import Predictor
-from samkit.predict.transforms import preprocess, scale_coords
+from samkit.predict.transforms import preprocess, scale_coords, upscale_grid
 
 pytestmark = pytest.mark.slow  # every test reads the session's ONNX export (about 30 s)
 
@@ -47,17 +44,25 @@ def grabcut(data_dir):
 def test_export_writes_graphs_and_report(exported):
     out, report = exported
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["encoder.onnx", "decoder.onnx", "decoder_lowres.onnx", "encoder.int8.onnx",
-                            "decoder.int8.onnx", MANIFEST])
+    assert names == sorted(["encoder.onnx", "decoder.onnx", "decoder_image.onnx", "decoder_lowres.onnx",
+                            "decoder_rest.onnx", "encoder.int8.onnx", "decoder.int8.onnx", MANIFEST])
     on_disk = json.loads((out / MANIFEST).read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert on_disk["arch"] == "samkit_tiny" and on_disk["img_size"] == SAMKIT_TINY_SIZE
     assert on_disk["low_res"] == SAMKIT_TINY_SIZE // 4
     fp32 = on_disk["validation"]["fp32"]
     assert fp32["logit_max_abs_diff"] < 1e-3 and fp32["mask_pixel_agreement"] >= 0.9999
-    assert on_disk["low_res_decoder"]["outputs"] == ["iou_predictions", "low_res_masks"]
+    assert on_disk["low_res_decoder"]["outputs"] == ["iou_predictions", "low_res_masks", "image_tokens",
+                                                     "mask_weights"]
+    assert on_disk["rest_decoder"]["outputs"] == ["token_masks"]
+    assert on_disk["image_decoder"]["outputs"] == on_disk["low_res_decoder"]["inputs"][:4] == ["keys", "t2i_k",
+                                                                                               "t2i_v", "i2t_q"]
     low_res = on_disk["validation"]["low_res_decoder"]
     assert low_res["low_res_logit_max_abs_diff"] < 1e-3 and low_res["iou_pred_max_abs_diff"] < 1e-3
+    assert low_res["completed_logit_max_abs_diff"] < 1e-3
+    g = SAMKIT_TINY_SIZE // 16
+    rows, cols = low_res["upscale_grid"]  # the 640 x 480 sample: a quarter of the rows is padding
+    assert cols == g and g * 3 // 4 <= rows < g
     # int8 weights are a quarter of fp32 ones: the quantised graphs are much smaller
     assert (out / "encoder.int8.onnx").stat().st_size < 0.5 * (out / "encoder.onnx").stat().st_size
 
@@ -96,23 +101,35 @@ def test_decoder_round_trip_any_number_of_points_box_and_mask(model, exported, g
         assert np.mean(b.masks == a.masks) >= 0.9999
 
 
-def test_low_res_graph_is_the_decoder_without_the_upsampling(model, exported, grabcut):
-    """decoder_lowres.onnx (the browser's graph) gives PyTorch's low-res logits and scores, all 4 outputs."""
+@pytest.mark.parametrize("grid", ["read", "full", "odd"])
+def test_browser_graphs_are_the_decoder(model, exported, grabcut, grid):
+    """The browser's graphs (per image, per click, the rest) give PyTorch's low-res logits and scores, all 4
+    outputs, for the tokens asked for (those the upsampling reads, all of them, an arbitrary block), and the
+    rest graph completes the grid exactly; with and without a fed-back mask."""
     sample = grabcut[2]
     ref = Predictor(model)
     ref.set_image(sample.image)
     h, w = sample.image.shape[:2]
-    graph = session(exported[0] / LOW_RES_DECODER)
+    g = ref.features.shape[-1]
+    rows_cols = {"read": upscale_grid((h, w), ref.input_size, 4 * g, model.img_size, g), "full": (g, g),
+                 "odd": (g - 3, 2)}[grid]
+    if grid == "read":
+        assert rows_cols[0] < g or rows_cols[1] < g  # GrabCut's photos are not square: some padding is skipped
+    graphs = BrowserGraphs(exported[0])
     point = np.array([[w * 0.5, h * 0.5]])
     coords, labels = sparse_prompt((torch.from_numpy(scale_coords(point, (h, w), model.img_size)),
                                     torch.tensor([1.0])), None)
-    feeds = decoder_feeds(ref.features.numpy(), coords, labels, None, (h, w))
-    iou_pred, low = graph.run(None, {k: feeds[k] for k in LOW_RES_DECODER_INPUTS})
-    assert low.shape == (1, 4, model.img_size // 4, model.img_size // 4)
+    fed = None
     for multimask, sel in ((True, slice(1, 4)), (False, slice(0, 1))):
-        expected = ref.predict(points=point, labels=[1], multimask=multimask)
-        assert np.abs(low[0, sel] - expected.low_res_logits).max() < 1e-3
+        expected = ref.predict(points=point, labels=[1], multimask=multimask, mask_input=fed)
+        image = graphs.image(ref.features.numpy(), fed)
+        iou_pred, low, tokens, weights = graphs.click(image, coords, labels, rows_cols)
+        assert low.shape == (1, 4, 4 * rows_cols[0], 4 * rows_cols[1])
+        want = expected.low_res_logits
+        assert np.abs(low[0, sel] - want[:, :low.shape[2], :low.shape[3]]).max() < 1e-3
+        assert np.abs(graphs.complete(low, tokens, weights)[0, sel] - want).max() < 1e-3
         assert np.abs(iou_pred[0, sel] - expected.scores).max() < 1e-3
+        fed = want[0][None]  # the next call feeds one of them back
 
 
 def test_int8_agrees_with_fp32_on_grabcut_first_clicks(model, exported, grabcut):

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 import samkit
 from samkit.models.build_sam import SAMKIT_TINY_SIZE
-from samkit.predict.transforms import upsample_operators
+from samkit.predict.transforms import low_res_cells_read, upsample_operators, upscale_grid
 from samkit.server.app import create_app
 from samkit.server.routers import decoder as decoder_routes
 from tests.server.conftest import ADMIN_PASSWORD, Served, make_project, settings_for
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow  # an ONNX export, a server and a browser: seconds
 IMAGE = "106024.jpg"  # 481 x 321
 TEST_PAGE = "/__decoder_test__.html"  # answered by the test itself (same origin as the server)
 
-# Runs in the page: decode each prompt (the second-last result's best mask fed back when a prompt asks),
+# Runs in the page: decode each prompt (the previous result's best mask fed back when a prompt asks: its
+# whole low-res grid, completed by the second graph since the photo's padding tokens are not decoded),
 # masks as '0'/'1' strings for the comparison in Python.
 DECODE_JS = """async ({projectId, token, imageId, prompts, options}) => {
   const { createDecoder } = await import('/decoder.js');
@@ -34,7 +35,7 @@ DECODE_JS = """async ({projectId, token, imageId, prompts, options}) => {
     const out = await decoder.decode(imageId, p.points, p.labels, p.box, p.feedback ? previous.feedback[0] : null,
                                      { multimask: p.multimask });
     previous = out;
-    results.push({ scores: out.scores, lowRes: out.lowRes === null ? null : out.lowRes.length,
+    results.push({ scores: out.scores, lowRes: out.lowRes === null ? null : (await out.lowRes).length,
                    masks: out.masks.map((m) => ({ width: m.width, height: m.height, bits: m.data.join('') })) });
   }
   return { kind: decoder.kind, reason: decoder.reason, results, isolated: globalThis.crossOriginIsolated };
@@ -123,10 +124,12 @@ def test_browser_decoder_matches_pytorch(site: tuple[str, str, Path]) -> None:
 
 
 TAPS_JS = """async (cases) => {
-  const { axisTaps } = await import('/decoder.js');
+  const { axisTaps, upscaleGrid } = await import('/decoder.js');
   return cases.map(([out, inp, low, img]) => {
     const t = axisTaps(out, inp, low, img);
-    return { index: Array.from(t.index), weight: Array.from(t.weight), used: t.used };
+    const other = axisTaps(img, img, low, img); // a square image's axis: every token
+    return { index: Array.from(t.index), weight: Array.from(t.weight), used: t.used,
+             grid: upscaleGrid(t, other, low, low / 4) };
   });
 }"""
 
@@ -134,7 +137,8 @@ TAPS_JS = """async (cases) => {
 def test_javascript_upsampling_taps_are_the_python_operators(site: tuple[str, str, Path]) -> None:
     """decoder.js upsamples low-res logits with at most 3 taps per output row / column: the same weights
     as samkit.predict.transforms.upsample_operators (which the Predictor and the ONNX graph use), in float32."""
-    cases = [(321, 213, 80, 320), (481, 320, 80, 320), (1024, 1024, 256, 1024), (7, 5, 80, 320), (700, 320, 80, 320)]
+    cases = [(321, 213, 80, 320), (481, 320, 80, 320), (1024, 1024, 256, 1024), (7, 5, 80, 320), (700, 320, 80, 320),
+             (321, 683, 256, 1024), (1500, 1001, 256, 1024)]
     base, _, _ = site
     with chromium() as browser:
         page = browser.new_page()
@@ -147,6 +151,10 @@ def test_javascript_upsampling_taps_are_the_python_operators(site: tuple[str, st
         expected = upsample_operators((out, out), (inp, inp), low, img)[0].numpy()
         np.testing.assert_allclose(dense, expected, atol=1e-6)
         assert taps["used"] == int(np.flatnonzero(np.abs(expected).sum(0)).max()) + 1  # rows past it are padding
+        assert taps["used"] == low_res_cells_read(out, inp, low, img)
+        # the image tokens the decoder graph is asked for: the same as the Python side's
+        assert taps["grid"] == list(upscale_grid((out, img), (inp, img), low, img, low // 4))
+        assert taps["grid"][1] == low // 4 and (taps["grid"][0] < low // 4 or inp > img * 0.9)
 
 
 def test_threaded_decoder_in_the_servers_isolated_page_matches_pytorch(site: tuple[str, str, Path]) -> None:
@@ -193,8 +201,9 @@ def test_decoder_endpoints(served: Served) -> None:
     assert meta["embedding_shape"] == [1, 256, SAMKIT_TINY_SIZE // 16, SAMKIT_TINY_SIZE // 16]
     assert meta["validation"]["mask_pixel_agreement"] >= 0.9999
     assert meta["low_res_validation"]["low_res_logit_max_abs_diff"] < 1e-3
-    assert meta["inputs"] == ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-    assert meta["outputs"] == ["iou_predictions", "low_res_masks"]
+    assert meta["low_res_validation"]["completed_logit_max_abs_diff"] < 1e-3
+    assert meta["inputs"] == ["keys", "t2i_k", "t2i_v", "i2t_q", "point_coords", "point_labels", "upscale_grid"]
+    assert meta["outputs"] == ["iou_predictions", "low_res_masks", "image_tokens", "mask_weights"]
     graph = served.get(meta["graph_url"])  # the browser's graph: up to the low-res logits
     assert graph.status_code == 200
     assert len(graph.content) == meta["graph_bytes"]
@@ -203,6 +212,9 @@ def test_decoder_endpoints(served: Served) -> None:
     stamp = (folder / "decoder_lowres.onnx").stat().st_mtime_ns
     assert served.get(meta["graph_url"]).status_code == 200
     assert (folder / "decoder_lowres.onnx").stat().st_mtime_ns == stamp  # not exported again
+    for url, name in ((meta["image_graph_url"], "decoder_image.onnx"), (meta["rest_graph_url"], "decoder_rest.onnx")):
+        other = served.get(url)  # the per-image graph, and the one for the tokens the per-click graph skipped
+        assert other.status_code == 200 and other.content == (folder / name).read_bytes()
     sam_interface = served.get("/api/projects/1/decoder.onnx")  # SAM's interface, for other tools
     assert sam_interface.content == (folder / "decoder.onnx").read_bytes()
     embedding = served.get("/api/projects/1/images/1/embedding")

@@ -1,6 +1,8 @@
 """The prompt-encoder + mask-decoder graph of the server's model as ONNX, for decoding clicks in the
-browser (``web/decoder.js`` on onnxruntime-web, which reads the low-res graph ``decoder_lowres.onnx`` and
-upsamples the masks it shows itself; ``decoder.onnx``, SAM's interface, is served too): exported once per
+browser (``web/decoder.js`` on onnxruntime-web runs the decoder split in three: ``decoder_image.onnx``
+once per image, ``decoder_lowres.onnx`` per click for the part of the low-res grid it upsamples,
+``decoder_rest.onnx`` to complete a grid later; ``decoder.onnx``, SAM's interface, is served too): exported
+once per
 model version with :func:`samkit.export.onnx.export_onnx` into ``<project>/onnx/<model tag>/`` (in the
 background, started by the first request: minutes for ViT models, during which the page decodes on the
 server), then served from there. The image embeddings come from the images router
@@ -17,13 +19,21 @@ from fastapi.responses import FileResponse
 
 from samkit.errors import SamkitError
 from samkit.export.onnx import export_onnx
-from samkit.predict.onnx_runtime import LOW_RES_DECODER, MANIFEST, graph_files, read_manifest
+from samkit.predict.onnx_runtime import (
+    IMAGE_DECODER,
+    LOW_RES_DECODER,
+    MANIFEST,
+    REST_DECODER,
+    graph_files,
+    read_manifest,
+)
 from samkit.server.deps import DB, WRITERS, Id, State, require
 from samkit.server.routers.projects import get_project
 from samkit.server.state import ServerState
 
 router = APIRouter(prefix="/api/projects/{project_id}", dependencies=[Depends(require(*WRITERS))])
 DECODER = graph_files("fp32")[1]
+BROWSER_FILES = (DECODER, IMAGE_DECODER, LOW_RES_DECODER, REST_DECODER, MANIFEST)
 EXPORT_WAIT_S = 30.0  # a request waits this long for the first export; after that the page decodes on the server
 _exports: dict[Path, futures.Future] = {}  # export folder -> the export running or done in this process
 _exports_lock = threading.Lock()
@@ -35,7 +45,7 @@ mimetypes.add_type("application/wasm", ".wasm")
 
 
 def _ready(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in (DECODER, LOW_RES_DECODER, MANIFEST))  # older exports: redone
+    return all((folder / f).is_file() for f in BROWSER_FILES)  # an older export: done again
 
 
 def _start_export(state: ServerState, folder: Path) -> futures.Future:
@@ -80,8 +90,9 @@ def decoder_folder(state: ServerState, wait_s: float | None = None) -> Path:
 @router.get("/decoder")
 def decoder_info(project_id: Id, state: State, session: DB) -> dict:
     """What the browser needs besides the graph: model version (matches the embedding's
-    X-Model-Version), input frame, low-res mask size, threshold, the low-res graph's URL, interface and
-    size, and the PyTorch validation (``validation``: SAM's interface graph; ``low_res_validation``)."""
+    X-Model-Version), input frame, low-res mask size, threshold, the per-click graph's URL, interface and
+    size, the per-image and rest graphs' URLs, and the PyTorch validation (``validation``: SAM's interface
+    graph; ``low_res_validation``: the browser's three graphs)."""
     get_project(project_id, session)
     session.close()  # the export may take a while: hold no connection
     folder = decoder_folder(state)
@@ -94,6 +105,8 @@ def decoder_info(project_id: Id, state: State, session: DB) -> dict:
             "embedding_shape": [1, int(model.mask_decoder.transformer_dim), *map(int, grid)],
             "graph_url": f"/api/projects/{project_id}/decoder_lowres.onnx",
             "graph_bytes": (folder / LOW_RES_DECODER).stat().st_size,
+            "image_graph_url": f"/api/projects/{project_id}/{IMAGE_DECODER}",
+            "rest_graph_url": f"/api/projects/{project_id}/{REST_DECODER}",
             "validation": meta.get("validation", {}).get("fp32", {}),
             "low_res_validation": meta.get("validation", {}).get("low_res_decoder", {})}
 
@@ -104,10 +117,23 @@ def decoder_graph(project_id: Id, state: State, session: DB) -> FileResponse:
     return _graph(DECODER, project_id, state, session)
 
 
+@router.get("/decoder_image.onnx")
+def image_decoder_graph(project_id: Id, state: State, session: DB) -> FileResponse:
+    """The browser's per-image graph: the decoder's prompt-independent work (run again for a mask fed back)."""
+    return _graph(IMAGE_DECODER, project_id, state, session)
+
+
 @router.get("/decoder_lowres.onnx")
 def low_res_decoder_graph(project_id: Id, state: State, session: DB) -> FileResponse:
-    """The browser's graph: the same decoder up to the low-res logits (no orig_im_size input)."""
+    """The browser's per-click graph: the rest of the decoder up to the low-res logits, for the image tokens
+    the page asks for."""
     return _graph(LOW_RES_DECODER, project_id, state, session)
+
+
+@router.get("/decoder_rest.onnx")
+def rest_decoder_graph(project_id: Id, state: State, session: DB) -> FileResponse:
+    """The browser's second graph: the other image tokens' low-res logits (a fed-back mask's whole grid)."""
+    return _graph(REST_DECODER, project_id, state, session)
 
 
 def _graph(name: str, project_id: int, state: ServerState, session: DB) -> FileResponse:

@@ -1,12 +1,18 @@
-// The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graph, up to the low-res
-// logits (GET /api/projects/{pid}/decoder_lowres.onnx, the decoder info's graph_url) on onnxruntime-web
+// The mask decoder in the browser: samkit's prompt-encoder + mask-decoder ONNX graphs (the decoder info's
+// image_graph_url, graph_url and rest_graph_url: GET /api/projects/{pid}/decoder_*.onnx) on onnxruntime-web
 // (WASM, SIMD; threads when the page is cross-origin isolated, as the server serves it, and the embedding
 // grid is large), fed the server's fp16 image
 // embedding (GET .../images/{iid}/embedding, cached per image). Same arithmetic as samkit.Predictor:
-// prompts mapped to the model's input frame; the graph (decoder_lowres.onnx) stops at the low-res logits
+// prompts mapped to the model's input frame. The decoder is split where its work depends on less than the
+// whole prompt: decoder_image.onnx runs once per image (the first block's image-side projections; again for
+// a mask fed back), decoder_lowres.onnx per click, up to the low-res logits of the image tokens the
+// upsampling reads (upscaleGrid: a landscape photo's padding rows are skipped),
 // and upsampleMask() brings each mask shown to the original image (samkit.predict.transforms'
 // bilinear chain, at most 3 taps per axis); masks are logits > the model's threshold (0). The best mask
-// is upsampled at once, the other candidates when first read (out.masks[i] is a lazy getter).
+// is upsampled at once, the other candidates when first read (out.masks[i] is a lazy getter). A mask
+// fed back needs its whole low-res grid: decoder_rest.onnx computes the skipped tokens' logits in the
+// background, just after decode() returns (out.feedback[i] are Promises), and then decoder_image.onnx the
+// first-block work for the best mask, which the next click most often feeds back (out.ready).
 // When onnxruntime-web cannot start, decode() asks the server (POST .../images/{iid}/predict) instead
 // and the decoder says why (kind 'server', reason).
 //
@@ -14,13 +20,16 @@
 //   const out = await dec.decode(imageId, [[x, y]], [1], null, null);
 //   out.masks[0].data  // Uint8Array, 0/1 per pixel, row-major, original image size; masks best-scored first
 //   out.scores         // predicted IoU per mask
-//   out.lowRes         // Float32Array: the best mask's low-res logits (browser); null (server)
-//   out.feedback[i]    // what to pass back as maskInput to refine masks[i]: its low-res logits
-//                      // (browser) or {prediction_id, index} (server)
+//   out.lowRes         // Promise of a Float32Array: the best mask's low-res logits (browser); null (server)
+//   out.feedback[i]    // what to pass back as maskInput to refine masks[i]: a Promise of its low-res
+//                      // logits (browser) or {prediction_id, index} (server)
+//   out.ready          // a Promise settled when the background work for the next click is done: the
+//                      // feedback grids and the best mask's first-block work (browser; the server's: at once)
 //
 // decode(imageId, points, labels, box, maskInput, {multimask}): points [[x, y], ...] in original image
 // pixels, labels 1 (object) / 0 (background), box [x0, y0, x1, y1] or null, maskInput an earlier result's
-// lowRes or feedback[i], or null; multimask (default true): the 3 candidates, else the single-mask output.
+// lowRes or feedback[i] (or their values), or null; multimask (default true): the 3 candidates, else the
+// single-mask output.
 
 import { decodeRle } from './rle.js';
 
@@ -29,7 +38,7 @@ const START_TIMEOUT_MS = 90000; // a slower start is given up for the server
 const THREADED_TOKENS = 1024; // image tokens from which the decoder runs on several threads (wasmThreads)
 const TAPS = 3; // low-res cells an upsampled pixel reads per axis, at most (axisTaps: the low-res grid is a
 // quarter of the input frame, so the two input-frame rows an output reads fall in 3 adjacent low-res rows)
-const EMBEDDINGS_KEPT = 8; // images whose embeddings stay in memory (4 MB each for SAM ViT models)
+const EMBEDDINGS_KEPT = 4; // images whose embeddings and first-block work stay in memory (14 MB each for ViTs)
 
 /** Error with the server's one-line detail. */
 async function failure(response, what) {
@@ -97,16 +106,25 @@ export function axisTaps(out, inp, low, img) {
   return { index, weight, used };
 }
 
-/** One mask of low-res logits (low x low, row-major) -> {width, height, data}, data a Uint8Array of 0/1
- * (logit > threshold) at the original size. `rows` / `cols`: axisTaps of each axis. */
-export function upsampleMask(logits, low, rows, cols, threshold) {
+/** Rows and columns of image tokens (of a grid x grid embedding, each token `low / grid` low-res cells
+ * a side) that hold the low-res cells `rows` / `cols` (axisTaps) read: the decoder computes only those
+ * (samkit.predict.transforms.upscale_grid). */
+export function upscaleGrid(rows, cols, low, grid) {
+  const cell = low / grid;
+  return [rows, cols].map((taps) => Math.min(grid, Math.ceil(taps.used / cell)));
+}
+
+/** One mask of low-res logits (row-major, `stride` cells a row: the low-res grid's width or the part of
+ * it decoded) -> {width, height, data}, data a Uint8Array of 0/1 (logit > threshold) at the original
+ * size. `rows` / `cols`: axisTaps of each axis. */
+export function upsampleMask(logits, stride, rows, cols, threshold) {
   const height = rows.index.length / TAPS;
   const width = cols.index.length / TAPS;
   const ci = cols.index;
   const cw = cols.weight;
   const tmp = new Float32Array(rows.used * width); // low-res rows resized along x
   for (let j = 0; j < rows.used; j++) {
-    const base = j * low;
+    const base = j * stride;
     const out = j * width;
     for (let x = 0, t = 0; x < width; x++, t += TAPS) {
       tmp[out + x] = cw[t] * logits[base + ci[t]] + cw[t + 1] * logits[base + ci[t + 1]]
@@ -195,15 +213,36 @@ async function browserDecoder(api, headers, options) {
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false;
   ort.env.logLevel = 'error';
-  const graphResponse = await fetch(info.graph_url, { headers });
-  if (!graphResponse.ok) throw await failure(graphResponse, 'decoder graph');
-  const graph = new Uint8Array(await graphResponse.arrayBuffer());
-  const session = await ort.InferenceSession.create(graph, {
-    executionProviders: ['wasm'], graphOptimizationLevel: 'all',
-  });
+  async function load(url, what) {
+    const r = await fetch(url, { headers });
+    if (!r.ok) throw await failure(r, what);
+    return ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()), {
+      executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+    });
+  }
+  const imageSession = await load(info.image_graph_url, 'decoder image graph');
+  const session = await load(info.graph_url, 'decoder graph');
+  const rest = await load(info.rest_graph_url, 'decoder rest graph');
   const low = info.low_res;
+  const grid = info.embedding_shape[2]; // tokens a side (the embedding is square)
+  const channels = info.embedding_shape[1];
   const run = serial();
-  const embeddings = new Map(); // imageId -> Promise<{tensor, originalSize, inputSize}>, oldest first
+  const embeddings = new Map(); // imageId -> Promise<{tensor, originalSize, inputSize, cache}>, oldest first
+
+  /** The per-image graph's outputs (keys, t2i_k, t2i_v, i2t_q) for an embedding tensor and a mask fed back
+   * (low x low logits) or none. */
+  function imageWork(tensor, maskInput) {
+    if (maskInput != null && maskInput.length !== low * low) {
+      throw new Error(`maskInput must be ${low} x ${low} low-res logits (an earlier result's lowRes or feedback)`);
+    }
+    return run(() => imageSession.run({
+      image_embeddings: tensor,
+      // without a mask, a 4 x 4 one (the graph broadcasts its embedding: the mask branch costs nothing)
+      mask_input: maskInput == null ? new ort.Tensor('float32', new Float32Array(16), [1, 1, 4, 4])
+        : new ort.Tensor('float32', Float32Array.from(maskInput), [1, 1, low, low]),
+      has_mask_input: new ort.Tensor('float32', Float32Array.of(maskInput == null ? 0 : 1), [1]),
+    }));
+  }
 
   function embedding(imageId) {
     const key = String(imageId);
@@ -217,11 +256,12 @@ async function browserDecoder(api, headers, options) {
             + `the decoder from ${info.model_version}: reload the page`);
         }
         const shape = r.headers.get('X-Embedding-Shape').split(',').map(Number);
-        const data = halfToFloat(await r.arrayBuffer());
+        const tensor = new ort.Tensor('float32', halfToFloat(await r.arrayBuffer()), shape);
         return {
-          tensor: new ort.Tensor('float32', data, shape),
+          tensor,
           originalSize: parseSize(r.headers.get('X-Original-Size')),
           inputSize: parseSize(r.headers.get('X-Input-Size')),
+          cache: await imageWork(tensor, null), // what every click without a mask fed back starts from
         };
       })();
       entry.catch(() => embeddings.delete(key)); // a failed fetch is retried next time
@@ -233,7 +273,7 @@ async function browserDecoder(api, headers, options) {
     return entry;
   }
 
-  function feeds(emb, points, labels, box, maskInput) {
+  function feeds(emb, cache, points, labels, box, upscale) {
     const [height, width] = emb.originalSize;
     const sx = emb.inputSize[1] / width; // as samkit.predict.transforms.scale_coords
     const sy = emb.inputSize[0] / height;
@@ -250,51 +290,102 @@ async function browserDecoder(api, headers, options) {
       coords.push(0, 0); // SAM pads point-only prompts with one "not a point"
       labs.push(-1);
     }
-    if (maskInput != null && maskInput.length !== low * low) {
-      throw new Error(`maskInput must be ${low} x ${low} low-res logits (an earlier result's lowRes or feedback)`);
-    }
     const n = labs.length;
     return {
-      image_embeddings: emb.tensor,
+      keys: cache.keys, t2i_k: cache.t2i_k, t2i_v: cache.t2i_v, i2t_q: cache.i2t_q,
       point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, n, 2]),
       point_labels: new ort.Tensor('float32', Float32Array.from(labs), [1, n]),
-      mask_input: new ort.Tensor('float32', maskInput == null ? new Float32Array(low * low)
-        : Float32Array.from(maskInput), [1, 1, low, low]),
-      has_mask_input: new ort.Tensor('float32', Float32Array.of(maskInput == null ? 0 : 1), [1]),
+      upscale_grid: new ort.Tensor('int64', BigInt64Array.from(upscale.map(BigInt)), [2]),
     };
   }
 
-  let taps = { key: '', rows: null, cols: null }; // axisTaps of the last image size decoded
+  let taps = { key: '', rows: null, cols: null, upscale: null }; // axisTaps of the last image size decoded
   function tapsFor(emb) {
     const key = `${emb.originalSize}/${emb.inputSize}`;
     if (taps.key !== key) {
-      taps = { key, rows: axisTaps(emb.originalSize[0], emb.inputSize[0], low, info.img_size),
-        cols: axisTaps(emb.originalSize[1], emb.inputSize[1], low, info.img_size) };
+      const rows = axisTaps(emb.originalSize[0], emb.inputSize[0], low, info.img_size);
+      const cols = axisTaps(emb.originalSize[1], emb.inputSize[1], low, info.img_size);
+      taps = { key, rows, cols, upscale: upscaleGrid(rows, cols, low, grid) };
     }
     return taps;
   }
 
-  async function decode(imageId, pointsIn, labelsIn, box, maskInput, { multimask = true } = {}) {
+  /** The whole low-res grids (low x low each) of masks `order` from a decode's outputs: the decoded
+   * tokens' part (th x tw tokens) copied, the other tokens' logits from the rest graph. */
+  async function completeGrids(order, part, [th, tw], tokens, weights) {
+    const cell = low / grid;
+    const missing = [];
+    for (let i = 0; i < grid; i++) for (let j = 0; j < grid; j++) if (i >= th || j >= tw) missing.push(i * grid + j);
+    const picked = new Float32Array(missing.length * channels);
+    missing.forEach((t, k) => picked.set(tokens.subarray(t * channels, (t + 1) * channels), k * channels));
+    const out = await run(() => rest.run({
+      image_tokens: new ort.Tensor('float32', picked, [1, missing.length, channels]),
+      mask_weights: weights,
+    }));
+    const patches = out.token_masks.data; // (1, M, n, cell, cell)
+    out.token_masks.dispose?.();
+    const width = tw * cell;
+    const size = th * cell * width;
+    return order.map((m) => {
+      const full = new Float32Array(low * low);
+      for (let r = 0; r < th * cell; r++) {
+        full.set(part.subarray(m * size + r * width, m * size + (r + 1) * width), r * low);
+      }
+      missing.forEach((t, k) => {
+        const [i, j] = [Math.floor(t / grid), t % grid];
+        const base = (m * missing.length + k) * cell * cell;
+        for (let a = 0; a < cell; a++) {
+          full.set(patches.subarray(base + a * cell, base + (a + 1) * cell), (i * cell + a) * low + j * cell);
+        }
+      });
+      return full;
+    });
+  }
+
+  async function decode(imageId, pointsIn, labelsIn, box, maskInputIn, { multimask = true } = {}) {
     const [points, labels] = pointPrompts(pointsIn, labelsIn);
     const emb = await embedding(imageId);
+    const maskInput = await maskInputIn; // an earlier result's feedback is a Promise
     if (!checkPrompts(points, labels, box, emb.originalSize) && maskInput == null) {
       throw new Error('give at least one prompt: points, box or maskInput');
     }
-    const out = await run(() => session.run(feeds(emb, points, labels, box, maskInput)));
+    const { rows, cols, upscale } = tapsFor(emb);
+    let cache = emb.cache;
+    if (maskInput != null) { // the best mask of the last result was prepared in the background
+      cache = await (emb.next?.mask === maskInput ? emb.next.work : imageWork(emb.tensor, maskInput));
+    }
+    const out = await run(() => session.run(feeds(emb, cache, points, labels, box, upscale)));
     const iou = out.iou_predictions.data;
     const order = (multimask ? [1, 2, 3] : [0]).sort((a, b) => iou[b] - iou[a]);
-    const lowResList = order.map((k) => out.low_res_masks.data.slice(k * low * low, (k + 1) * low * low));
+    const part = out.low_res_masks.data; // (1, 4, th * cell, tw * cell)
+    const [, , ph, pw] = out.low_res_masks.dims;
+    const lowResList = order.map((k) => part.subarray(k * ph * pw, (k + 1) * ph * pw));
     const scores = order.map((k) => iou[k]);
-    Object.values(out).forEach((t) => t.dispose?.());
-    const { rows, cols } = tapsFor(emb);
+    let grids;
+    if (ph === low && pw === low) {
+      grids = Promise.resolve(lowResList);
+    } else { // after this task (the page draws the mask first), in the background
+      const [tokens, weights] = [out.image_tokens.data, out.mask_weights];
+      grids = new Promise((resolve) => { setTimeout(resolve, 0); })
+        .then(() => completeGrids(order, part, upscale, tokens, weights));
+      grids.catch(() => {}); // a failure is the feedback's, when it is used
+    }
     const masks = [];
     const made = [];
     lowResList.forEach((logits, i) => Object.defineProperty(masks, i, {
       enumerable: true,
-      get: () => (made[i] ??= upsampleMask(logits, low, rows, cols, info.mask_threshold)),
+      get: () => (made[i] ??= upsampleMask(logits, pw, rows, cols, info.mask_threshold)),
     }));
     void masks[0]; // the best mask now; the other candidates when first read
-    return { masks, scores, lowRes: lowResList[0], feedback: lowResList };
+    const feedback = order.map((_, i) => grids.then((all) => all[i]));
+    feedback.forEach((f) => f.catch(() => {}));
+    // the next click most often feeds the best mask back: its first-block work is done now, in the background
+    const ready = grids.then((all) => {
+      const next = { mask: all[0], work: imageWork(emb.tensor, all[0]) };
+      emb.next = next;
+      return next.work;
+    }).then(() => {}, () => {});
+    return { masks, scores, lowRes: feedback[0], feedback, ready };
   }
 
   // one run on a blank embedding: the first click does not pay for the kernels' set-up, and a runtime
@@ -302,8 +393,11 @@ async function browserDecoder(api, headers, options) {
   const size = info.embedding_shape.reduce((a, b) => a * b, 1);
   const blank = { tensor: new ort.Tensor('float32', new Float32Array(size), info.embedding_shape),
     originalSize: [info.img_size, info.img_size], inputSize: [info.img_size, info.img_size] };
-  const warm = await session.run(feeds(blank, [[1, 1]], [1], null, null));
-  Object.values(warm).forEach((t) => t.dispose?.());
+  const warmImage = await imageWork(blank.tensor, null);
+  const warm = await session.run(feeds(blank, warmImage, [[1, 1]], [1], null, [grid, grid]));
+  const warmRest = await rest.run({ mask_weights: warm.mask_weights,
+    image_tokens: new ort.Tensor('float32', new Float32Array(channels), [1, 1, channels]) });
+  [...Object.values(warmImage), ...Object.values(warm), ...Object.values(warmRest)].forEach((t) => t.dispose?.());
 
   const simd = 'WASM SIMD';
   const threadNote = threads > 1 ? `${threads} threads` : `1 thread${globalThis.crossOriginIsolated ? ''
@@ -338,6 +432,7 @@ function serverDecoder(api, headers, reason) {
       scores: answer.masks.map((m) => m.score),
       lowRes: null,
       feedback: answer.masks.map((m) => ({ prediction_id: answer.prediction_id, index: m.index })),
+      ready: Promise.resolve(),
     };
   }
   return { kind: 'server', reason, info: null, decode };
