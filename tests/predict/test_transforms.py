@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samkit.predict.transforms import mask_to_low_res_logits, postprocess_logits, resized_shape
+from samkit.predict.transforms import (
+    mask_to_low_res_logits,
+    postprocess_logits,
+    resized_shape,
+    upsample_operators,
+    upscale_grid,
+)
 
 
 def _blob(h: int, w: int) -> np.ndarray:
@@ -57,3 +63,21 @@ def test_postprocess_logits_equals_sams_interpolate_chain(size, lead):
 def test_postprocess_logits_empty_batch():
     out = postprocess_logits(torch.zeros(0, 3, 256, 256), (10, 20), resized_shape(10, 20, 1024))
     assert out.shape == (0, 3, 10, 20)
+
+
+@pytest.mark.parametrize("img, low", [(1024, 256), (320, 80)])
+def test_upscale_grid_covers_exactly_the_cells_the_upsampling_reads(img, low):
+    """The image tokens the browser's decoder graph computes: every low-res cell with weight in the
+    upsampling to the original size is inside them, and the next token row / column would hold none."""
+    rng = np.random.default_rng(0)
+    grid = low // 4
+    for h, w in [(321, 481), (481, 321), (500, 500), *rng.integers(40, 3000, (40, 2)).tolist()]:
+        inp = resized_shape(h, w, img)
+        rows_cols = upscale_grid((h, w), inp, low, img, grid)
+        for op, kept in zip(upsample_operators((h, w), inp, low, img), rows_cols, strict=True):
+            read = int(op.abs().sum(0).nonzero().max()) + 1  # cells with weight
+            assert read <= 4 * kept <= 4 * grid
+            # at most one token more than the cells with weight need (a zero-weight tap may reach one cell further)
+            assert kept == grid or 4 * (kept - 1) <= read
+        if max(h, w) > 1.2 * min(h, w):
+            assert min(rows_cols) < grid  # the short side's padding is skipped
