@@ -544,7 +544,7 @@ export async function annotatePage(root, projectId, imageId, me) {
     const seq = previewSeq;
     previewTimer = setTimeout(async () => {
       try {
-        const r = await decoder.decode(imageId, [[x, y]], [1], null, null, { multimask: true });
+        const r = await decoder.decode(imageId, [[x, y]], [1], null, null, { multimask: true, prepare: false });
         if (seq !== previewSeq || !previewAllowed()) return;
         preview = { canvas: maskCanvas(r.masks[0], PREVIEW_RGBA), area: maskArea(r.masks[0]) };
         previews += 1;

@@ -29,7 +29,8 @@
 // decode(imageId, points, labels, box, maskInput, {multimask}): points [[x, y], ...] in original image
 // pixels, labels 1 (object) / 0 (background), box [x0, y0, x1, y1] or null, maskInput an earlier result's
 // lowRes or feedback[i] (or their values), or null; multimask (default true): the 3 candidates, else the
-// single-mask output.
+// single-mask output; prepare (default true): start the background work for a next click that feeds a
+// mask back (out.ready) at once; false (a hover preview) leaves it to when out.feedback is read.
 
 import { decodeRle } from './rle.js';
 
@@ -342,7 +343,7 @@ async function browserDecoder(api, headers, options) {
     });
   }
 
-  async function decode(imageId, pointsIn, labelsIn, box, maskInputIn, { multimask = true } = {}) {
+  async function decode(imageId, pointsIn, labelsIn, box, maskInputIn, { multimask = true, prepare = true } = {}) {
     const [points, labels] = pointPrompts(pointsIn, labelsIn);
     const emb = await embedding(imageId);
     const maskInput = await maskInputIn; // an earlier result's feedback is a Promise
@@ -361,15 +362,13 @@ async function browserDecoder(api, headers, options) {
     const [, , ph, pw] = out.low_res_masks.dims;
     const lowResList = order.map((k) => part.subarray(k * ph * pw, (k + 1) * ph * pw));
     const scores = order.map((k) => iou[k]);
-    let grids;
-    if (ph === low && pw === low) {
-      grids = Promise.resolve(lowResList);
-    } else { // after this task (the page draws the mask first), in the background
-      const [tokens, weights] = [out.image_tokens.data, out.mask_weights];
-      grids = new Promise((resolve) => { setTimeout(resolve, 0); })
-        .then(() => completeGrids(order, part, upscale, tokens, weights));
-      grids.catch(() => {}); // a failure is the feedback's, when it is used
-    }
+    // the whole low-res grids, for a mask fed back: completed after this task (the page draws the mask
+    // first), when the first feedback is read or, with `prepare`, at once
+    let gridsPromise = null;
+    const [tokens, weights] = [out.image_tokens.data, out.mask_weights];
+    const grids = () => (gridsPromise ??= ph === low && pw === low ? Promise.resolve(lowResList)
+      : new Promise((resolve) => { setTimeout(resolve, 0); })
+        .then(() => completeGrids(order, part, upscale, tokens, weights)));
     const masks = [];
     const made = [];
     lowResList.forEach((logits, i) => Object.defineProperty(masks, i, {
@@ -377,15 +376,23 @@ async function browserDecoder(api, headers, options) {
       get: () => (made[i] ??= upsampleMask(logits, pw, rows, cols, info.mask_threshold)),
     }));
     void masks[0]; // the best mask now; the other candidates when first read
-    const feedback = order.map((_, i) => grids.then((all) => all[i]));
-    feedback.forEach((f) => f.catch(() => {}));
-    // the next click most often feeds the best mask back: its first-block work is done now, in the background
-    const ready = grids.then((all) => {
+    const feedback = [];
+    order.forEach((_, i) => Object.defineProperty(feedback, i, {
+      enumerable: true,
+      get: () => {
+        const one = grids().then((all) => all[i]);
+        one.catch(() => {}); // a failure is the feedback's, where it is awaited
+        return one;
+      },
+    }));
+    // the next click most often feeds the best mask back: with `prepare`, its first-block work is done now,
+    // in the background (a hover preview, whose masks are never fed back, asks for none of it)
+    const ready = !prepare ? Promise.resolve() : grids().then((all) => {
       const next = { mask: all[0], work: imageWork(emb.tensor, all[0]) };
       emb.next = next;
       return next.work;
     }).then(() => {}, () => {});
-    return { masks, scores, lowRes: feedback[0], feedback, ready };
+    return { masks, scores, get lowRes() { return feedback[0]; }, feedback, ready };
   }
 
   // one run on a blank embedding: the first click does not pay for the kernels' set-up, and a runtime
