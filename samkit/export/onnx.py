@@ -193,7 +193,8 @@ class LowResDecoderGraph(DecoderGraph):
         pe = model.dense_pe()
         cache = ImageCache(keys=keys, key_pe=pe.flatten(2).transpose(1, 2), t2i_k=t2i_k, t2i_v=t2i_v,
                            i2t_q=i2t_q, grid=(h, w))
-        hs, src, _ = decoder.run_transformer(keys, pe, self._embed_points(point_coords, point_labels), None, cache)
+        sparse = self._embed_points(point_coords, point_labels)
+        hs, src, _ = decoder.run_transformer(keys, pe, sparse, None, cache)  # with a cache the first is not read
         weights = decoder.hypernetwork(hs)
         kept = src.view(1, h, w, -1)[:, :upscale_grid[0], :upscale_grid[1]]  # traced as dynamic ends
         logits = decoder.upscale_tokens(kept.reshape(1, -1, src.shape[2]), weights)
