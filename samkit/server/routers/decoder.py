@@ -103,7 +103,7 @@ def decoder_info(project_id: Id, state: State, session: DB) -> dict:
             "low_res": meta["low_res"], "mask_threshold": meta["mask_threshold"],
             "inputs": meta["low_res_decoder"]["inputs"], "outputs": meta["low_res_decoder"]["outputs"],
             "embedding_shape": [1, int(model.mask_decoder.transformer_dim), *map(int, grid)],
-            "graph_url": f"/api/projects/{project_id}/decoder_lowres.onnx",
+            "graph_url": f"/api/projects/{project_id}/{LOW_RES_DECODER}",
             "graph_bytes": (folder / LOW_RES_DECODER).stat().st_size,
             "image_graph_url": f"/api/projects/{project_id}/{IMAGE_DECODER}",
             "rest_graph_url": f"/api/projects/{project_id}/{REST_DECODER}",
