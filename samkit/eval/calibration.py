@@ -7,7 +7,8 @@ everything-mode thresholds a model recommends.
 * :func:`fit_affine` / :func:`calibrate_iou_head`: a least-squares map real ~ a * predicted + b, folded
   into the IoU head's last linear layer (the state-dict layout is unchanged).
 * :func:`fit_amg_thresholds`: the strictest everything-mode thresholds on validation images that still
-  keep a useful number of masks and find the validation objects.
+  keep a useful number of masks and find the validation objects, from the runs' records reduced by
+  :func:`object_ious` (scores, box and IoU with each object; no mask kept in memory).
 
 Fit on a validation split of the training data, never on an evaluation set.
 """
@@ -124,6 +125,19 @@ def select_records(records: Sequence[dict], pred_iou_thresh: float, stability_sc
     return [kept[i] for i in nms(boxes, scores, box_nms_thresh).tolist()]
 
 
+def object_ious(sample: Sample, records: Sequence[dict]) -> list[dict]:
+    """Everything-mode ``records`` (``output_mode="binary_mask"``) of ``sample`` reduced to what
+    :func:`fit_amg_thresholds` needs: ``predicted_iou``, ``stability_score``, ``bbox`` and
+    ``object_ious`` (IoU with each of the sample's object masks); the (H,W) masks are dropped, so a
+    fit over many validation images holds no masks in memory."""
+    if not records:
+        return []
+    masks = np.stack([np.asarray(r["segmentation"], dtype=bool) for r in records])  # (R,H,W)
+    per_object = [np.atleast_1d(iou(masks, gt, sample.ignore)) for gt in sample.masks]  # each (R,)
+    return [{"predicted_iou": r["predicted_iou"], "stability_score": r["stability_score"], "bbox": r["bbox"],
+             "object_ious": [float(o[i]) for o in per_object]} for i, r in enumerate(records)]
+
+
 def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]],
                        candidates: Sequence[dict[str, float]] | None = None,
                        min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5) -> dict:
@@ -131,12 +145,12 @@ def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]]
 
     ``runs``: for each stability offset, per validation sample (one or more object masks) the records
     of one everything-mode run at that offset with the loosest thresholds of ``candidates``,
-    ``box_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``; each setting is then applied
-    with :func:`select_records`. A setting qualifies when the median number of masks per image lies
-    in [min_masks, max_masks] and no image gets none; among those the highest object recall (share of
-    validation objects matched by a kept mask at IoU >= ``recall_iou``) wins, then the most masks on
-    the poorest image (everything-mode should leave no image nearly bare), then the strictest. When
-    none qualifies, the setting whose median count is nearest the range (then the
+    ``box_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``, reduced by :func:`object_ious`;
+    each setting is then applied with :func:`select_records`. A setting qualifies when the median number
+    of masks per image lies in [min_masks, max_masks] and no image gets none; among those the highest
+    object recall (share of validation objects matched by a kept mask at IoU >= ``recall_iou``) wins,
+    then the most masks on the poorest image (everything-mode should leave no image nearly bare), then
+    the strictest. When none qualifies, the setting whose median count is nearest the range (then the
     best recall) is chosen and ``qualified`` is False. Returns {"thresholds", "qualified", "table"}.
     """
     candidates = list(candidates or amg_candidates())
@@ -147,11 +161,8 @@ def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]]
             for sample, records in per_image:
                 kept = select_records(records, setting["pred_iou_thresh"], setting["stability_score_thresh"])
                 counts.append(len(kept))
-                masks = np.stack([r["segmentation"] for r in kept]) if kept else None
-                for gt in sample.masks:
-                    objects += 1
-                    if masks is not None and float(np.max(iou(masks, gt, sample.ignore))) >= recall_iou:
-                        hits += 1
+                objects += len(sample.masks)
+                hits += sum(any(r["object_ious"][j] >= recall_iou for r in kept) for j in range(len(sample.masks)))
             table.append({**setting, "stability_score_offset": offset, "median_masks": float(np.median(counts)),
                           "min_masks": int(min(counts)), "max_masks": int(max(counts)),
                           "recall": hits / max(objects, 1)})

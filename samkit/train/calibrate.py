@@ -28,6 +28,7 @@ from samkit.eval.calibration import (
     calibrate_iou_head,
     fit_affine,
     fit_amg_thresholds,
+    object_ious,
     score_pairs,
     score_quality,
 )
@@ -75,7 +76,7 @@ def calibrate_model(model: Sam, point_samples: Sequence[Sample], amg_samples: Se
         generator = AutomaticMaskGenerator(model, points_per_side=points_per_side, pred_iou_thresh=loosest[0],
                                            stability_score_thresh=loosest[1], stability_score_offset=offset,
                                            box_nms_thresh=1.0, output_mode="binary_mask")
-        runs[offset] = [(sample, generator.generate(sample.image)) for sample in amg_samples]
+        runs[offset] = [(sample, object_ious(sample, generator.generate(sample.image))) for sample in amg_samples]
     fit = fit_amg_thresholds(runs, grid)
     thresholds = fit["thresholds"]
     model.recommended_amg = {f"amg_{k}": float(v) for k, v in thresholds.items()}

@@ -12,6 +12,7 @@ from samkit.eval.calibration import (
     calibration_error,
     fit_affine,
     fit_amg_thresholds,
+    object_ious,
     score_quality,
     select_records,
 )
@@ -73,6 +74,23 @@ def test_select_records_thresholds_then_nms():
     assert select_records(recs, 0.95, 0.0) == []
 
 
+def test_object_ious_keeps_scores_and_each_objects_iou_but_no_mask():
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:10] = True  # 64 px
+    b = np.zeros((20, 20), bool)
+    b[2:10, 2:6] = True  # 32 px, inside a
+    ignore = np.zeros((20, 20), bool)
+    ignore[2:10, 6:8] = True  # 16 px of a
+    sample = Sample("s", np.zeros((20, 20, 3), np.uint8), np.stack([a, b]), ignore)
+    recs = [_record(a, 0.9, 0.95), _record(b, 0.7, 0.8)]
+    light = object_ious(sample, recs)
+    assert [sorted(r) for r in light] == [["bbox", "object_ious", "predicted_iou", "stability_score"]] * 2
+    assert [r["predicted_iou"] for r in light] == [0.9, 0.7] and light[1]["bbox"] == recs[1]["bbox"]
+    assert light[0]["object_ious"] == [1.0, pytest.approx(32 / 48)]  # the ignored columns count for neither
+    assert light[1]["object_ious"] == [pytest.approx(32 / 48), 1.0]
+    assert object_ious(sample, []) == []
+
+
 def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_recall():
     gt = np.zeros((40, 40), bool)
     gt[5:25, 5:25] = True
@@ -85,7 +103,7 @@ def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_
             m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
             recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.9))
         samples.append(Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None))
-        runs.append((samples[-1], recs))
+        runs.append((samples[-1], object_ious(samples[-1], recs)))
     fit = fit_amg_thresholds({1.0: runs}, min_masks=10, max_masks=60)
     assert fit["qualified"]
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
@@ -104,7 +122,8 @@ def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
             y, x = divmod(j, 4)
             m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
             recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.55 if k == 0 else 0.9))  # image 0: less stable
-        runs.append((Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None), recs))
+        sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
+        runs.append((sample, object_ious(sample, recs)))
     fit = fit_amg_thresholds({1.0: runs}, min_masks=10, max_masks=60)
     # stability 0.9 also has a median of 13 masks and full recall, but leaves image 0 with one mask
     assert fit["qualified"]
