@@ -130,12 +130,9 @@ def object_ious(sample: Sample, records: Sequence[dict]) -> list[dict]:
     :func:`fit_amg_thresholds` needs: ``predicted_iou``, ``stability_score``, ``bbox`` and
     ``object_ious`` (IoU with each of the sample's object masks); the (H,W) masks are dropped, so a
     fit over many validation images holds no masks in memory."""
-    if not records:
-        return []
-    masks = np.stack([np.asarray(r["segmentation"], dtype=bool) for r in records])  # (R,H,W)
-    per_object = [np.atleast_1d(iou(masks, gt, sample.ignore)) for gt in sample.masks]  # each (R,)
     return [{"predicted_iou": r["predicted_iou"], "stability_score": r["stability_score"], "bbox": r["bbox"],
-             "object_ious": [float(o[i]) for o in per_object]} for i, r in enumerate(records)]
+             "object_ious": [float(iou(r["segmentation"], gt, sample.ignore)) for gt in sample.masks]}
+            for r in records]
 
 
 def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]],
