@@ -54,7 +54,9 @@ def split_times(name: str, images: list[str], points_per_side: int, relaxed: boo
     from samkit.predict.everything import AutomaticMaskGenerator
 
     settings = RELAXED if relaxed else {}
-    gen = AutomaticMaskGenerator(_model(name), points_per_side=points_per_side, output_mode="coco_rle", **settings)
+    # whole image only (no crops, whatever the model recommends), as the reference runs it is compared with
+    gen = AutomaticMaskGenerator(_model(name), points_per_side=points_per_side, output_mode="coco_rle", crop_n_layers=0,
+                                 **settings)
     gen.generate(images[0])
     rows = []
     for path in images:

@@ -57,7 +57,8 @@ def main() -> None:
             row["predict_mb"] = peak_mb([sys.executable, "-c", PREDICT, str(image), str(n)])
             row["everything_mb"] = peak_mb([*cli, "everything", str(image), "--out", f"{tmp}/ev{n}", "--overlay",
                                             "--points-per-side", "8", "--pred-iou-thresh", "0.25",
-                                            "--stability-score-thresh", "0.7", "--stability-score-offset", "0.1"])
+                                            "--stability-score-thresh", "0.7", "--stability-score-offset", "0.1",
+                                            "--crop-n-layers", "0"])
             rows.append(row)
             print(f"{n:>6} px: segment {row['segment_mb']:.0f} MB, Predictor.predict {row['predict_mb']:.0f} MB, "
                   f"everything {row['everything_mb']:.0f} MB", flush=True)

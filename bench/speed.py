@@ -203,7 +203,8 @@ def everything_section(args) -> dict:
     from samkit.predict.everything import AutomaticMaskGenerator
     from samkit.predict.predictor import Predictor
 
-    relaxed = {"pred_iou_thresh": 0.25, "stability_score_thresh": 0.7, "stability_score_offset": 0.1}
+    relaxed = {"pred_iou_thresh": 0.25, "stability_score_thresh": 0.7, "stability_score_offset": 0.1,
+               "crop_n_layers": 0}  # whole image only, whatever the model recommends
     model = samkit.load_model("samkit_tiny")
     image = load_image(IMAGE)
     out = {"points_per_side": args.grid, "load_avg": load_average()}

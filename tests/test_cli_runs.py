@@ -144,7 +144,7 @@ def test_everything_refuses_another_format_in_the_same_folder(data_dir, tmp_path
 
 def test_everything_says_why_no_mask_was_kept(data_dir, tmp_path):
     result = run_cli("everything", data_dir / PHOTO, "--out", tmp_path / "ev", "--points-per-side", "4",
-                     "--pred-iou-thresh", "0.99")  # stricter than any score the model gives
+                     "--crop-n-layers", "0", "--pred-iou-thresh", "0.99")  # stricter than any score the model gives
     assert result.code == 0, result
     line = next(s for s in result.out.splitlines() if "kept no mask" in s)
     assert "of 48 candidates" in line and "predicted IoU <= 0.99 removed" in line and "--pred-iou-thresh" in line

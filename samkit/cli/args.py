@@ -121,6 +121,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"bad value {text!r}: expected an integer >= 0")
+    return value
+
+
 # ------------------------------------------------------------------------------------------ prompts
 
 

@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
     group = p.add_argument_group("generator settings (SAM's automatic mask generator)")
     for f in dataclasses.fields(EverythingSettings):
-        kind = int if f.type in (int, "int") else float
+        kind = int if f.type in (int, "int", "int | None") else float
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default,
                            metavar=_METAVARS[kind], help=f.metadata["help"])
     add_model_options(p, DEFAULT_MODEL)

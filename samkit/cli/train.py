@@ -6,19 +6,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from samkit.cli.args import positive_int
+from samkit.cli.args import non_negative_int, positive_int
 from samkit.cli.common import check_writable
 from samkit.data.readers import open_dataset
 from samkit.errors import SamkitError
 from samkit.io_utils import atomic_write_text
 from samkit.models.load import load_model
+from samkit.models.model_file import read_model_info
 from samkit.models.sam import Sam
 from samkit.train import load_config, train
-from samkit.train.calibrate import calibrate_model, split_validation, write_calibrated
+from samkit.train.calibrate import AMG_OFFSETS, calibrate_model, split_validation, write_calibrated
 from samkit.train.refiner import load_refiner_config, train_refiner
 from samkit.train.text import load_text_config, train_text
 
@@ -27,9 +29,9 @@ TRAIN_DESCRIPTION = ("Train or fine-tune a promptable model from a JSON config (
                      "curve, checkpoints and the exported model into the config's out_dir.")
 CALIBRATE_DESCRIPTION = ("Calibrate a trained model for shipping, on a validation split of its training data "
                          "(never an evaluation set): fit its IoU head (affine, folded into the head) on "
-                         "single-point masks of --points objects, and the everything-mode thresholds on "
-                         "--images images; writes the model file with the thresholds in its metadata and a "
-                         "JSON report beside it.")
+                         "single-point masks of --points objects, and the everything-mode thresholds (each "
+                         "--offsets stability offset with each --crop-layers count) on --images images; "
+                         "writes the model file with the thresholds in its metadata and a JSON report beside it.")
 REFINER_DESCRIPTION = ("Train a SAM-REF refiner (samkit.refine) behind a frozen SAM from a JSON config "
                        "(configs/samkit_tiny_ref.json): simulated click sessions, boundary-weighted focal + dice. "
                        "Resumable; writes a JSONL log, checkpoints and refiner.fp16.safetensors into the config's "
@@ -49,6 +51,12 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
         p.add_argument("--points", type=positive_int, default=150, metavar="N", help="objects for the IoU head")
         p.add_argument("--images", type=positive_int, default=12, metavar="N", help="images for the thresholds")
         p.add_argument("--points-per-side", type=positive_int, default=32, help="everything-mode grid")
+        p.add_argument("--crop-layers", type=non_negative_int, nargs="+", default=[0], metavar="N",
+                       help="crop layers to try (default 0; e.g. 0 1: fewer layers win ties, they cost less)")
+        p.add_argument("--offsets", type=float, nargs="+", default=list(AMG_OFFSETS), metavar="X",
+                       help=f"stability offsets to try (default {' '.join(map(str, AMG_OFFSETS))})")
+        p.add_argument("--thresholds-only", action="store_true",
+                       help="keep the IoU head (and the file's calibration record): fit only the everything settings")
         p.add_argument("--out", required=True, type=Path, metavar="FILE", help="calibrated .safetensors to write")
         p.set_defaults(func=run_calibrate)
         return p
@@ -123,8 +131,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not isinstance(model, Sam):
         raise SamkitError(f"calibrate fits a SAM's IoU head and everything thresholds; {args.model} is a text model")
     points, images = split_validation(open_dataset(args.val_kind, args.val_root), args.points, args.images)
-    report = calibrate_model(model, points, images, args.points_per_side)
-    path = write_calibrated(model, report, args.out)
+    report = calibrate_model(model, points, images, args.points_per_side, crop_layers=args.crop_layers,
+                             offsets=args.offsets, calibrate_head=not args.thresholds_only)
+    source = read_model_info(model.weights) if os.path.isfile(model.weights) else None
+    path = write_calibrated(model, report, args.out, source=source)
     report_path = path.with_suffix(".calibration.json")
     atomic_write_text(report_path, json.dumps(report.to_dict(), indent=1) + "\n")
     before, after = report.before, report.after

@@ -6,8 +6,8 @@ everything-mode thresholds a model recommends.
   top-scored mask loses against the oracle pick.
 * :func:`fit_affine` / :func:`calibrate_iou_head`: a least-squares map real ~ a * predicted + b, folded
   into the IoU head's last linear layer (the state-dict layout is unchanged).
-* :func:`fit_amg_thresholds`: the strictest everything-mode thresholds on validation images that still
-  keep a useful number of masks and find the validation objects, from the runs' records reduced by
+* :func:`fit_amg_thresholds`: the everything-mode thresholds and crop layers on validation images that
+  keep a useful number of masks on each image and find the validation objects, from the runs' records reduced by
   :func:`object_ious` (scores, box and IoU with each object; no mask kept in memory).
 
 Fit on a validation split of the training data, never on an evaluation set.
@@ -111,18 +111,32 @@ def amg_candidates(pred_iou: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0
     return sorted(grid, key=lambda g: g["pred_iou_thresh"] + g["stability_score_thresh"], reverse=True)
 
 
+def _nms_records(records: Sequence[dict], scores: Sequence[float], thresh: float) -> list[dict]:
+    """Box NMS over ``records`` (``bbox`` [x, y, w, h]) by ``scores``, kept in score order."""
+    if len(records) < 2:
+        return list(records)
+    xywh = torch.tensor([r["bbox"] for r in records], dtype=torch.float64)
+    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    return [records[i] for i in nms(boxes, torch.tensor(scores, dtype=torch.float64), thresh).tolist()]
+
+
 def select_records(records: Sequence[dict], pred_iou_thresh: float, stability_score_thresh: float,
-                   box_nms_thresh: float = 0.7) -> list[dict]:
-    """What everything-mode (one crop) keeps of ``records`` from a run with looser thresholds and no
-    NMS: the records passing both thresholds, then box NMS by predicted IoU (as the generator)."""
+                   box_nms_thresh: float = 0.7, crop_nms_thresh: float = 0.7) -> list[dict]:
+    """What everything-mode keeps of ``records`` from a run with looser thresholds and no NMS
+    (``box_nms_thresh=crop_nms_thresh=1.0``): the records passing both thresholds, box NMS by predicted
+    IoU within each crop (``crop_box``; records without one are one crop), then, when they come from
+    several crops, box NMS across crops preferring the smaller crop's mask (as the generator)."""
     kept = [r for r in records
             if r["predicted_iou"] > pred_iou_thresh and r["stability_score"] >= stability_score_thresh]
-    if len(kept) < 2:
-        return kept
-    xywh = torch.tensor([r["bbox"] for r in kept], dtype=torch.float64)
-    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
-    scores = torch.tensor([r["predicted_iou"] for r in kept], dtype=torch.float64)
-    return [kept[i] for i in nms(boxes, scores, box_nms_thresh).tolist()]
+    by_crop: dict[tuple, list[dict]] = {}
+    for r in kept:
+        by_crop.setdefault(tuple(r.get("crop_box", ())), []).append(r)
+    kept = [r for group in by_crop.values()
+            for r in _nms_records(group, [r["predicted_iou"] for r in group], box_nms_thresh)]
+    if len(by_crop) > 1:
+        kept = _nms_records(kept, [1.0 / max(crop[2] * crop[3], 1.0) for crop in
+                                   (r["crop_box"] for r in kept)], crop_nms_thresh)
+    return kept
 
 
 def object_ious(sample: Sample, records: Sequence[dict]) -> list[dict]:
@@ -131,47 +145,52 @@ def object_ious(sample: Sample, records: Sequence[dict]) -> list[dict]:
     ``object_ious`` (IoU with each of the sample's object masks); the (H,W) masks are dropped, so a
     fit over many validation images holds no masks in memory."""
     return [{"predicted_iou": r["predicted_iou"], "stability_score": r["stability_score"], "bbox": r["bbox"],
+             **({"crop_box": r["crop_box"]} if "crop_box" in r else {}),
              "object_ious": [float(iou(r["segmentation"], gt, sample.ignore)) for gt in sample.masks]}
             for r in records]
 
 
-def fit_amg_thresholds(runs: Mapping[float, Sequence[tuple[Sample, list[dict]]]],
+def fit_amg_thresholds(runs: Mapping[tuple[float, int], Sequence[tuple[Sample, list[dict]]]],
                        candidates: Sequence[dict[str, float]] | None = None,
-                       min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5) -> dict:
-    """Choose everything-mode thresholds on validation images.
+                       min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5,
+                       per_image: tuple[int, int] = (5, 60)) -> dict:
+    """Choose everything-mode thresholds (and crop layers) on validation images.
 
-    ``runs``: for each stability offset, per validation sample (one or more object masks) the records
-    of one everything-mode run at that offset with the loosest thresholds of ``candidates``,
-    ``box_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``, reduced by :func:`object_ious`;
-    each setting is then applied with :func:`select_records`. A setting qualifies when the median number
-    of masks per image lies in [min_masks, max_masks] and no image gets none; among those the highest
-    object recall (share of validation objects matched by a kept mask at IoU >= ``recall_iou``) wins,
-    then the most masks on the poorest image (everything-mode should leave no image nearly bare), then
-    the strictest. When none qualifies, the setting whose median count is nearest the range (then the
-    best recall) is chosen and ``qualified`` is False. Returns {"thresholds", "qualified", "table"}.
+    ``runs``: for each (stability offset, crop layers), per validation sample (one or more object
+    masks) the records of one everything-mode run with those settings, the loosest thresholds of
+    ``candidates``, ``box_nms_thresh=crop_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``,
+    reduced by :func:`object_ious`; each setting is then applied with :func:`select_records`. A setting
+    qualifies when the median number of masks per image lies in [min_masks, max_masks] and no image
+    gets none. Among those wins, in turn: the most images whose count lies in ``per_image`` (what a
+    user of everything-mode expects on every image), the highest object recall (share of validation
+    objects matched by a kept mask at IoU >= ``recall_iou``), the most masks on the poorest image, and
+    the first in table order (runs in the order given, the strictest setting first): put the cheaper
+    runs (fewer crop layers) first. When none qualifies, the setting whose median count is nearest the
+    range (then the best recall) is chosen and ``qualified`` is False. Returns {"thresholds" (with
+    ``stability_score_offset`` and ``crop_n_layers``), "qualified", "table"}.
     """
     candidates = list(candidates or amg_candidates())
+    lo, hi = per_image
     table = []
-    for offset, per_image in runs.items():
+    for (offset, crop_n_layers), per_sample in runs.items():
         for setting in candidates:
             counts, hits, objects = [], 0, 0
-            for sample, records in per_image:
+            for sample, records in per_sample:
                 kept = select_records(records, setting["pred_iou_thresh"], setting["stability_score_thresh"])
                 counts.append(len(kept))
                 objects += len(sample.masks)
                 hits += sum(any(r["object_ious"][j] >= recall_iou for r in kept) for j in range(len(sample.masks)))
-            table.append({**setting, "stability_score_offset": offset, "median_masks": float(np.median(counts)),
-                          "min_masks": int(min(counts)), "max_masks": int(max(counts)),
+            table.append({**setting, "stability_score_offset": offset, "crop_n_layers": crop_n_layers,
+                          "median_masks": float(np.median(counts)), "min_masks": int(min(counts)),
+                          "max_masks": int(max(counts)), "in_range": sum(lo <= c <= hi for c in counts),
                           "recall": hits / max(objects, 1)})
     ok = [row for row in table if min_masks <= row["median_masks"] <= max_masks and row["min_masks"] > 0]
     if ok:
-        best_recall = max(row["recall"] for row in ok)
-        best = [row for row in ok if row["recall"] >= best_recall - 1e-9]
-        poorest = max(row["min_masks"] for row in best)
-        chosen = next(row for row in best if row["min_masks"] == poorest)  # table order: strictest first
+        # max() keeps the first of equals: table order breaks the last tie
+        chosen = max(ok, key=lambda row: (row["in_range"], round(row["recall"], 9), row["min_masks"]))
     else:
         def miss(row: dict) -> float:
             return max(min_masks - row["median_masks"], row["median_masks"] - max_masks, 0.0)
         chosen = min(table, key=lambda row: (miss(row), -row["recall"]))
-    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset")
+    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "crop_n_layers")
     return {"thresholds": {k: chosen[k] for k in keys}, "qualified": bool(ok), "table": table}

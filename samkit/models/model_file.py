@@ -28,7 +28,7 @@ from samkit.io_utils import atomic_path
 
 MODEL_FILE_SUFFIX = ".safetensors"
 _KNOWN = ("arch", "img_size", "variant", "backbone", "beit3")
-AMG_KEYS = ("amg_pred_iou_thresh", "amg_stability_score_thresh", "amg_stability_score_offset")
+AMG_KEYS = ("amg_pred_iou_thresh", "amg_stability_score_thresh", "amg_stability_score_offset", "amg_crop_n_layers")
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ class ModelFileInfo:
 
     @property
     def recommended_amg(self) -> dict[str, float]:
-        """Everything-mode thresholds the model recommends (``amg_pred_iou_thresh``,
-        ``amg_stability_score_thresh``, ``amg_stability_score_offset``; fitted on validation data when
-        the model was made), as floats; empty when the file has none."""
+        """Everything-mode settings the model recommends (``amg_pred_iou_thresh``,
+        ``amg_stability_score_thresh``, ``amg_stability_score_offset``, ``amg_crop_n_layers``; fitted on
+        validation data when the model was made), as floats; empty when the file has none."""
         out = {}
         for key in AMG_KEYS:
             if key in self.extra:
@@ -73,6 +73,9 @@ class ModelFileInfo:
                     out[key] = float(self.extra[key])
                 except ValueError:
                     raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}") from None
+        layers = out.get("amg_crop_n_layers", 0.0)
+        if layers < 0 or layers != int(layers):
+            raise CheckpointError(f"malformed amg_crop_n_layers in model metadata: {self.extra['amg_crop_n_layers']!r}")
         return out
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -54,9 +54,10 @@ class EverythingSettings:
     """The settings of :class:`AutomaticMaskGenerator` (the CLI derives one flag per field, with the
     ``help`` in its metadata and the default shown).
 
-    The three thresholds default to None, meaning: the model's recommendation when it has one
-    (``model.recommended_amg``, a dict with keys ``amg_pred_iou_thresh``, ``amg_stability_score_thresh``,
-    ``amg_stability_score_offset``), else SAM's default (:data:`SAM_THRESHOLDS`); :meth:`resolve` decides.
+    The three thresholds and ``crop_n_layers`` default to None, meaning: the model's recommendation when
+    it has one (``model.recommended_amg``, a dict with keys ``amg_pred_iou_thresh``,
+    ``amg_stability_score_thresh``, ``amg_stability_score_offset``, ``amg_crop_n_layers``), else SAM's
+    default (:data:`SAM_THRESHOLDS`, no crops); :meth:`resolve` decides.
     """
 
     points_per_side: int = field(default=32, metadata={"help": "N x N grid of point prompts per crop"})
@@ -69,7 +70,8 @@ class EverythingSettings:
         "help": "logit offset of the stability score (default: the model's recommendation, else 1.0)"})
     box_nms_thresh: float = field(default=0.7,
                                   metadata={"help": "box IoU above which the lower-scored mask is dropped"})
-    crop_n_layers: int = field(default=0, metadata={"help": "layers of zoomed-in crops (0: whole image only)"})
+    crop_n_layers: int | None = field(default=None, metadata={
+        "help": "layers of zoomed-in crops (0: whole image only; default: the model's recommendation, else 0)"})
     crop_nms_thresh: float = field(default=0.7, metadata={"help": "box NMS threshold across crops"})
     crop_overlap_ratio: float = field(default=512 / 1500, metadata={"help": "overlap of neighbouring crops"})
     crop_n_points_downscale_factor: int = field(default=1, metadata={
@@ -80,7 +82,7 @@ class EverythingSettings:
     def __post_init__(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1 or self.crop_n_points_downscale_factor < 1:
             raise ValueError("points_per_side, points_per_batch and crop_n_points_downscale_factor must be >= 1")
-        if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
+        if (self.crop_n_layers is not None and self.crop_n_layers < 0) or self.min_mask_region_area < 0:
             raise ValueError("crop_n_layers and min_mask_region_area must be >= 0")
 
     @classmethod
@@ -89,12 +91,15 @@ class EverythingSettings:
         return tuple(f.name for f in fields(cls))
 
     def resolve(self, model: Any) -> EverythingSettings:
-        """These settings with every None threshold replaced: the model's recommendation
-        (``model.recommended_amg``; ``model`` may be a :class:`Predictor`) if any, else SAM's default."""
+        """These settings with every None threshold and ``crop_n_layers`` replaced: the model's
+        recommendation (``model.recommended_amg``; ``model`` may be a :class:`Predictor`) if any, else
+        SAM's default."""
         model = model.model if isinstance(model, Predictor) else model
         recommended = getattr(model, "recommended_amg", None) or {}
         chosen: dict[str, Any] = {name: float(recommended.get(f"amg_{name}", default))
                                   for name, default in SAM_THRESHOLDS.items() if getattr(self, name) is None}
+        if self.crop_n_layers is None:
+            chosen["crop_n_layers"] = int(recommended.get("amg_crop_n_layers", 0))
         return replace(self, **chosen)
 
     def thresholds(self, model: Any) -> tuple[float, float, float]:
@@ -295,14 +300,15 @@ class AutomaticMaskGenerator:
 
     Each record: ``segmentation`` ((H,W) bool array, uncompressed or COCO RLE per ``output_mode``),
     ``area``, ``bbox`` [x, y, w, h], ``predicted_iou``, ``point_coords`` [[x, y]],
-    ``stability_score``, ``crop_box`` [x, y, w, h]. The three thresholds left None are resolved by
-    :meth:`EverythingSettings.resolve`. After :meth:`generate`, ``filtered`` holds the number of
+    ``stability_score``, ``crop_box`` [x, y, w, h]. The three thresholds and ``crop_n_layers`` left
+    None are resolved by :meth:`EverythingSettings.resolve`. After :meth:`generate`, ``filtered`` holds the number of
     ``candidates`` (masks decoded) and how many each of :data:`FILTERS` removed.
     """
 
     def __init__(self, model: Any, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float | None = None, stability_score_thresh: float | None = None,
-                 stability_score_offset: float | None = None, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
+                 stability_score_offset: float | None = None, box_nms_thresh: float = 0.7,
+                 crop_n_layers: int | None = None,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", upsample_chunk: int = 16,
@@ -313,8 +319,14 @@ class AutomaticMaskGenerator:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if points_per_batch < 1 or upsample_chunk < 1:
             raise ValueError("points_per_batch and upsample_chunk must be >= 1")
-        if crop_n_layers < 0 or (points_per_side is not None and points_per_side < 1):
+        if (crop_n_layers or 0) < 0 or (points_per_side is not None and points_per_side < 1):
             raise ValueError("crop_n_layers must be >= 0 and points_per_side >= 1")
+        self.predictor = model if isinstance(model, Predictor) else Predictor(model)
+        settings = EverythingSettings(pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+                                      stability_score_offset=stability_score_offset,
+                                      crop_n_layers=crop_n_layers).resolve(self.predictor.model)
+        crop_n_layers = settings.crop_n_layers
+        assert crop_n_layers is not None  # resolve fills it
         if point_grids is not None:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(grids) != crop_n_layers + 1:
@@ -323,12 +335,10 @@ class AutomaticMaskGenerator:
                 raise ValueError("each point grid must be (N, 2) x, y in [0, 1]")
         elif points_per_side is not None:
             grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
-        self.predictor = model if isinstance(model, Predictor) else Predictor(model)
         self.point_grids = grids
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh, self.stability_score_thresh, self.stability_score_offset = EverythingSettings(
-            pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
-            stability_score_offset=stability_score_offset).thresholds(self.predictor.model)
+        thresholds = settings.thresholds(self.predictor.model)
+        self.pred_iou_thresh, self.stability_score_thresh, self.stability_score_offset = thresholds
         self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh

@@ -5,11 +5,12 @@ evaluation set).
 1. Single-point records on the validation objects (every mask's predicted and real IoU).
 2. An affine map real ~ a * predicted + b, folded into the IoU head's last layer
    (:func:`samkit.eval.calibration.calibrate_iou_head`; the state-dict layout is unchanged).
-3. One loose everything-mode run per validation image with the calibrated model, then the strictest
-   thresholds that keep 10-60 masks per image with the best object recall
+3. One loose everything-mode run per validation image with the calibrated model, for each stability
+   offset and number of crop layers tried, then the thresholds that keep 5-60 masks on the most images
+   (and a median of 10-60, none empty) with the best object recall
    (:func:`samkit.eval.calibration.fit_amg_thresholds`).
 4. The model file is written with ``amg_pred_iou_thresh``, ``amg_stability_score_thresh``,
-   ``amg_stability_score_offset`` and ``iou_calibration`` in its metadata; ``samkit.load_model``
+   ``amg_stability_score_offset``, ``amg_crop_n_layers`` and ``iou_calibration`` in its metadata; ``samkit.load_model``
    puts the thresholds in ``model.recommended_amg``, which everything-mode uses when the user sets none.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from samkit.eval.calibration import (
     score_quality,
 )
 from samkit.eval.single_point import evaluate as single_point
-from samkit.models.model_file import ModelFileInfo, write_model_file
+from samkit.models.model_file import AMG_KEYS, ModelFileInfo, write_model_file
 from samkit.models.sam import Sam
 from samkit.predict.everything import AutomaticMaskGenerator
 from samkit.predict.predictor import Predictor
@@ -51,44 +52,59 @@ class CalibrationReport:
     thresholds: dict[str, float]
     qualified: bool
     table: list[dict] = field(default_factory=list)
+    head_calibrated: bool = True  # False: the IoU head was measured, not changed (``affine`` is (1, 0))
 
     def to_dict(self) -> dict:
-        return {"iou_calibration": {"a": self.affine[0], "b": self.affine[1]}, "score_quality_before": self.before,
+        return {"iou_calibration": {"a": self.affine[0], "b": self.affine[1]}, "head_calibrated": self.head_calibrated,
+                "score_quality_before": self.before,
                 "score_quality_after": self.after, "amg_thresholds": self.thresholds,
                 "amg_qualified": self.qualified, "amg_table": self.table}
 
 
 def calibrate_model(model: Sam, point_samples: Sequence[Sample], amg_samples: Sequence[Sample],
-                    points_per_side: int = 32) -> CalibrationReport:
-    """Calibrate ``model``'s IoU head in place on ``point_samples`` and fit everything-mode thresholds
-    on ``amg_samples`` (validation data); returns the report. Sets ``model.recommended_amg``."""
+                    points_per_side: int = 32, crop_layers: Sequence[int] = (0,),
+                    offsets: Sequence[float] = AMG_OFFSETS, calibrate_head: bool = True) -> CalibrationReport:
+    """Calibrate ``model``'s IoU head in place on ``point_samples`` (unless ``calibrate_head`` is
+    False: then it is only measured) and fit everything-mode thresholds on ``amg_samples`` (validation
+    data), trying each stability offset of ``offsets`` with each number of ``crop_layers`` (fewer
+    layers first on ties: they cost less); returns the report. Sets ``model.recommended_amg``."""
     records = single_point(Predictor(model), point_samples)["objects"]
     before = score_quality(records)
-    a, b = fit_affine(*score_pairs(records))
-    calibrate_iou_head(model, a, b)
+    a, b = fit_affine(*score_pairs(records)) if calibrate_head else (1.0, 0.0)
+    if calibrate_head:
+        calibrate_iou_head(model, a, b)
     for r in records:
         r["scores"] = [a * s + b for s in r["scores"]]
     after = score_quality(records)
     grid = amg_candidates()
     loosest = min(g["pred_iou_thresh"] for g in grid), min(g["stability_score_thresh"] for g in grid)
     runs = {}
-    for offset in AMG_OFFSETS:
-        generator = AutomaticMaskGenerator(model, points_per_side=points_per_side, pred_iou_thresh=loosest[0],
-                                           stability_score_thresh=loosest[1], stability_score_offset=offset,
-                                           box_nms_thresh=1.0, output_mode="binary_mask")
-        runs[offset] = [(sample, object_ious(sample, generator.generate(sample.image))) for sample in amg_samples]
+    for layers in sorted(crop_layers):
+        for offset in offsets:
+            generator = AutomaticMaskGenerator(model, points_per_side=points_per_side, pred_iou_thresh=loosest[0],
+                                               stability_score_thresh=loosest[1], stability_score_offset=offset,
+                                               box_nms_thresh=1.0, crop_n_layers=layers, crop_nms_thresh=1.0,
+                                               output_mode="binary_mask")
+            runs[offset, layers] = [(sample, object_ious(sample, generator.generate(sample.image)))
+                                    for sample in amg_samples]
     fit = fit_amg_thresholds(runs, grid)
     thresholds = fit["thresholds"]
     model.recommended_amg = {f"amg_{k}": float(v) for k, v in thresholds.items()}
-    return CalibrationReport((a, b), before, after, thresholds, fit["qualified"], fit["table"])
+    return CalibrationReport((a, b), before, after, thresholds, fit["qualified"], fit["table"], calibrate_head)
 
 
-def write_calibrated(model: Sam, report: CalibrationReport, path: str | os.PathLike) -> Path:
-    """Write the calibrated model file with its recommended thresholds in the metadata."""
-    extra = {f"amg_{k}": f"{v:.4f}" for k, v in report.thresholds.items()}
-    extra["iou_calibration"] = json.dumps({"a": report.affine[0], "b": report.affine[1]})
-    info = ModelFileInfo(arch=model.arch, img_size=model.img_size, extra=extra)
-    return write_model_file(model, path, info)
+def write_calibrated(model: Sam, report: CalibrationReport, path: str | os.PathLike,
+                     source: ModelFileInfo | None = None) -> Path:
+    """Write the calibrated model file with its recommended everything settings in the metadata.
+    ``source``: the metadata of the file the model came from, kept but for what the calibration sets
+    (its ``arch`` and ``iou_calibration`` stay when the head was not re-calibrated)."""
+    base = source or ModelFileInfo()
+    base = replace(base, arch=base.arch or model.arch)  # a checkpoint without metadata: the model's own
+    extra = {k: v for k, v in base.extra.items() if k not in AMG_KEYS}
+    extra.update({f"amg_{k}": f"{v:g}" if k == "crop_n_layers" else f"{v:.4f}" for k, v in report.thresholds.items()})
+    if report.head_calibrated:
+        extra["iou_calibration"] = json.dumps({"a": report.affine[0], "b": report.affine[1]})
+    return write_model_file(model, path, replace(base, img_size=model.img_size, extra=extra))
 
 
 def split_validation(samples: Sequence[Sample], point_count: int, amg_count: int,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import samkit
+from samkit.data.readers import open_dataset
 from samkit.data.sample import Sample
 from samkit.eval.calibration import (
     calibrate_iou_head,
@@ -16,6 +17,7 @@ from samkit.eval.calibration import (
     score_quality,
     select_records,
 )
+from samkit.predict.everything import AutomaticMaskGenerator
 
 
 def test_calibration_error_is_zero_when_calibrated_and_measures_a_bias():
@@ -74,6 +76,35 @@ def test_select_records_thresholds_then_nms():
     assert select_records(recs, 0.95, 0.0) == []
 
 
+def test_select_records_across_crops_prefers_the_smaller_crops_mask():
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:10] = True
+    b = np.zeros((20, 20), bool)
+    b[2:10, 2:11] = True  # almost a's box, found in a crop
+    whole, crop = [0.0, 0.0, 20.0, 20.0], [0.0, 0.0, 12.0, 12.0]
+    recs = [{**_record(a, 0.9, 0.95), "crop_box": whole}, {**_record(b, 0.6, 0.95), "crop_box": crop}]
+    # within one crop the higher predicted IoU wins; across crops the smaller crop's mask, whatever its score
+    assert [r["predicted_iou"] for r in select_records(recs, 0.5, 0.9)] == [0.6]
+    assert [r["predicted_iou"] for r in select_records([{**r, "crop_box": whole} for r in recs], 0.5, 0.9)] == [0.9]
+    assert len(select_records(recs, 0.5, 0.9, crop_nms_thresh=1.0)) == 2
+
+
+@pytest.mark.slow
+def test_select_records_replays_a_real_run_with_crops(data_dir):
+    sample = next(iter(open_dataset("berkeley", data_dir / "ECSSD")))  # validation data
+    model = samkit.load_model("samkit_tiny")
+    common = {"points_per_side": 8, "crop_n_layers": 1, "stability_score_offset": 0.25, "output_mode": "binary_mask"}
+    loose = AutomaticMaskGenerator(model, pred_iou_thresh=0.2, stability_score_thresh=0.3, box_nms_thresh=1.0,
+                                   crop_nms_thresh=1.0, **common).generate(sample.image)
+    light = object_ious(sample, loose)
+    assert len({tuple(r["crop_box"]) for r in light}) > 1  # masks from several crops
+    for pred_iou, stability in ((0.3, 0.5), (0.4, 0.6)):
+        real = AutomaticMaskGenerator(model, pred_iou_thresh=pred_iou, stability_score_thresh=stability,
+                                      **common).generate(sample.image)
+        replay = select_records(light, pred_iou, stability)
+        assert sorted(map(tuple, (r["bbox"] for r in replay))) == sorted(map(tuple, (r["bbox"] for r in real)))
+
+
 def test_object_ious_keeps_scores_and_each_objects_iou_but_no_mask():
     a = np.zeros((20, 20), bool)
     a[2:10, 2:10] = True  # 64 px
@@ -104,7 +135,7 @@ def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_
             recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.9))
         samples.append(Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None))
         runs.append((samples[-1], object_ious(samples[-1], recs)))
-    fit = fit_amg_thresholds({1.0: runs}, min_masks=10, max_masks=60)
+    fit = fit_amg_thresholds({(1.0, 0): runs}, min_masks=10, max_masks=60)
     assert fit["qualified"]
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
     assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
@@ -124,7 +155,7 @@ def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
             recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.55 if k == 0 else 0.9))  # image 0: less stable
         sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
         runs.append((sample, object_ious(sample, recs)))
-    fit = fit_amg_thresholds({1.0: runs}, min_masks=10, max_masks=60)
+    fit = fit_amg_thresholds({(1.0, 0): runs}, min_masks=10, max_masks=60)
     # stability 0.9 also has a median of 13 masks and full recall, but leaves image 0 with one mask
     assert fit["qualified"]
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5

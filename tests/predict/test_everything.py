@@ -205,7 +205,7 @@ def test_bad_settings_are_rejected():
 # ------------------------------------------------------------- stability bounds (exact shortcut), real data
 
 RELAXED = {"pred_iou_thresh": 0.25, "stability_score_thresh": 0.5, "stability_score_offset": 0.25,
-           "box_nms_thresh": 0.9}
+           "box_nms_thresh": 0.9, "crop_n_layers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -272,10 +272,15 @@ def test_stability_prefilter_changes_nothing(data_dir):
 
 @pytest.mark.slow
 def test_default_model_with_default_settings_finds_objects(data_dir):
-    """The bundled model's recommended thresholds (its file's metadata) keep masks with no flag set."""
+    """The bundled model's recommended settings (its file's metadata: thresholds and crop layers) keep
+    5-60 masks (issue 15's range) with no flag set."""
     model = samkit.load_model("samkit_tiny")
     assert model.recommended_amg  # fitted on validation data when the model was calibrated
     image = open_dataset("grabcut", data_dir / "GrabCut")[0].image
-    records = AutomaticMaskGenerator(model).generate(image)
-    assert 1 <= len(records) <= 100
+    generator = AutomaticMaskGenerator(model)
+    assert generator.crop_n_layers == model.recommended_amg["amg_crop_n_layers"]
+    records = generator.generate(image)
+    assert 5 <= len(records) <= 60
     assert all(r["area"] > 0 for r in records)
+    if generator.crop_n_layers:
+        assert len({tuple(r["crop_box"]) for r in records}) > 1  # masks found in the zoomed-in crops too

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors import safe_open
 
 import samkit
 from samkit.cli import main
@@ -24,7 +26,8 @@ def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_p
     # the least-squares affine map is folded into the head: its squared residual is what is left, never more
     # than before (the mean |error| may grow: the fit minimises the squared one)
     assert report.after["mean_squared_error"] <= report.before["mean_squared_error"] + 1e-6
-    assert set(report.thresholds) == {"pred_iou_thresh", "stability_score_thresh", "stability_score_offset"}
+    assert set(report.thresholds) == {"pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+                                      "crop_n_layers"}
     path = write_calibrated(model, report, tmp_path / "calibrated.fp16.safetensors")
 
     loaded = samkit.load_model(path)
@@ -33,8 +36,33 @@ def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_p
     generator = AutomaticMaskGenerator(loaded, points_per_side=4)
     assert generator.pred_iou_thresh == pytest.approx(report.thresholds["pred_iou_thresh"], abs=1e-4)
     assert generator.stability_score_offset == pytest.approx(report.thresholds["stability_score_offset"], abs=1e-4)
+    assert generator.crop_n_layers == report.thresholds["crop_n_layers"] == 0  # only 0 was tried
     explicit = AutomaticMaskGenerator(loaded, points_per_side=4, pred_iou_thresh=0.99)
     assert explicit.pred_iou_thresh == 0.99  # a user's setting wins over the recommendation
+
+
+def test_cli_calibrate_thresholds_only_keeps_the_tensors_and_stores_the_crop_layers(data_dir, tmp_path):
+    out = tmp_path / "tiny.fp16.safetensors"
+    code = main(["calibrate", "samkit_tiny", "--val-root", str(data_dir / "ECSSD"), "--points", "2", "--images", "1",
+                 "--points-per-side", "4", "--crop-layers", "1", "0", "--offsets", "0.25", "--thresholds-only",
+                 "--out", str(out)])
+    assert code == 0
+    source = samkit.load_model("samkit_tiny")
+    with safe_open(source.weights, "pt") as a, safe_open(str(out), "pt") as b:
+        names = a.keys()
+        assert set(names) == set(b.keys())
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in names)  # the IoU head untouched
+        kept, meta = a.metadata(), b.metadata()
+    assert meta["iou_calibration"] == kept["iou_calibration"]  # the file's own calibration record stays
+    assert meta["arch"] == kept["arch"] and meta["img_size"] == kept["img_size"]
+    report = json.loads(out.with_suffix(".calibration.json").read_text())
+    assert not report["head_calibrated"] and report["iou_calibration"] == {"a": 1.0, "b": 0.0}
+    rows = report["amg_table"]
+    assert {(r["stability_score_offset"], r["crop_n_layers"]) for r in rows} == {(0.25, 0), (0.25, 1)}
+    assert rows[0]["crop_n_layers"] == 0  # fewer crop layers first: they win ties
+    chosen = report["amg_thresholds"]
+    assert int(meta["amg_crop_n_layers"]) == chosen["crop_n_layers"]
+    assert samkit.load_model(out).recommended_amg["amg_crop_n_layers"] == chosen["crop_n_layers"]
 
 
 def test_cli_calibrate_writes_the_model_and_its_report(data_dir, tmp_path, capsys):
