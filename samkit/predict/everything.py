@@ -322,6 +322,8 @@ class AutomaticMaskGenerator:
         if (crop_n_layers or 0) < 0 or (points_per_side is not None and points_per_side < 1):
             raise ValueError("crop_n_layers must be >= 0 and points_per_side >= 1")
         self.predictor = model if isinstance(model, Predictor) else Predictor(model)
+        if point_grids is not None and crop_n_layers is None:
+            crop_n_layers = len(point_grids) - 1  # the grids say how many layers there are
         settings = EverythingSettings(pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
                                       stability_score_offset=stability_score_offset,
                                       crop_n_layers=crop_n_layers).resolve(self.predictor.model)

@@ -158,6 +158,13 @@ def test_settings_thresholds_come_from_the_model_else_sam():
     gen.generate(np.zeros((64, 64, 3), np.uint8))
     assert gen.filtered["pred_iou"] == 0  # the right half's IoU 0.5 now passes the model's 0.4
     assert set(EverythingSettings().kwargs()) == set(EverythingSettings.names())
+    assert EverythingSettings().resolve(model).crop_n_layers == 0  # no recommendation: SAM's whole image
+    model.recommended_amg["amg_crop_n_layers"] = 1.0
+    assert EverythingSettings().resolve(model).crop_n_layers == 1
+    assert EverythingSettings(crop_n_layers=0).resolve(model).crop_n_layers == 0  # given wins
+    assert AutomaticMaskGenerator(model, points_per_side=4).crop_n_layers == 1
+    # explicit point grids say how many layers there are: one grid, the whole image only
+    assert AutomaticMaskGenerator(model, points_per_side=None, point_grids=[point_grid(4)]).crop_n_layers == 0
     with pytest.raises(ValueError, match="points_per_side"):
         EverythingSettings(points_per_side=0)
 
