@@ -53,6 +53,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
         p.add_argument("--points-per-side", type=positive_int, default=32, help="everything-mode grid")
         p.add_argument("--crop-layers", type=non_negative_int, nargs="+", default=[0], metavar="N",
                        help="crop layers to try (default 0; e.g. 0 1: fewer layers win ties, they cost less)")
+        p.add_argument("--crop-downscales", type=positive_int, nargs="+", default=[1], metavar="F",
+                       help="with crops, points downscale factors to try (default 1; e.g. 1 2: 2 halves the crops' "
+                       "decoder work and wins when it does as well)")
         p.add_argument("--offsets", type=float, nargs="+", default=list(AMG_OFFSETS), metavar="X",
                        help=f"stability offsets to try (default {' '.join(map(str, AMG_OFFSETS))})")
         p.add_argument("--thresholds-only", action="store_true",
@@ -132,7 +135,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise SamkitError(f"calibrate fits a SAM's IoU head and everything thresholds; {args.model} is a text model")
     points, images = split_validation(open_dataset(args.val_kind, args.val_root), args.points, args.images)
     report = calibrate_model(model, points, images, args.points_per_side, crop_layers=args.crop_layers,
-                             offsets=args.offsets, calibrate_head=not args.thresholds_only)
+                             offsets=args.offsets, crop_downscales=args.crop_downscales,
+                             calibrate_head=not args.thresholds_only)
     source = read_model_info(model.weights) if os.path.isfile(model.weights) else None
     path = write_calibrated(model, report, args.out, source=source)
     report_path = path.with_suffix(".calibration.json")

@@ -150,29 +150,38 @@ def object_ious(sample: Sample, records: Sequence[dict]) -> list[dict]:
             for r in records]
 
 
-def fit_amg_thresholds(runs: Mapping[tuple[float, int], Sequence[tuple[Sample, list[dict]]]],
+def decoder_work(crop_n_layers: int, downscale: int) -> float:
+    """Decoder calls of an everything run relative to one whole-image grid: crop layer i has 4**i crops
+    of ``1 / downscale**i`` the points per side."""
+    return sum(4 ** i / downscale ** (2 * i) for i in range(crop_n_layers + 1))
+
+
+def fit_amg_thresholds(runs: Mapping[tuple[float, int, int], Sequence[tuple[Sample, list[dict]]]],
                        candidates: Sequence[dict[str, float]] | None = None,
                        min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5,
                        per_image: tuple[int, int] = (5, 60)) -> dict:
-    """Choose everything-mode thresholds (and crop layers) on validation images.
+    """Choose everything-mode thresholds and crops on validation images.
 
-    ``runs``: for each (stability offset, crop layers), per validation sample (one or more object
-    masks) the records of one everything-mode run with those settings, the loosest thresholds of
-    ``candidates``, ``box_nms_thresh=crop_nms_thresh=1.0`` (no NMS) and ``output_mode="binary_mask"``,
-    reduced by :func:`object_ious`; each setting is then applied with :func:`select_records`. A setting
-    qualifies when the median number of masks per image lies in [min_masks, max_masks] and no image
-    gets none. Among those wins, in turn: the most images whose count lies in ``per_image`` (what a
-    user of everything-mode expects on every image), the highest object recall (share of validation
-    objects matched by a kept mask at IoU >= ``recall_iou``), the most masks on the poorest image, and
-    the first in table order (runs in the order given, the strictest setting first): put the cheaper
-    runs (fewer crop layers) first. When none qualifies, the setting whose median count is nearest the
+    ``runs``: for each (stability offset, crop layers, crop points downscale factor), per validation
+    sample (one or more object masks) the records of one everything-mode run with those settings, the
+    loosest thresholds of ``candidates``, ``box_nms_thresh=crop_nms_thresh=1.0`` (no NMS) and
+    ``output_mode="binary_mask"``, reduced by :func:`object_ious`; each setting is then applied with
+    :func:`select_records`. A setting qualifies when the median number of masks per image lies in
+    [min_masks, max_masks] and no image gets none. Among those: the most images whose count lies in
+    ``per_image`` (what a user of everything-mode expects on every image); of these, the settings whose
+    object recall (share of validation objects matched by a kept mask at IoU >= ``recall_iou``) is within
+    one validation object of the best, and of those the cheapest (:func:`decoder_work`), then the best
+    recall, the most masks on the poorest image, and the first in table order (runs in the order given,
+    the strictest setting first). When none qualifies, the setting whose median count is nearest the
     range (then the best recall) is chosen and ``qualified`` is False. Returns {"thresholds" (with
-    ``stability_score_offset`` and ``crop_n_layers``), "qualified", "table"}.
+    ``stability_score_offset``, ``crop_n_layers`` and ``crop_n_points_downscale_factor``), "qualified",
+    "table"}.
     """
     candidates = list(candidates or amg_candidates())
     lo, hi = per_image
     table = []
-    for (offset, crop_n_layers), per_sample in runs.items():
+    objects = 0  # validation objects (the same samples in every run)
+    for (offset, crop_n_layers, downscale), per_sample in runs.items():
         for setting in candidates:
             counts, hits, objects = [], 0, 0
             for sample, records in per_sample:
@@ -181,16 +190,24 @@ def fit_amg_thresholds(runs: Mapping[tuple[float, int], Sequence[tuple[Sample, l
                 objects += len(sample.masks)
                 hits += sum(any(r["object_ious"][j] >= recall_iou for r in kept) for j in range(len(sample.masks)))
             table.append({**setting, "stability_score_offset": offset, "crop_n_layers": crop_n_layers,
+                          "crop_n_points_downscale_factor": downscale,
+                          "decoder_work": decoder_work(crop_n_layers, downscale),
                           "median_masks": float(np.median(counts)), "min_masks": int(min(counts)),
                           "max_masks": int(max(counts)), "in_range": sum(lo <= c <= hi for c in counts),
                           "recall": hits / max(objects, 1)})
     ok = [row for row in table if min_masks <= row["median_masks"] <= max_masks and row["min_masks"] > 0]
     if ok:
+        in_range = max(row["in_range"] for row in ok)
+        best = [row for row in ok if row["in_range"] == in_range]
+        slack = 1.0 / max(objects, 1) + 1e-9  # one validation object
+        recall = max(row["recall"] for row in best)
+        near = [row for row in best if row["recall"] >= recall - slack]
         # max() keeps the first of equals: table order breaks the last tie
-        chosen = max(ok, key=lambda row: (row["in_range"], round(row["recall"], 9), row["min_masks"]))
+        chosen = max(near, key=lambda row: (-row["decoder_work"], round(row["recall"], 9), row["min_masks"]))
     else:
         def miss(row: dict) -> float:
             return max(min_masks - row["median_masks"], row["median_masks"] - max_masks, 0.0)
         chosen = min(table, key=lambda row: (miss(row), -row["recall"]))
-    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "crop_n_layers")
+    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "crop_n_layers",
+            "crop_n_points_downscale_factor")
     return {"thresholds": {k: chosen[k] for k in keys}, "qualified": bool(ok), "table": table}

@@ -28,7 +28,8 @@ from samkit.io_utils import atomic_path
 
 MODEL_FILE_SUFFIX = ".safetensors"
 _KNOWN = ("arch", "img_size", "variant", "backbone", "beit3")
-AMG_KEYS = ("amg_pred_iou_thresh", "amg_stability_score_thresh", "amg_stability_score_offset", "amg_crop_n_layers")
+AMG_KEYS = ("amg_pred_iou_thresh", "amg_stability_score_thresh", "amg_stability_score_offset", "amg_crop_n_layers",
+            "amg_crop_n_points_downscale_factor")
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ class ModelFileInfo:
     @property
     def recommended_amg(self) -> dict[str, float]:
         """Everything-mode settings the model recommends (``amg_pred_iou_thresh``,
-        ``amg_stability_score_thresh``, ``amg_stability_score_offset``, ``amg_crop_n_layers``; fitted on
-        validation data when the model was made), as floats; empty when the file has none."""
+        ``amg_stability_score_thresh``, ``amg_stability_score_offset``, ``amg_crop_n_layers``,
+        ``amg_crop_n_points_downscale_factor``; fitted on validation data when the model was made), as
+        floats; empty when the file has none."""
         out = {}
         for key in AMG_KEYS:
             if key in self.extra:
@@ -73,9 +75,10 @@ class ModelFileInfo:
                     out[key] = float(self.extra[key])
                 except ValueError:
                     raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}") from None
-        layers = out.get("amg_crop_n_layers", 0.0)
-        if layers < 0 or layers != int(layers):
-            raise CheckpointError(f"malformed amg_crop_n_layers in model metadata: {self.extra['amg_crop_n_layers']!r}")
+        for key, least in (("amg_crop_n_layers", 0), ("amg_crop_n_points_downscale_factor", 1)):
+            value = out.get(key, float(least))
+            if value < least or value != int(value):
+                raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}")
         return out
 
     def get(self, key: str, default: Any = None) -> Any:

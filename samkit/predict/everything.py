@@ -45,6 +45,7 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 EDGE_TOLERANCE = 20.0  # px: a mask box this close to an inner crop edge is cut by the crop
 # SAM's defaults for the three thresholds, used when neither the caller nor the model gives one
 SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "stability_score_offset": 1.0}
+SAM_CROPS = {"crop_n_layers": 0, "crop_n_points_downscale_factor": 1}  # the same for the crop settings
 MULTIMASK_OUTPUTS = 3  # masks per point prompt in multimask mode (every SAM)
 FILTERS = ("pred_iou", "stability", "crop_edge", "duplicate", "small_region")  # what removes a candidate
 
@@ -54,10 +55,11 @@ class EverythingSettings:
     """The settings of :class:`AutomaticMaskGenerator` (the CLI derives one flag per field, with the
     ``help`` in its metadata and the default shown).
 
-    The three thresholds and ``crop_n_layers`` default to None, meaning: the model's recommendation when
-    it has one (``model.recommended_amg``, a dict with keys ``amg_pred_iou_thresh``,
-    ``amg_stability_score_thresh``, ``amg_stability_score_offset``, ``amg_crop_n_layers``), else SAM's
-    default (:data:`SAM_THRESHOLDS`, no crops); :meth:`resolve` decides.
+    The three thresholds and the two crop settings default to None, meaning: the model's recommendation
+    when it has one (``model.recommended_amg``, a dict with keys ``amg_pred_iou_thresh``,
+    ``amg_stability_score_thresh``, ``amg_stability_score_offset``, ``amg_crop_n_layers``,
+    ``amg_crop_n_points_downscale_factor``), else SAM's default (:data:`SAM_THRESHOLDS`, no crops,
+    factor 1); :meth:`resolve` decides.
     """
 
     points_per_side: int = field(default=32, metadata={"help": "N x N grid of point prompts per crop"})
@@ -74,15 +76,17 @@ class EverythingSettings:
         "help": "layers of zoomed-in crops (0: whole image only; default: the model's recommendation, else 0)"})
     crop_nms_thresh: float = field(default=0.7, metadata={"help": "box NMS threshold across crops"})
     crop_overlap_ratio: float = field(default=512 / 1500, metadata={"help": "overlap of neighbouring crops"})
-    crop_n_points_downscale_factor: int = field(default=1, metadata={
-        "help": "crop layer i gets points-per-side / F**i points per side"})
+    crop_n_points_downscale_factor: int | None = field(default=None, metadata={
+        "help": "crop layer i gets points-per-side / F**i points per side (default: the model's recommendation, "
+        "else 1)"})
     min_mask_region_area: int = field(default=0, metadata={
         "help": "fill holes and drop islands smaller than N pixels (0: off)"})
 
     def __post_init__(self) -> None:
-        if self.points_per_side < 1 or self.points_per_batch < 1 or self.crop_n_points_downscale_factor < 1:
+        factor = self.crop_n_points_downscale_factor
+        if self.points_per_side < 1 or self.points_per_batch < 1 or (factor is not None and factor < 1):
             raise ValueError("points_per_side, points_per_batch and crop_n_points_downscale_factor must be >= 1")
-        if (self.crop_n_layers is not None and self.crop_n_layers < 0) or self.min_mask_region_area < 0:
+        if (self.crop_n_layers or 0) < 0 or self.min_mask_region_area < 0:
             raise ValueError("crop_n_layers and min_mask_region_area must be >= 0")
 
     @classmethod
@@ -91,15 +95,16 @@ class EverythingSettings:
         return tuple(f.name for f in fields(cls))
 
     def resolve(self, model: Any) -> EverythingSettings:
-        """These settings with every None threshold and ``crop_n_layers`` replaced: the model's
+        """These settings with every None threshold and crop setting replaced: the model's
         recommendation (``model.recommended_amg``; ``model`` may be a :class:`Predictor`) if any, else
         SAM's default."""
         model = model.model if isinstance(model, Predictor) else model
         recommended = getattr(model, "recommended_amg", None) or {}
         chosen: dict[str, Any] = {name: float(recommended.get(f"amg_{name}", default))
                                   for name, default in SAM_THRESHOLDS.items() if getattr(self, name) is None}
-        if self.crop_n_layers is None:
-            chosen["crop_n_layers"] = int(recommended.get("amg_crop_n_layers", 0))
+        for name, default in SAM_CROPS.items():
+            if getattr(self, name) is None:
+                chosen[name] = int(recommended.get(f"amg_{name}", default))
         return replace(self, **chosen)
 
     def thresholds(self, model: Any) -> tuple[float, float, float]:
@@ -310,7 +315,7 @@ class AutomaticMaskGenerator:
                  stability_score_offset: float | None = None, box_nms_thresh: float = 0.7,
                  crop_n_layers: int | None = None,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
-                 crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
+                 crop_n_points_downscale_factor: int | None = None, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", upsample_chunk: int = 16,
                  stability_prefilter: bool = True) -> None:
         if (points_per_side is None) == (point_grids is None):
@@ -325,10 +330,11 @@ class AutomaticMaskGenerator:
         if point_grids is not None and crop_n_layers is None:
             crop_n_layers = len(point_grids) - 1  # the grids say how many layers there are
         settings = EverythingSettings(pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
-                                      stability_score_offset=stability_score_offset,
-                                      crop_n_layers=crop_n_layers).resolve(self.predictor.model)
-        crop_n_layers = settings.crop_n_layers
-        assert crop_n_layers is not None  # resolve fills it
+                                      stability_score_offset=stability_score_offset, crop_n_layers=crop_n_layers,
+                                      crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+                                      ).resolve(self.predictor.model)
+        crop_n_layers, downscale = settings.crop_n_layers, settings.crop_n_points_downscale_factor
+        assert crop_n_layers is not None and downscale is not None  # resolve fills them
         if point_grids is not None:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(grids) != crop_n_layers + 1:
@@ -336,13 +342,14 @@ class AutomaticMaskGenerator:
             if any(g.ndim != 2 or g.shape[1] != 2 or ((g < 0) | (g > 1)).any() for g in grids):
                 raise ValueError("each point grid must be (N, 2) x, y in [0, 1]")
         elif points_per_side is not None:
-            grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+            grids = layer_point_grids(points_per_side, crop_n_layers, downscale)
         self.point_grids = grids
         self.points_per_batch = points_per_batch
         thresholds = settings.thresholds(self.predictor.model)
         self.pred_iou_thresh, self.stability_score_thresh, self.stability_score_offset = thresholds
         self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
+        self.crop_n_points_downscale_factor = downscale
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area

@@ -10,7 +10,8 @@ evaluation set).
    (and a median of 10-60, none empty) with the best object recall
    (:func:`samkit.eval.calibration.fit_amg_thresholds`).
 4. The model file is written with ``amg_pred_iou_thresh``, ``amg_stability_score_thresh``,
-   ``amg_stability_score_offset``, ``amg_crop_n_layers`` and ``iou_calibration`` in its metadata; ``samkit.load_model``
+   ``amg_stability_score_offset``, ``amg_crop_n_layers``, ``amg_crop_n_points_downscale_factor`` and
+   ``iou_calibration`` in its metadata; ``samkit.load_model``
    puts the thresholds in ``model.recommended_amg``, which everything-mode uses when the user sets none.
 """
 from __future__ import annotations
@@ -63,11 +64,14 @@ class CalibrationReport:
 
 def calibrate_model(model: Sam, point_samples: Sequence[Sample], amg_samples: Sequence[Sample],
                     points_per_side: int = 32, crop_layers: Sequence[int] = (0,),
-                    offsets: Sequence[float] = AMG_OFFSETS, calibrate_head: bool = True) -> CalibrationReport:
+                    offsets: Sequence[float] = AMG_OFFSETS, crop_downscales: Sequence[int] = (1,),
+                    calibrate_head: bool = True) -> CalibrationReport:
     """Calibrate ``model``'s IoU head in place on ``point_samples`` (unless ``calibrate_head`` is
-    False: then it is only measured) and fit everything-mode thresholds on ``amg_samples`` (validation
-    data), trying each stability offset of ``offsets`` with each number of ``crop_layers`` (fewer
-    layers first on ties: they cost less); returns the report. Sets ``model.recommended_amg``."""
+    False: then it is only measured) and fit everything-mode settings on ``amg_samples`` (validation
+    data), trying each stability offset of ``offsets`` with each number of ``crop_layers`` and, with
+    crops, each points downscale factor of ``crop_downscales`` (the cheaper wins when it does as well:
+    :func:`~samkit.eval.calibration.fit_amg_thresholds`); returns the report. Sets
+    ``model.recommended_amg``."""
     records = single_point(Predictor(model), point_samples)["objects"]
     before = score_quality(records)
     a, b = fit_affine(*score_pairs(records)) if calibrate_head else (1.0, 0.0)
@@ -79,14 +83,16 @@ def calibrate_model(model: Sam, point_samples: Sequence[Sample], amg_samples: Se
     grid = amg_candidates()
     loosest = min(g["pred_iou_thresh"] for g in grid), min(g["stability_score_thresh"] for g in grid)
     runs = {}
-    for layers in sorted(crop_layers):
+    crops = [(layers, factor) for layers in sorted(set(crop_layers))
+             for factor in (sorted(set(crop_downscales)) if layers else [1])]
+    for layers, factor in crops:
         for offset in offsets:
             generator = AutomaticMaskGenerator(model, points_per_side=points_per_side, pred_iou_thresh=loosest[0],
                                                stability_score_thresh=loosest[1], stability_score_offset=offset,
                                                box_nms_thresh=1.0, crop_n_layers=layers, crop_nms_thresh=1.0,
-                                               output_mode="binary_mask")
-            runs[offset, layers] = [(sample, object_ious(sample, generator.generate(sample.image)))
-                                    for sample in amg_samples]
+                                               crop_n_points_downscale_factor=factor, output_mode="binary_mask")
+            runs[offset, layers, factor] = [(sample, object_ious(sample, generator.generate(sample.image)))
+                                            for sample in amg_samples]
     fit = fit_amg_thresholds(runs, grid)
     thresholds = fit["thresholds"]
     model.recommended_amg = {f"amg_{k}": float(v) for k, v in thresholds.items()}
@@ -101,7 +107,7 @@ def write_calibrated(model: Sam, report: CalibrationReport, path: str | os.PathL
     base = source or ModelFileInfo()
     base = replace(base, arch=base.arch or model.arch)  # a checkpoint without metadata: the model's own
     extra = {k: v for k, v in base.extra.items() if k not in AMG_KEYS}
-    extra.update({f"amg_{k}": f"{v:g}" if k == "crop_n_layers" else f"{v:.4f}" for k, v in report.thresholds.items()})
+    extra.update({f"amg_{k}": f"{v:g}" if k.startswith("crop_") else f"{v:.4f}" for k, v in report.thresholds.items()})
     if report.head_calibrated:
         extra["iou_calibration"] = json.dumps({"a": report.affine[0], "b": report.affine[1]})
     return write_model_file(model, path, replace(base, img_size=model.img_size, extra=extra))

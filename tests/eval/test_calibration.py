@@ -11,6 +11,7 @@ from samkit.data.sample import Sample
 from samkit.eval.calibration import (
     calibrate_iou_head,
     calibration_error,
+    decoder_work,
     fit_affine,
     fit_amg_thresholds,
     object_ious,
@@ -135,11 +136,43 @@ def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_
             recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.9))
         samples.append(Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None))
         runs.append((samples[-1], object_ious(samples[-1], recs)))
-    fit = fit_amg_thresholds({(1.0, 0): runs}, min_masks=10, max_masks=60)
+    fit = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=10, max_masks=60)
     assert fit["qualified"]
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
     assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
     assert fit["thresholds"]["stability_score_offset"] == 1.0
+
+
+def _grid_run(found: int) -> list:
+    """Three validation images, each with one object and 12 small distinct masks; the object is matched
+    on the first ``found`` images only."""
+    gt = np.zeros((40, 40), bool)
+    gt[5:25, 5:25] = True
+    runs = []
+    for k in range(3):
+        recs = [_record(gt, 0.95, 0.97)] if k < found else []
+        for j in range(12 if k < found else 13):
+            m = np.zeros((40, 40), bool)
+            y, x = divmod(j, 4)
+            m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
+            recs.append(_record(m, 0.65, 0.9))
+        sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
+        runs.append((sample, object_ious(sample, recs)))
+    return runs
+
+
+def test_fit_amg_thresholds_takes_the_cheaper_crops_when_they_do_as_well():
+    assert decoder_work(0, 1) == 1 and decoder_work(1, 1) == 5 and decoder_work(1, 2) == 2
+    # the same masks from full crops and from crops with half the points per side: the cheaper wins
+    fit = fit_amg_thresholds({(1.0, 1, 1): _grid_run(3), (1.0, 1, 2): _grid_run(3)}, min_masks=10, max_masks=60)
+    assert fit["thresholds"]["crop_n_points_downscale_factor"] == 2 and fit["thresholds"]["crop_n_layers"] == 1
+    # one validation object fewer found is within the slack; two are not
+    fit = fit_amg_thresholds({(1.0, 1, 1): _grid_run(3), (1.0, 1, 2): _grid_run(2)}, min_masks=10, max_masks=60)
+    assert fit["thresholds"]["crop_n_points_downscale_factor"] == 2
+    fit = fit_amg_thresholds({(1.0, 1, 1): _grid_run(3), (1.0, 1, 2): _grid_run(1)}, min_masks=10, max_masks=60)
+    assert fit["thresholds"]["crop_n_points_downscale_factor"] == 1
+    row = next(r for r in fit["table"] if r["crop_n_points_downscale_factor"] == 2)
+    assert row["recall"] == pytest.approx(1 / 3) and row["decoder_work"] == 2
 
 
 def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
@@ -155,7 +188,7 @@ def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
             recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.55 if k == 0 else 0.9))  # image 0: less stable
         sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
         runs.append((sample, object_ious(sample, recs)))
-    fit = fit_amg_thresholds({(1.0, 0): runs}, min_masks=10, max_masks=60)
+    fit = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=10, max_masks=60)
     # stability 0.9 also has a median of 13 masks and full recall, but leaves image 0 with one mask
     assert fit["qualified"]
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5

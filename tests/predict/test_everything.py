@@ -162,7 +162,14 @@ def test_settings_thresholds_come_from_the_model_else_sam():
     model.recommended_amg["amg_crop_n_layers"] = 1.0
     assert EverythingSettings().resolve(model).crop_n_layers == 1
     assert EverythingSettings(crop_n_layers=0).resolve(model).crop_n_layers == 0  # given wins
-    assert AutomaticMaskGenerator(model, points_per_side=4).crop_n_layers == 1
+    gen = AutomaticMaskGenerator(model, points_per_side=4)
+    assert gen.crop_n_layers == 1 and gen.crop_n_points_downscale_factor == 1
+    assert [len(g) for g in gen.point_grids] == [16, 16]
+    model.recommended_amg["amg_crop_n_points_downscale_factor"] = 2.0
+    gen = AutomaticMaskGenerator(model, points_per_side=4)
+    assert gen.crop_n_points_downscale_factor == 2 and [len(g) for g in gen.point_grids] == [16, 4]
+    assert AutomaticMaskGenerator(model, points_per_side=4, crop_n_points_downscale_factor=1
+                                  ).crop_n_points_downscale_factor == 1  # given wins
     # explicit point grids say how many layers there are: one grid, the whole image only
     assert AutomaticMaskGenerator(model, points_per_side=None, point_grids=[point_grid(4)]).crop_n_layers == 0
     with pytest.raises(ValueError, match="points_per_side"):

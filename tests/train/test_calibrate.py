@@ -27,7 +27,7 @@ def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_p
     # than before (the mean |error| may grow: the fit minimises the squared one)
     assert report.after["mean_squared_error"] <= report.before["mean_squared_error"] + 1e-6
     assert set(report.thresholds) == {"pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
-                                      "crop_n_layers"}
+                                      "crop_n_layers", "crop_n_points_downscale_factor"}
     path = write_calibrated(model, report, tmp_path / "calibrated.fp16.safetensors")
 
     loaded = samkit.load_model(path)
@@ -44,7 +44,8 @@ def test_calibrated_model_file_carries_its_everything_thresholds(data_dir, tmp_p
 def test_cli_calibrate_thresholds_only_keeps_the_tensors_and_stores_the_crop_layers(data_dir, tmp_path):
     out = tmp_path / "tiny.fp16.safetensors"
     code = main(["calibrate", "samkit_tiny", "--val-root", str(data_dir / "ECSSD"), "--points", "2", "--images", "1",
-                 "--points-per-side", "4", "--crop-layers", "1", "0", "--offsets", "0.25", "--thresholds-only",
+                 "--points-per-side", "4", "--crop-layers", "1", "0", "--crop-downscales", "2", "1",
+                 "--offsets", "0.25", "--thresholds-only",
                  "--out", str(out)])
     assert code == 0
     source = samkit.load_model("samkit_tiny")
@@ -58,11 +59,14 @@ def test_cli_calibrate_thresholds_only_keeps_the_tensors_and_stores_the_crop_lay
     report = json.loads(out.with_suffix(".calibration.json").read_text())
     assert not report["head_calibrated"] and report["iou_calibration"] == {"a": 1.0, "b": 0.0}
     rows = report["amg_table"]
-    assert {(r["stability_score_offset"], r["crop_n_layers"]) for r in rows} == {(0.25, 0), (0.25, 1)}
-    assert rows[0]["crop_n_layers"] == 0  # fewer crop layers first: they win ties
+    runs = {(r["stability_score_offset"], r["crop_n_layers"], r["crop_n_points_downscale_factor"]) for r in rows}
+    assert runs == {(0.25, 0, 1), (0.25, 1, 1), (0.25, 1, 2)}  # no downscale factor without crops
+    assert rows[0]["crop_n_layers"] == 0  # fewer crop layers first
     chosen = report["amg_thresholds"]
     assert int(meta["amg_crop_n_layers"]) == chosen["crop_n_layers"]
-    assert samkit.load_model(out).recommended_amg["amg_crop_n_layers"] == chosen["crop_n_layers"]
+    loaded = samkit.load_model(out).recommended_amg
+    assert loaded["amg_crop_n_layers"] == chosen["crop_n_layers"]
+    assert loaded["amg_crop_n_points_downscale_factor"] == chosen["crop_n_points_downscale_factor"]
 
 
 def test_cli_calibrate_writes_the_model_and_its_report(data_dir, tmp_path, capsys):
