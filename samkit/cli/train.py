@@ -29,9 +29,10 @@ TRAIN_DESCRIPTION = ("Train or fine-tune a promptable model from a JSON config (
                      "curve, checkpoints and the exported model into the config's out_dir.")
 CALIBRATE_DESCRIPTION = ("Calibrate a trained model for shipping, on a validation split of its training data "
                          "(never an evaluation set): fit its IoU head (affine, folded into the head) on "
-                         "single-point masks of --points objects, and the everything-mode thresholds (each "
-                         "--offsets stability offset with each --crop-layers count) on --images images; "
-                         "writes the model file with the thresholds in its metadata and a JSON report beside it.")
+                         "single-point masks of --points objects, and the everything-mode thresholds and crops (each "
+                         "--offsets stability offset with each --crop-layers count and --crop-downscales factor) "
+                         "on --images images; writes the model file with them in its metadata and a JSON report "
+                         "beside it.")
 REFINER_DESCRIPTION = ("Train a SAM-REF refiner (samkit.refine) behind a frozen SAM from a JSON config "
                        "(configs/samkit_tiny_ref.json): simulated click sessions, boundary-weighted focal + dice. "
                        "Resumable; writes a JSONL log, checkpoints and refiner.fp16.safetensors into the config's "
@@ -52,7 +53,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
         p.add_argument("--images", type=positive_int, default=12, metavar="N", help="images for the thresholds")
         p.add_argument("--points-per-side", type=positive_int, default=32, help="everything-mode grid")
         p.add_argument("--crop-layers", type=non_negative_int, nargs="+", default=[0], metavar="N",
-                       help="crop layers to try (default 0; e.g. 0 1: fewer layers win ties, they cost less)")
+                       help="crop layers to try (default 0; e.g. 0 1: the cheaper wins when it does as well)")
         p.add_argument("--crop-downscales", type=positive_int, nargs="+", default=[1], metavar="F",
                        help="with crops, points downscale factors to try (default 1; e.g. 1 2: 2 halves the crops' "
                        "decoder work and wins when it does as well)")

@@ -6,13 +6,13 @@ evaluation set).
 2. An affine map real ~ a * predicted + b, folded into the IoU head's last layer
    (:func:`samkit.eval.calibration.calibrate_iou_head`; the state-dict layout is unchanged).
 3. One loose everything-mode run per validation image with the calibrated model, for each stability
-   offset and number of crop layers tried, then the thresholds that keep 5-60 masks on the most images
-   (and a median of 10-60, none empty) with the best object recall
+   offset and crop setting tried, then the setting that keeps 5-60 masks on the most images (and a
+   median of 10-60, none empty), the cheapest within one validation object of the best object recall
    (:func:`samkit.eval.calibration.fit_amg_thresholds`).
 4. The model file is written with ``amg_pred_iou_thresh``, ``amg_stability_score_thresh``,
    ``amg_stability_score_offset``, ``amg_crop_n_layers``, ``amg_crop_n_points_downscale_factor`` and
-   ``iou_calibration`` in its metadata; ``samkit.load_model``
-   puts the thresholds in ``model.recommended_amg``, which everything-mode uses when the user sets none.
+   ``iou_calibration`` in its metadata; ``samkit.load_model`` puts them in ``model.recommended_amg``,
+   which everything-mode uses when the user sets none.
 """
 from __future__ import annotations
 
