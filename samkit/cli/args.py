@@ -110,26 +110,24 @@ def add_overwrite_option(p: argparse.ArgumentParser) -> None:
                    help="replace the outputs of an earlier run in --out (without it, such a folder is refused)")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+def _int_at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"bad value {text!r}: expected an integer >= 1")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"bad value {text!r}: expected an integer >= {least}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"bad value {text!r}: expected an integer >= 0")
-    return value
+    return _int_at_least(text, 0)
 
 
 # ------------------------------------------------------------------------------------------ prompts

@@ -30,6 +30,7 @@ MODEL_FILE_SUFFIX = ".safetensors"
 _KNOWN = ("arch", "img_size", "variant", "backbone", "beit3")
 AMG_KEYS = ("amg_pred_iou_thresh", "amg_stability_score_thresh", "amg_stability_score_offset", "amg_crop_n_layers",
             "amg_crop_n_points_downscale_factor")
+_AMG_INT_FLOORS = {"amg_crop_n_layers": 0, "amg_crop_n_points_downscale_factor": 1}  # whole numbers, at least
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,9 @@ class ModelFileInfo:
                     out[key] = float(self.extra[key])
                 except ValueError:
                     raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}") from None
-        for key, least in (("amg_crop_n_layers", 0), ("amg_crop_n_points_downscale_factor", 1)):
-            value = out.get(key, float(least))
-            if value < least or value != int(value):
-                raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}")
+                least = _AMG_INT_FLOORS.get(key)
+                if least is not None and (out[key] < least or not out[key].is_integer()):
+                    raise CheckpointError(f"malformed {key} in model metadata: {self.extra[key]!r}")
         return out
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -305,9 +305,10 @@ class AutomaticMaskGenerator:
 
     Each record: ``segmentation`` ((H,W) bool array, uncompressed or COCO RLE per ``output_mode``),
     ``area``, ``bbox`` [x, y, w, h], ``predicted_iou``, ``point_coords`` [[x, y]],
-    ``stability_score``, ``crop_box`` [x, y, w, h]. The three thresholds and ``crop_n_layers`` left
-    None are resolved by :meth:`EverythingSettings.resolve`. After :meth:`generate`, ``filtered`` holds the number of
-    ``candidates`` (masks decoded) and how many each of :data:`FILTERS` removed.
+    ``stability_score``, ``crop_box`` [x, y, w, h]. The three thresholds and the two crop settings left
+    None are resolved by :meth:`EverythingSettings.resolve` (explicit ``point_grids`` give the crop
+    layers). After :meth:`generate`, ``filtered`` holds the number of ``candidates`` (masks decoded)
+    and how many each of :data:`FILTERS` removed.
     """
 
     def __init__(self, model: Any, points_per_side: int | None = 32, points_per_batch: int = 64,

@@ -74,8 +74,9 @@ def calibrate_model(model: Sam, point_samples: Sequence[Sample], amg_samples: Se
     ``model.recommended_amg``."""
     records = single_point(Predictor(model), point_samples)["objects"]
     before = score_quality(records)
-    a, b = fit_affine(*score_pairs(records)) if calibrate_head else (1.0, 0.0)
+    a, b = 1.0, 0.0
     if calibrate_head:
+        a, b = fit_affine(*score_pairs(records))
         calibrate_iou_head(model, a, b)
     for r in records:
         r["scores"] = [a * s + b for s in r["scores"]]

@@ -26,6 +26,15 @@ def test_write_read_round_trip_keeps_unknown_keys(tmp_path):
     assert all(torch.equal(loaded.state_dict()[k].half(), v) for k, v in half.items())
 
 
+@pytest.mark.parametrize(("key", "good", "bad"), [("amg_crop_n_layers", "0", ["-1", "1.5", "nan", "x"]),
+                                                   ("amg_crop_n_points_downscale_factor", "2", ["0", "2.5", "x"])])
+def test_recommended_crop_settings_are_whole_numbers(key, good, bad):
+    assert ModelFileInfo(extra={key: good}).recommended_amg == {key: float(good)}
+    for value in bad:
+        with pytest.raises(CheckpointError, match=f"malformed {key}"):
+            ModelFileInfo(extra={key: value}).recommended_amg  # noqa: B018 (the property raises)
+
+
 def test_reader_tolerates_other_checkpoints_and_names_bad_files(tmp_path):
     assert read_model_info(tmp_path / "weights.pth") == ModelFileInfo()
     bad = tmp_path / "broken.safetensors"
