@@ -80,7 +80,7 @@ class LossTerms:
 
 def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,
              valid: torch.Tensor | None = None, min_over_outputs: bool | None = None,
-             focal_alpha: float = 0.25) -> LossTerms:
+             focal_alpha: float = 0.25, iou_weight: float = IOU_WEIGHT) -> LossTerms:
     """SAM's loss for one round: logits (B,M,H,W), iou_pred (B,M), targets/valid (B,H,W).
 
     mask loss = 20 * focal + dice per output; with several outputs (an ambiguous, single-point prompt
@@ -88,7 +88,8 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     regresses the actual IoU of every output's thresholded mask (MSE, target detached).
     ``min_over_outputs`` defaults to ``M > 1``. ``focal_alpha``: the focal loss's foreground weight
     (0.25 as in DETR/SAM; 0.5 weighs both classes equally, so an unsure model still predicts
-    foreground where it is more likely than not).
+    foreground where it is more likely than not). ``iou_weight``: the IoU head's MSE against the mask loss
+    (SAM: 1).
     """
     focal = sigmoid_focal_loss(logits, targets, valid, alpha=focal_alpha)
     dice = dice_loss(logits, targets, valid)
@@ -102,5 +103,5 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     pick = chosen[:, None]
     iou_loss = F.mse_loss(iou_pred.float(), mask_iou(logits, targets, valid))
     mask_loss = mask.gather(1, pick).mean()
-    return LossTerms(total=mask_loss + IOU_WEIGHT * iou_loss, focal=focal.gather(1, pick).mean(),
+    return LossTerms(total=mask_loss + iou_weight * iou_loss, focal=focal.gather(1, pick).mean(),
                      dice=dice.gather(1, pick).mean(), iou=iou_loss, chosen=chosen)

@@ -204,7 +204,8 @@ class Trainer(CheckpointedRun):
             low, iou_pred = self.model.decode(features, **prompts.to_torch(self.device), mask_input=mask_input,
                                               multimask_output=multimask)
         logits = upsample_logits(low, targets.shape[-1]) if targets.shape[-1] != low.shape[-1] else low.float()
-        loss = sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask, focal_alpha=self.cfg.focal_alpha)
+        loss = sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask, focal_alpha=self.cfg.focal_alpha,
+                         iou_weight=self.cfg.iou_loss_weight)
         return loss, low, iou_pred, logits
 
     # -- checkpoints -----------------------------------------------------------------------------

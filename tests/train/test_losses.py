@@ -82,6 +82,14 @@ def test_min_over_outputs_per_sample_and_iou_loss_on_all():
     assert grad[0, 0] == 0 and grad[0, 2] == 0 and grad[1, 0] == 0 and grad[1, 1] == 0
 
 
+def test_iou_weight_scales_the_iou_term_only():
+    logits, target = _three_outputs()
+    iou_pred = torch.full((2, 3), 0.3)
+    one, ten = sam_loss(logits, iou_pred, target), sam_loss(logits, iou_pred, target, iou_weight=10.0)
+    assert one.iou.item() == pytest.approx(ten.iou.item()) and one.iou.item() > 0
+    assert ten.total.item() - one.total.item() == pytest.approx(9 * one.iou.item(), rel=1e-5)
+
+
 def test_mask_loss_weights_focal_20_to_dice_1():
     logits = torch.zeros(1, 1, 2, 2)
     target = torch.tensor([[[1, 0], [1, 0]]], dtype=torch.bool)
