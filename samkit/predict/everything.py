@@ -325,14 +325,15 @@ class AutomaticMaskGenerator:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if points_per_batch < 1 or upsample_chunk < 1:
             raise ValueError("points_per_batch and upsample_chunk must be >= 1")
-        if (crop_n_layers or 0) < 0 or (points_per_side is not None and points_per_side < 1):
-            raise ValueError("crop_n_layers must be >= 0 and points_per_side >= 1")
+        if points_per_side is not None and points_per_side < 1:
+            raise ValueError("points_per_side must be >= 1")
         self.predictor = model if isinstance(model, Predictor) else Predictor(model)
         if point_grids is not None and crop_n_layers is None:
             crop_n_layers = len(point_grids) - 1  # the grids say how many layers there are
         settings = EverythingSettings(pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
                                       stability_score_offset=stability_score_offset, crop_n_layers=crop_n_layers,
                                       crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+                                      min_mask_region_area=min_mask_region_area,  # checks the crop and area settings
                                       ).resolve(self.predictor.model)
         crop_n_layers, downscale = settings.crop_n_layers, settings.crop_n_points_downscale_factor
         assert crop_n_layers is not None and downscale is not None  # resolve fills them

@@ -214,6 +214,11 @@ def test_bad_settings_are_rejected():
         AutomaticMaskGenerator(ScriptedModel(), output_mode="png")
     with pytest.raises(ValueError, match="one grid per crop layer"):
         AutomaticMaskGenerator(ScriptedModel(), points_per_side=None, point_grids=[point_grid(4)], crop_n_layers=1)
+    for bad, name in [({"points_per_side": 0}, "points_per_side"), ({"crop_n_layers": -1}, "crop_n_layers"),
+                      ({"crop_n_points_downscale_factor": 0}, "crop_n_points_downscale_factor"),
+                      ({"min_mask_region_area": -1}, "min_mask_region_area")]:
+        with pytest.raises(ValueError, match=name):
+            AutomaticMaskGenerator(ScriptedModel(), **bad)
 
 
 # ------------------------------------------------------------- stability bounds (exact shortcut), real data
