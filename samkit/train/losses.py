@@ -1,4 +1,5 @@
-"""SAM's training losses: focal + dice on mask logits (20:1), MSE on the predicted IoU.
+"""SAM's training losses: focal + dice on mask logits (20:1), MSE on the predicted IoU, and optionally a
+loss on which of several outputs the predicted IoU ranks first.
 
 Shapes: logits (B,M,H,W) with M mask outputs per prompt, targets (B,H,W) bool/0-1, valid (B,H,W) bool
 or None (pixels that count: inside the image and not ignored). Per-mask losses come out as (B,M).
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 FOCAL_WEIGHT = 20.0
 DICE_WEIGHT = 1.0
 IOU_WEIGHT = 1.0
+CHOICE_TEMPERATURE = 0.05  # predicted IoUs / this = the logits of the choice among the outputs
 
 
 def _prepare(logits: torch.Tensor, targets: torch.Tensor,
@@ -80,7 +82,7 @@ class LossTerms:
 
 def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,
              valid: torch.Tensor | None = None, min_over_outputs: bool | None = None,
-             focal_alpha: float = 0.25, iou_weight: float = IOU_WEIGHT) -> LossTerms:
+             focal_alpha: float = 0.25, iou_weight: float = IOU_WEIGHT, choice_weight: float = 0.0) -> LossTerms:
     """SAM's loss for one round: logits (B,M,H,W), iou_pred (B,M), targets/valid (B,H,W).
 
     mask loss = 20 * focal + dice per output; with several outputs (an ambiguous, single-point prompt
@@ -89,7 +91,9 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     ``min_over_outputs`` defaults to ``M > 1``. ``focal_alpha``: the focal loss's foreground weight
     (0.25 as in DETR/SAM; 0.5 weighs both classes equally, so an unsure model still predicts
     foreground where it is more likely than not). ``iou_weight``: the IoU head's MSE against the mask loss
-    (SAM: 1).
+    (SAM: 1). ``choice_weight`` (with several outputs; SAM: 0): cross-entropy of the predicted IoUs, as
+    logits over the outputs (divided by ``CHOICE_TEMPERATURE``), against the output with the highest real
+    IoU: it trains the ranking that picking a mask by score relies on, which the MSE learns only on average.
     """
     focal = sigmoid_focal_loss(logits, targets, valid, alpha=focal_alpha)
     dice = dice_loss(logits, targets, valid)
@@ -101,7 +105,11 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     else:
         chosen = torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
     pick = chosen[:, None]
-    iou_loss = F.mse_loss(iou_pred.float(), mask_iou(logits, targets, valid))
+    real_iou = mask_iou(logits, targets, valid)
+    iou_loss = F.mse_loss(iou_pred.float(), real_iou)
     mask_loss = mask.gather(1, pick).mean()
-    return LossTerms(total=mask_loss + iou_weight * iou_loss, focal=focal.gather(1, pick).mean(),
+    total = mask_loss + iou_weight * iou_loss
+    if choice_weight and min_over_outputs:
+        total = total + choice_weight * F.cross_entropy(iou_pred.float() / CHOICE_TEMPERATURE, real_iou.argmax(dim=1))
+    return LossTerms(total=total, focal=focal.gather(1, pick).mean(),
                      dice=dice.gather(1, pick).mean(), iou=iou_loss, chosen=chosen)

@@ -205,7 +205,7 @@ class Trainer(CheckpointedRun):
                                               multimask_output=multimask)
         logits = upsample_logits(low, targets.shape[-1]) if targets.shape[-1] != low.shape[-1] else low.float()
         loss = sam_loss(logits, iou_pred, targets, valid, min_over_outputs=multimask, focal_alpha=self.cfg.focal_alpha,
-                         iou_weight=self.cfg.iou_loss_weight)
+                         iou_weight=self.cfg.iou_loss_weight, choice_weight=self.cfg.choice_loss_weight)
         return loss, low, iou_pred, logits
 
     # -- checkpoints -----------------------------------------------------------------------------

@@ -5,8 +5,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from samkit.train.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
+from samkit.train.losses import CHOICE_TEMPERATURE, dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
 
 BIG = 100.0  # |logit| at which sigmoid is 0/1 to float precision
 
@@ -88,6 +89,21 @@ def test_iou_weight_scales_the_iou_term_only():
     one, ten = sam_loss(logits, iou_pred, target), sam_loss(logits, iou_pred, target, iou_weight=10.0)
     assert one.iou.item() == pytest.approx(ten.iou.item()) and one.iou.item() > 0
     assert ten.total.item() - one.total.item() == pytest.approx(9 * one.iou.item(), rel=1e-5)
+
+
+def test_choice_loss_prefers_the_ranking_that_picks_the_best_output():
+    logits, target = _three_outputs()  # best outputs: 1 and 2
+    right = torch.tensor([[0.5, 0.9, 0.1], [0.1, 0.5, 0.9]], requires_grad=True)
+    wrong = torch.tensor([[0.5, 0.1, 0.9], [0.9, 0.5, 0.1]])
+    plain = sam_loss(logits, right, target)
+    ranked = sam_loss(logits, right, target, choice_weight=1.0)
+    expected = F.cross_entropy(right.detach() / CHOICE_TEMPERATURE, torch.tensor([1, 2]))
+    assert ranked.total.item() - plain.total.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert sam_loss(logits, wrong, target, choice_weight=1.0).total > ranked.total
+    ranked.total.backward()
+    assert right.grad[0, 1] < 0 and right.grad[1, 2] < 0  # raising the best output's score lowers the loss
+    single = sam_loss(logits[:, :1], torch.zeros(2, 1), target, choice_weight=1.0)
+    assert single.total.item() == pytest.approx(sam_loss(logits[:, :1], torch.zeros(2, 1), target).total.item())
 
 
 def test_mask_loss_weights_focal_20_to_dice_1():

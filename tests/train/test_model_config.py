@@ -65,6 +65,8 @@ def test_config_file_round_trip_and_errors(tmp_path):
         load_config({"img_size": 250})
     with pytest.raises(ValueError, match="iou_loss_weight"):
         load_config({"iou_loss_weight": -1.0})
+    with pytest.raises(ValueError, match="choice_loss_weight"):
+        load_config({"choice_loss_weight": -0.1})
 
 
 def test_example_config_loads():
