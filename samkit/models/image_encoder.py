@@ -41,9 +41,10 @@ def decomposed_rel_pos(rq: torch.Tensor, rh: torch.Tensor, rw: torch.Tensor) -> 
 class Attention(nn.Module):
     """Multi-head self-attention over a (B,H,W,C) grid with decomposed relative positions.
 
-    The relative-position term is passed to ``scaled_dot_product_attention`` as an additive mask, built
-    for a band of query rows at a time, at most :attr:`mask_bytes` per band (bounded memory for global
-    attention), into one contiguous buffer reused by every band when no gradient is needed.
+    The relative-position term is an additive bias built for a band of query rows at a time, at most
+    :attr:`mask_bytes` per band (bounded memory for global attention). When no gradient is needed, every band
+    is built in one reused buffer that becomes the band's logits in place (explicit softmax attention);
+    otherwise, and under export, it is ``scaled_dot_product_attention``'s mask.
     """
 
     # 32 MB is glibc's largest mmap threshold (samkit.runtime.tune_allocator): a band's mask below it comes
@@ -78,16 +79,25 @@ class Attention(nn.Module):
             # Queries in bands of rows, so the (rows*w, h*w) bias never exists for the whole grid at once.
             rows = max(1, min(h, self.mask_bytes // (b * self.num_heads * w * h * w * q.element_size())))
             reuse = not (torch.is_grad_enabled() and q.requires_grad) and not tracing()  # out=: no autograd, no export
-            buffer = q.new_empty((b, self.num_heads, rows, w, h, w)) if reuse else None
+            bh, d = b * self.num_heads, q.shape[-1]
             bands = []
-            for r in range(0, h, rows):
-                bias_h, bias_w = rel_h[:, :, r:r + rows, :, :, None], rel_w[:, :, r:r + rows, :, None, :]
-                if buffer is not None and bias_h.shape[2] == rows:
-                    mask = torch.add(bias_h, bias_w, out=buffer)
-                else:
-                    mask = (bias_h + bias_w).contiguous()
-                bands.append(F.scaled_dot_product_attention(q[:, :, r * w:(r + rows) * w], k, v,
-                                                            attn_mask=mask.flatten(-2).flatten(2, 3)))
+            if reuse:
+                # Each band's bias becomes its logits in place in one reused buffer (one GEMM adds q k^T / sqrt(d)
+                # to it), then softmax and the product with v: the reference's explicit form, which this CPU runs
+                # faster than scaled_dot_product_attention with a mask (sam_vit_b's encoder: README, *ONNX, int8*).
+                buffer = q.new_empty(bh * rows * w * h * w)
+                qs, kt, vs = q.reshape(bh, h * w, d), k.transpose(-2, -1).reshape(bh, d, h * w), v.reshape(bh, h * w, d)
+                for r in range(0, h, rows):
+                    n = min(rows, h - r)
+                    logits = buffer[:bh * n * w * h * w].view(b, self.num_heads, n, w, h, w)
+                    torch.add(rel_h[:, :, r:r + n, :, :, None], rel_w[:, :, r:r + n, :, None, :], out=logits)
+                    logits = logits.view(bh, n * w, h * w).baddbmm_(qs[:, r * w:(r + n) * w], kt, alpha=d**-0.5)
+                    bands.append(torch.bmm(logits.softmax(-1), vs).view(b, self.num_heads, n * w, d))
+            else:
+                for r in range(0, h, rows):
+                    mask = (rel_h[:, :, r:r + rows, :, :, None] + rel_w[:, :, r:r + rows, :, None, :]).contiguous()
+                    bands.append(F.scaled_dot_product_attention(q[:, :, r * w:(r + rows) * w], k, v,
+                                                                attn_mask=mask.flatten(-2).flatten(2, 3)))
             out = torch.cat(bands, dim=2)
         return linear(self.proj, out.transpose(1, 2).reshape(b, h, w, c))
 
