@@ -79,12 +79,12 @@ class Attention(nn.Module):
             # Queries in bands of rows, so the (rows*w, h*w) bias never exists for the whole grid at once.
             rows = max(1, min(h, self.mask_bytes // (b * self.num_heads * w * h * w * q.element_size())))
             reuse = not (torch.is_grad_enabled() and q.requires_grad) and not tracing()  # out=: no autograd, no export
-            bh, d = b * self.num_heads, q.shape[-1]
             bands = []
             if reuse:
                 # Each band's bias becomes its logits in place in one reused buffer (one GEMM adds q k^T / sqrt(d)
                 # to it), then softmax and the product with v: the reference's explicit form, which this CPU runs
                 # faster than scaled_dot_product_attention with a mask (sam_vit_b's encoder: README, *ONNX, int8*).
+                bh, d = b * self.num_heads, q.shape[-1]
                 buffer = q.new_empty(bh * rows * w * h * w)
                 qs, kt, vs = q.reshape(bh, h * w, d), k.transpose(-2, -1).reshape(bh, d, h * w), v.reshape(bh, h * w, d)
                 for r in range(0, h, rows):
