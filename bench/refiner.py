@@ -1,12 +1,14 @@
-"""Refiner cost: seconds per click of samkit_tiny alone, with the SAM-REF refiner (dynamic selector,
-global stage only, local stage on every click), and of a same-size early-fusion baseline that re-runs the
-refiner's image branch on every click (what an early-fusion model pays), on a 640x480 image.
+"""Refiner cost: seconds per click of samkit_tiny alone, with each SAM-REF refiner (its file's own selector
+setting, dynamic selector, global stage only, local stage on every click), and of a same-size early-fusion
+baseline that re-runs the refiner's image branch on every click (what an early-fusion model pays), on a 640x480
+image.
 
-    .venv/bin/python bench/refiner.py [--refiner samkit_tiny_ref|FILE] [--clicks 50] [--out bench/results/refiner.json]
+    .venv/bin/python bench/refiner.py [--refiner samkit_tiny_ref samkit_tiny_ref_fast|FILE ...] [--clicks 50]
+                                      [--out bench/results/refiner.json]
 
-One process, CPU, fp32, the variants interleaved session by session (a busy machine slows them alike).
-Clicks come in sessions of ``--session`` clicks (all earlier clicks included, the kept mask's low-res logits
-fed back, as the interactive evaluation); the first ``--warmup`` clicks are not timed; each figure is the
+One process, CPU, fp32, the variants (and refiners) interleaved session by session (a busy machine slows them
+alike). Clicks come in sessions of ``--session`` clicks (all earlier clicks included, the kept mask's low-res
+logits fed back, as the interactive evaluation); the first ``--warmup`` clicks are not timed; each figure is the
 median of ``--clicks`` timed clicks. Without a trained refiner file an untrained
 refiner of the shipped settings is timed (speed does not depend on weight values; the selector's choices do,
 so the dynamic figure is only meaningful with the trained file).
@@ -26,6 +28,7 @@ from PIL import Image
 from samkit.data.image_io import load_image
 from samkit.errors import CheckpointError
 from samkit.models.load import load_model
+from samkit.models.sam import Sam
 from samkit.predict.predictor import Predictor
 from samkit.refine import RefinerConfig, SamRefiner, load_refiner
 
@@ -43,19 +46,23 @@ def click_sessions(n: int, session: int, size: tuple[int, int], seed: int = 0) -
     return [clicks[i:i + session] for i in range(0, n, session)]
 
 
-VARIANTS = {  # name: (selector mode, refine, refiner image branch re-run at every click)
-    "samkit_tiny": ("never", False, False),
+VARIANTS = {  # name: (selector mode (None: the file's own), refine, refiner image branch re-run at every click)
+    "as_shipped": (None, True, False),
     "refined_dynamic": ("dynamic", True, False),
     "refined_global_only": ("never", True, False),
     "refined_always_local": ("always", True, False),
-    "early_fusion_baseline": ("dynamic", True, True),
+    "early_fusion_baseline": (None, True, True),
 }
 
 
-def time_session(pred: Predictor, image: np.ndarray, session: list, variant: str) -> tuple[list[float], list[bool]]:
-    """Seconds of each click of one session; and, per refined click, whether the local stage ran."""
-    mode, refine, per_click_image = VARIANTS[variant]
-    pred.refiner.selector.mode = mode
+def time_session(pred: Predictor, image: np.ndarray, session: list, variant: str | None
+                 ) -> tuple[list[float], list[bool]]:
+    """Seconds of each click of one session (``variant`` None: samkit_tiny alone); and, per refined click,
+    whether the local stage ran."""
+    mode, refine, per_click_image = VARIANTS[variant] if variant else (None, False, False)
+    assert pred.refiner is not None
+    own_mode = pred.refiner.cfg.selector
+    pred.refiner.selector.mode = mode or own_mode
     seconds, local = [], []
     points, labels, mask_input = [], [], None
     for x, y, label in session:
@@ -70,12 +77,24 @@ def time_session(pred: Predictor, image: np.ndarray, session: list, variant: str
         mask_input = out.low_res_logits[out.best][None]
         if refine:
             local.append(any(pred.refiner.last_local))
+    pred.refiner.selector.mode = own_mode
     return seconds, local
+
+
+def open_refiner(name: str, model: Sam) -> tuple[SamRefiner, str]:
+    """A refiner by bundled name or file; an untrained one of the default settings when it is not there."""
+    try:
+        return load_refiner(name), name
+    except CheckpointError as exc:
+        print(f"note: {exc}; timing an untrained refiner of the default settings")
+        return SamRefiner(RefinerConfig(sam_arch=model.arch, sam_img_size=model.img_size)).eval(), \
+            f"{name}: untrained (speed only)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--refiner", default="samkit_tiny_ref", help="refiner name or file (default: the bundled one)")
+    ap.add_argument("--refiner", nargs="+", default=["samkit_tiny_ref", "samkit_tiny_ref_fast"],
+                    help="refiner names or files (default: the bundled ones)")
     ap.add_argument("--clicks", type=int, default=50)
     ap.add_argument("--session", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5)
@@ -86,35 +105,33 @@ def main() -> None:
     torch.manual_seed(0)
     image = np.asarray(Image.fromarray(load_image(args.image)).resize((640, 480), Image.BILINEAR))
     model = load_model("samkit_tiny")
-    try:
-        refiner, weights = load_refiner(args.refiner), str(args.refiner)
-    except CheckpointError as exc:
-        print(f"note: {exc}; timing an untrained refiner of the default settings")
-        refiner = SamRefiner(RefinerConfig(sam_arch=model.arch, sam_img_size=model.img_size)).eval()
-        weights = "untrained (speed only)"
     sessions = click_sessions(args.clicks + args.warmup, args.session, image.shape[:2])
-    pred = Predictor(model, refiner=refiner)
-    t = time.perf_counter()
-    pred.set_image(image)
-    set_image_s = time.perf_counter() - t
-    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    local: dict[str, list[bool]] = {v: [] for v in VARIANTS}
+    preds: dict[str, Predictor] = {}
+    files: dict[str, dict] = {}
+    for name in args.refiner:
+        refiner, weights = open_refiner(name, model)
+        preds[name] = Predictor(model, refiner=refiner)
+        t = time.perf_counter()
+        preds[name].set_image(image)
+        files[name] = {"weights": weights, "params": sum(p.numel() for p in refiner.parameters()),
+                       "selector": refiner.cfg.selector, "set_image_s": time.perf_counter() - t}
+    keys = [("samkit_tiny", None, None)] + [(f"{n}/{v}", n, v) for n in preds for v in VARIANTS]
+    seconds: dict[str, list[float]] = {k: [] for k, _, _ in keys}
+    local: dict[str, list[bool]] = {k: [] for k, _, _ in keys}
     for session in sessions:  # variants interleaved per session: a busy machine slows them alike
-        for variant in VARIANTS:
-            s, used = time_session(pred, image, session, variant)
-            seconds[variant] += s
-            local[variant] += used
-    rows = {v: {"click_s_median": statistics.median(seconds[v][args.warmup:]), "clicks": len(seconds[v][args.warmup:]),
-                "local_rate": float(np.mean(local[v])) if local[v] else None} for v in VARIANTS}
+        for key, name, variant in keys:
+            s, used = time_session(preds[name or args.refiner[0]], image, session, variant)
+            seconds[key] += s
+            local[key] += used
+    rows = {k: {"click_s_median": statistics.median(seconds[k][args.warmup:]), "clicks": len(seconds[k][args.warmup:]),
+                "local_rate": float(np.mean(local[k])) if local[k] else None} for k, _, _ in keys}
     base = rows["samkit_tiny"]["click_s_median"]
     for row in rows.values():
         row["ratio_to_samkit_tiny"] = row["click_s_median"] / base
-    report = new_report("refiner", image=args.image.name, image_hw=list(image.shape[:2]), refiner=weights,
-                        refiner_params=sum(p.numel() for p in refiner.parameters()),
-                        set_image_s=set_image_s, threads=torch.get_num_threads(), torch=torch.__version__,
-                        results=rows)
+    report = new_report("refiner", image=args.image.name, image_hw=list(image.shape[:2]), refiners=files,
+                        threads=torch.get_num_threads(), torch=torch.__version__, results=rows)
     for name, row in rows.items():
-        print(f"{name:24s} {1000 * row['click_s_median']:7.1f} ms/click  x{row['ratio_to_samkit_tiny']:.2f}"
+        print(f"{name:44s} {1000 * row['click_s_median']:7.1f} ms/click  x{row['ratio_to_samkit_tiny']:.2f}"
               + ("" if row["local_rate"] is None else f"  local stage on {100 * row['local_rate']:.0f} % of clicks"))
     save_report(report, args.out)
 

@@ -189,9 +189,7 @@ class Predictor:
         """
         refine = self._check_refine(refine)
         low, iou = self.predict_low_res(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
-        logits = self.upscale(low)
-        if refine:
-            logits = self._refine_logits(logits, points, labels)
+        logits = self._refine_logits(low, points, labels) if refine else self.upscale(low)
         return Prediction((logits > self.model.mask_threshold).numpy(), logits.numpy(), iou.numpy(), low.numpy())
 
     def _check_refine(self, refine: bool | None) -> bool:
@@ -199,11 +197,11 @@ class Predictor:
             raise SamkitError("refine=True needs a refiner: samkit.Predictor(model, refiner=samkit.load_refiner(...))")
         return self.refiner is not None if refine is None else bool(refine)
 
-    def _refine_logits(self, logits: torch.Tensor, points: Any, labels: Any) -> torch.Tensor:
-        """(C,H,W) logits -> the refiner's (C,H,W), given the (already checked) clicks."""
+    def _refine_logits(self, low: torch.Tensor, points: Any, labels: Any) -> torch.Tensor:
+        """(C,s,s) low-res logits -> the refiner's (C,H,W), given the (already checked) clicks."""
         if self.refiner is None:
             raise SamkitError("refining needs a refiner: samkit.Predictor(model, refiner=samkit.load_refiner(...))")
-        return self.refiner.refine(logits, None if points is None else np.asarray(points, dtype=np.float64),
+        return self.refiner.refine(low, None if points is None else np.asarray(points, dtype=np.float64),
                                    None if labels is None else np.asarray(labels))
 
     def predict_low_res(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,

@@ -12,7 +12,8 @@ from samkit.models.sam import Sam
 
 
 class MaskRefiner(Protocol):
-    """A refiner of the predictor's full-resolution logits, with its own per-image cache."""
+    """A refiner of the predictor's masks, with its own per-image cache: it takes the model's low-res logits
+    and returns full-resolution ones (upsampling them itself, where its answer needs no second pass)."""
 
     def check_model(self, model: Sam | EvfSam) -> None:
         """Raise a SamkitError when the refiner was not made for ``model`` (embedding size, input frame)."""
@@ -23,7 +24,7 @@ class MaskRefiner(Protocol):
     def reset_image(self) -> None:
         """Forget the cached image (the predictor's image changed without the refiner seeing it)."""
 
-    def refine(self, logits: torch.Tensor, points: np.ndarray | None = None,
+    def refine(self, low_res: torch.Tensor, points: np.ndarray | None = None,
                labels: np.ndarray | None = None) -> torch.Tensor:
-        """Logits (C,H,W) at the image's resolution + the clicks (points (N,2) x,y pixels, labels (N,))
-        -> refined logits (C,H,W) float32 CPU. Raises a SamkitError without an image."""
+        """The model's low-res logits (C,s,s) + the clicks (points (N,2) x,y pixels, labels (N,)) -> refined
+        logits (C,H,W) float32 CPU at the image's resolution. Raises a SamkitError without an image."""

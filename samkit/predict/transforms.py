@@ -75,6 +75,20 @@ def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
+def _resize_operators(out_size: tuple[int, int], in_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(_bilinear_matrix(o, i).astype(np.float32))  # type: ignore[return-value]
+                 for o, i in zip(out_size, in_size, strict=True))
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) -> (..., H, W): ``F.interpolate(mode="bilinear", align_corners=False)`` without
+    antialiasing, as two matrix products. For small feature maps with few channels (a refiner's coarse
+    features brought to its work frame) it is 2-3x faster on this CPU; differentiable; float32."""
+    rows, cols = _resize_operators((int(size[0]), int(size[1])), (int(x.shape[-2]), int(x.shape[-1])))
+    return torch.matmul(rows.to(x.device), torch.matmul(x, cols.to(x.device).T))
+
+
+@lru_cache(maxsize=16)
 def upsample_operators(
     original_size: tuple[int, int], input_size: tuple[int, int], low_res: int = 256, img_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,8 @@
 """Clicks as image-shaped inputs: one disk map for positive clicks, one for negative clicks."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -28,3 +30,45 @@ def scale_points(points: torch.Tensor, from_size: tuple[int, int], to_size: tupl
     sx = to_size[1] / from_size[1]
     sy = to_size[0] / from_size[0]
     return torch.stack([(points[..., 0] + 0.5) * sx - 0.5, (points[..., 1] + 0.5) * sy - 0.5], dim=-1)
+
+
+class DiskCanvas:
+    """The click disks of one image's growing click list in one (h,w) frame, drawn incrementally: a click
+    that extends the last list draws only its own disk (a few small tensors around it) instead of the whole
+    list over the whole frame. Same maps as :func:`click_maps` for one prompt set (1,2,h,w)."""
+
+    def __init__(self, size: tuple[int, int], radius: float) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.radius = float(radius)
+        self.points = torch.zeros(0, 2)
+        self.labels = torch.zeros(0, dtype=torch.int64)
+        self.maps = torch.zeros(1, 2, *self.size)
+
+    def draw(self, points: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+        """points (1,N,2) x,y in the frame's pixels, labels (1,N) (1 positive, 0 negative, others ignored)
+        -> (1,2,h,w) float32 disk maps (the canvas's own tensor: do not modify it)."""
+        if points is None or labels is None:
+            points, labels = torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64)
+        else:
+            points, labels = points.reshape(-1, 2).float().cpu(), labels.reshape(-1).cpu()
+        n = self.points.shape[0]
+        if n > points.shape[0] or not (torch.equal(points[:n], self.points) and torch.equal(labels[:n], self.labels)):
+            self.maps = torch.zeros(1, 2, *self.size)  # not an extension (undo, a new object): start again
+            n = 0
+        for (x, y), label in zip(points[n:], labels[n:].tolist(), strict=True):
+            if label in (0, 1):
+                self._disk(x, y, 1 - label)
+        self.points, self.labels = points.clone(), labels.clone()
+        return self.maps
+
+    def _disk(self, x: torch.Tensor, y: torch.Tensor, channel: int) -> None:
+        """Set the pixels within ``radius`` of (x, y) (float32 scalars) in one channel; the box around the
+        disk is a pixel wider than it, so the float32 test alone decides, as in :func:`click_maps`."""
+        (h, w), r = self.size, self.radius
+        y0, y1 = max(0, math.floor(float(y) - r) - 1), min(h, math.ceil(float(y) + r) + 2)
+        x0, x1 = max(0, math.floor(float(x) - r) - 1), min(w, math.ceil(float(x) + r) + 2)
+        if y0 >= y1 or x0 >= x1:
+            return
+        dy2 = (torch.arange(y0, y1, dtype=torch.float32) - y) ** 2
+        dx2 = (torch.arange(x0, x1, dtype=torch.float32) - x) ** 2
+        self.maps[0, channel, y0:y1, x0:x1].masked_fill_(dy2[:, None] + dx2[None, :] <= r ** 2, 1.0)

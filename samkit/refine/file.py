@@ -27,8 +27,9 @@ from samkit.refine.refiner import SamRefiner
 
 REFINER_FORMAT = "samkit-refiner/1"
 REFINER_ARCH = "samref"
-BUNDLED_REFINERS = {"samkit_tiny_ref": "samkit_tiny_ref.fp16.safetensors"}
-TRAIN_COMMAND = "samkit train-refiner configs/samkit_tiny_ref.json"
+# samkit_tiny_ref: the more accurate; samkit_tiny_ref_fast: a smaller, cheaper per click (docs/refiner.md)
+BUNDLED_REFINERS = {"samkit_tiny_ref": "samkit_tiny_ref.fp16.safetensors",
+                    "samkit_tiny_ref_fast": "samkit_tiny_ref_fast.fp16.safetensors"}
 
 
 def refiner_info(cfg: RefinerConfig, extra: dict[str, str] | None = None) -> ModelFileInfo:
@@ -69,8 +70,8 @@ def resolve_refiner(name_or_path: str | os.PathLike) -> Path:
     if name in BUNDLED_REFINERS:
         path = BUNDLED_DIR / BUNDLED_REFINERS[name]
         if not path.is_file():
-            raise CheckpointError(f"refiner {name} is not bundled yet (no {path.name} in samkit/weights): train "
-                                  f"it with '{TRAIN_COMMAND}' (docs/refiner.md)")
+            raise CheckpointError(f"refiner {name} is not bundled yet (no {path.name} in samkit/weights): "
+                                  f"docs/refiner.md has the samkit train-refiner runs that made it")
         return path
     path = Path(name).expanduser()
     if not path.exists():

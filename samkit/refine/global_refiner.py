@@ -13,14 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.predict.transforms import resize_bilinear
 from samkit.refine.config import RefinerConfig
-from samkit.refine.layers import RefineHead, ResBlock, blend, channels_last, conv
+from samkit.refine.layers import RefineHead, ResBlock, blend, channels_last, conv, pointwise
 
 
 @dataclass
 class ImageFeatures:
-    """Image-only features of a batch of images in the work frame (h, w): ``coarse`` (B,C,h/4,w/4) with
-    the SAM embedding fused in, ``fine`` (B,F,h,w) for the full work-frame head."""
+    """Image-only features of a batch of images in the work frame (h, w): ``coarse`` (B,C,h/s,w/s) (s the
+    trunk stride) with the SAM embedding fused in, ``fine`` (B,F,h,w) for the full work-frame head."""
 
     coarse: torch.Tensor
     fine: torch.Tensor
@@ -41,13 +42,16 @@ def embedding_to_frame(embedding: torch.Tensor, valid: tuple[float, float], size
 
 
 class ImageBranch(nn.Module):
-    """Image-only work: (B,3,h,w) normalised image + (B,E,g,g) SAM embedding -> :class:`ImageFeatures`."""
+    """Image-only work: (B,3,h,w) normalised image + (B,E,g,g) SAM embedding -> :class:`ImageFeatures`
+    (``fine`` channels-last before a 3x3 ``fine_mix``, channels-first before per-pixel layers only)."""
 
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
         c, f = cfg.channels, cfg.fine_channels
         self.fine = nn.Sequential(conv(3, f), conv(f, f))
-        self.down = nn.Sequential(conv(f, c, stride=2), conv(c, c, stride=2), conv(c, c))
+        halvings = [conv(c, c, stride=2) for _ in range(cfg.trunk_stride.bit_length() - 2)]
+        self.down = nn.Sequential(conv(f, c, stride=2), *halvings, conv(c, c))
+        self.fine_layout = channels_last if cfg.fine_mix else torch.Tensor.contiguous
         self.embed = nn.Sequential(nn.Conv2d(cfg.embed_dim, cfg.embed_channels, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(cfg.embed_channels, c, 1))
 
@@ -56,16 +60,16 @@ class ImageBranch(nn.Module):
         fine = self.fine(channels_last(image))
         coarse = self.down(fine)
         coarse = coarse + embedding_to_frame(self.embed(embedding.to(coarse.dtype)), valid, coarse.shape[-2:])
-        return ImageFeatures(channels_last(coarse), fine)
+        return ImageFeatures(channels_last(coarse), self.fine_layout(fine))
 
 
 class PromptFusion(nn.Module):
     """Per-click work: cached :class:`ImageFeatures` + prompt maps (B,3,h,w) (positive / negative click disks,
     squashed SAM logits) -> the refiner's logits (B,1,h,w) and error logits (B,1,h,w) in the work frame.
 
-    The prompt maps are pooled to the trunk's 1/4 frame (max-pooled disks, so no click vanishes), fused
+    The prompt maps are pooled to the trunk's frame (max-pooled disks, so no click vanishes), fused
     with the coarse image features by residual blocks, brought back to the work frame and combined with
-    the fine image features and the maps themselves by 1x1 convolutions."""
+    the fine image features and the maps themselves by 1x1 convolutions (and ``fine_mix``'s 3x3)."""
 
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
@@ -74,15 +78,22 @@ class PromptFusion(nn.Module):
         self.trunk = nn.Sequential(*[ResBlock(c) for _ in range(cfg.blocks)])
         self.lift = nn.Conv2d(c, f, 1)
         self.fine_prompt = nn.Conv2d(3, f, 1)
-        self.mix = conv(f, f)  # 3x3: aligns the fused answer with the image's edges at the work frame
+        # 3x3: aligns the fused answer with the image's edges at the work frame (channels-last); without it
+        # every work-frame layer is per pixel and runs channels-first (pointwise)
+        self.mix = conv(f, f) if cfg.fine_mix else None
         self.head = RefineHead(f)
 
     def forward(self, feats: ImageFeatures, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = (int(feats.coarse.shape[-2]), int(feats.coarse.shape[-1]))
-        prompt_maps = channels_last(prompt_maps)
-        pooled = torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
-                            F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1)
+        if self.mix is not None:
+            prompt_maps = channels_last(prompt_maps)
+        pooled = channels_last(torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
+                                          F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1))
         x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))
+        if self.mix is None:
+            x = resize_bilinear(self.lift(x).contiguous(), (int(feats.fine.shape[-2]), int(feats.fine.shape[-1])))
+            x = pointwise(self.fine_prompt, prompt_maps.contiguous(), add_to=x.add_(feats.fine))
+            return self.head(x.relu_())
         x = F.interpolate(self.lift(x), size=feats.fine.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(self.mix(torch.relu(x + feats.fine + self.fine_prompt(prompt_maps))))
 

@@ -1,6 +1,8 @@
 """Small convolution blocks shared by the global and local refiners."""
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -14,6 +16,27 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     channels, for which oneDNN's kernels on channels-first tensors are slow on a CPU (a 1x1 convolution of 3
     channels at 256x192: 0.4 ms per mask, 17 ms for a batch of 3; channels-last: 0.06 ms)."""
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def pointwise(layer: nn.Conv2d, x: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution of a channels-first (B,C,H,W) tensor as matrix products, (out,in) @ (in,H*W) per
+    image: with a few channels over a whole work frame it is 2-4x faster than the convolution on this CPU (and
+    the product with 2 outputs 8x faster than channels-last). Channels-last tensors go through ``layer``.
+    ``add_to`` (B,out,H,W), channels-first: the result is added into it in place (one pass over the frame
+    fewer) and it is returned. One image is one ``addmm``: ``torch.matmul`` of a weight that requires grad
+    and a batch does not fold the batch into one product and is 4x slower."""
+    if not x.is_contiguous():
+        return layer(x) if add_to is None else add_to.add_(layer(x))
+    b, c, h, w = x.shape
+    weight = layer.weight.view(layer.out_channels, c)
+    bias = layer.bias if layer.bias is not None else weight.new_zeros(layer.out_channels)
+    if b == 1 and add_to is None:
+        return torch.addmm(bias[:, None], weight, x.view(c, h * w)).view(1, -1, h, w)
+    if b == 1 and add_to is not None and add_to.is_contiguous():
+        add_to.view(-1, h * w).addmm_(weight, x.view(c, h * w)).add_(bias[:, None])
+        return add_to
+    y = (torch.matmul(weight, x.view(b, c, h * w)) + bias[:, None]).view(b, -1, h, w)
+    return y if add_to is None else add_to.add_(y)
 
 
 def conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -54,7 +77,7 @@ class RefineHead(nn.Module):
             self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.out(self.hidden(x))
+        y = pointwise(self.out, pointwise(cast(nn.Conv2d, self.hidden[0]), x).relu_())
         return LOGIT_SCALE * y[:, :1], y[:, 1:]
 
 

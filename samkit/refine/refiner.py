@@ -4,8 +4,9 @@ stage, with the image-only work cached per image.
 Per image (:meth:`SamRefiner.set_image`): the image normalised at full resolution and the global stage's
 :class:`~samkit.refine.global_refiner.ImageBranch` features (image + SAM embedding) in the work frame.
 Per click (:meth:`SamRefiner.refine`): click disks and SAM's logits enter the global stage's
-:class:`~samkit.refine.global_refiner.PromptFusion`; its error map blends its answer with SAM's; the
-selector decides whether the local stage refines the largest error region at full resolution.
+:class:`~samkit.refine.global_refiner.PromptFusion`; its error map blends its answer with SAM's (at the
+image's resolution, or in the work frame and upsampled once: ``blend_frame``); the selector decides whether
+the local stage refines the largest error region at full resolution.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from torch import nn
 from samkit.errors import CheckpointError, SamkitError
 from samkit.models.evf_sam import EvfSam
 from samkit.models.sam import Sam
-from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, resized_shape
-from samkit.refine.click_maps import click_maps, scale_points
+from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, postprocess_logits, resized_shape
+from samkit.refine.click_maps import DiskCanvas, click_maps, scale_points
 from samkit.refine.config import RefinerConfig
 from samkit.refine.crops import Box, crop_box, crop_resize, paste
 from samkit.refine.global_refiner import GlobalRefiner, ImageFeatures, blend_up
@@ -33,12 +34,15 @@ from samkit.refine.selector import DynamicSelector
 @dataclass
 class ImageState:
     """What :meth:`SamRefiner.set_image` caches: ``image`` (1,3,H,W) normalised at full resolution,
-    ``features`` in the work frame (h, w)."""
+    ``features`` in the work frame (h, w); ``input_size``: the image's part of SAM's padded input frame;
+    ``disks``: the click disks in the work frame, drawn as the clicks come."""
 
     image: torch.Tensor
     features: ImageFeatures
     original_size: tuple[int, int]
     work_size: tuple[int, int]
+    input_size: tuple[int, int]
+    disks: DiskCanvas
 
 
 def normalise(image: np.ndarray) -> torch.Tensor:
@@ -48,13 +52,26 @@ def normalise(image: np.ndarray) -> torch.Tensor:
 
 
 def prompt_maps(points: torch.Tensor | None, labels: torch.Tensor | None, logits: torch.Tensor,
-                radius: float) -> torch.Tensor:
-    """A refiner's prompt input (B,3,h,w): click disks (points (B,N,2) in the logits' frame, labels (B,N))
-    and squashed logits (B,1,h,w)."""
-    maps = click_maps(points, labels, (logits.shape[-2], logits.shape[-1]), radius, batch=logits.shape[0]).to(logits)
-    if maps.shape[0] != logits.shape[0]:
-        maps = maps.expand(logits.shape[0], -1, -1, -1)
-    return torch.cat([maps, squash_logits(logits)], dim=1)
+                radius: float, disks: torch.Tensor | None = None) -> torch.Tensor:
+    """A refiner's prompt input (B,3,h,w): click disks (points (B,N,2) in the logits' frame, labels (B,N);
+    or ``disks`` (1 or B,2,h,w) already drawn) and squashed logits (B,1,h,w)."""
+    if disks is None:
+        disks = click_maps(points, labels, (logits.shape[-2], logits.shape[-1]), radius, batch=logits.shape[0])
+    disks = disks.to(logits)
+    if disks.shape[0] != logits.shape[0]:
+        disks = disks.expand(logits.shape[0], -1, -1, -1)
+    return torch.cat([disks, squash_logits(logits)], dim=1)
+
+
+def hold_clicks(logits: torch.Tensor, disks: torch.Tensor, floor: float) -> torch.Tensor:
+    """Logits (B,1,h,w) held to >= +floor inside positive and <= -floor inside negative click disks (1,2,h,w)
+    of the same frame, where the disks of the two kinds do not overlap (there the network decides: a click
+    beside an earlier one of the other kind is a correction); ``floor`` 0 returns them unchanged."""
+    if floor <= 0:
+        return logits
+    pos, neg = disks[:, :1] > 0, disks[:, 1:] > 0
+    logits = torch.where(pos & ~neg, logits.clamp(min=floor), logits)
+    return torch.where(neg & ~pos, logits.clamp(max=-floor), logits)
 
 
 def local_inputs(image: torch.Tensor, logits: torch.Tensor, box: Box, points: torch.Tensor | None,
@@ -78,7 +95,7 @@ class SamRefiner(nn.Module):
     """The refiner of one SAM model (``cfg.sam_arch`` / ``embed_dim`` / ``sam_img_size``).
 
     >>> ref.set_image(rgb, embedding)                     # once per image: (H,W,3) uint8, (1,E,g,g)
-    >>> logits = ref.refine(sam_logits, points, labels)   # per click: (C,H,W) -> (C,H,W)
+    >>> logits = ref.refine(low_res, points, labels)      # per click: SAM's (C,s,s) -> (C,H,W)
     """
 
     file_metadata: dict[str, str]  # the refiner file's metadata (set by samkit.refine.file.load_refiner)
@@ -126,7 +143,7 @@ class SamRefiner(nn.Module):
         work = F.interpolate(full, size=work_size, mode="bilinear", align_corners=False, antialias=True)
         features = self.global_refiner.image_branch(work, embedding.to(self.device, torch.float32),
                                                     (ih / cfg.sam_img_size, iw / cfg.sam_img_size))
-        self.state = ImageState(full, features, (H, W), work_size)
+        self.state = ImageState(full, features, (H, W), work_size, (ih, iw), DiskCanvas(work_size, cfg.click_radius))
 
     def reset_image(self) -> None:
         self.state = None
@@ -138,42 +155,61 @@ class SamRefiner(nn.Module):
 
     # -- per click --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def refine(self, logits: torch.Tensor, points: np.ndarray | None = None,
+    def refine(self, low_res: torch.Tensor, points: np.ndarray | None = None,
                labels: np.ndarray | None = None) -> torch.Tensor:
-        """SAM's logits (C,H,W) at the image's resolution, the clicks so far (points (N,2) x,y original
-        pixels, labels (N,) 1/0) -> refined logits (C,H,W) float32 on the CPU."""
+        """SAM's low-res logits (C,s,s) over its padded input frame (s = ``sam_img_size`` / 4), the clicks so
+        far (points (N,2) x,y original pixels, labels (N,) 1/0) -> refined logits (C,H,W) float32 on the CPU
+        at the image's resolution (where SAM's own would be ``Predictor.upscale(low_res)``)."""
         st = self.state
         if st is None:
             raise SamkitError("the refiner has no image: call set_image(), or load_embedding(..., image=...)")
-        if tuple(logits.shape[-2:]) != st.original_size:
-            raise SamkitError(f"logits of size {tuple(logits.shape[-2:])} for an image of {st.original_size}")
-        logits = logits.to(self.device, torch.float32)
+        s = self.cfg.sam_img_size // 4
+        if low_res.dim() != 3 or tuple(low_res.shape[-2:]) != (s, s):
+            raise SamkitError(f"low-res logits of shape {tuple(low_res.shape)}: the refiner expects (C, {s}, {s}) "
+                              f"from {self.cfg.sam_arch}")
+        low_res = low_res.to(self.device, torch.float32)
         pts = lab = None
         if points is not None and len(points):
             pts = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(1, -1, 2).to(self.device)
             lab = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(1, -1).to(self.device)
-        out, error_prob = self._global(logits, pts, lab)
-        self.last_local = []
-        refined = []
-        for c in range(out.shape[0]):
-            run = self.selector(error_prob[c], _mask_in(out[c], (error_prob.shape[-2], error_prob.shape[-1])))
-            self.last_local.append(run)
-            refined.append(self._local(out[c], error_prob[c], pts, lab) if run else out[c])
-        return torch.stack(refined).cpu()
+        out, work_out, error_prob = self._global(low_res, pts, lab)
+        self.last_local = [self.selector(error_prob[c], work_out[c] > 0) for c in range(out.shape[0])]
+        if any(self.last_local):
+            out = torch.stack([self._local(out[c], error_prob[c], pts, lab) if run else out[c]
+                               for c, run in enumerate(self.last_local)])
+        return out.cpu()
 
-    def _global(self, logits: torch.Tensor, pts: torch.Tensor | None,
-                lab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Global stage: (C,H,W) logits -> blended logits (C,H,W) and error probabilities (C,h,w) in the
-        work frame (without the global stage: SAM's own uncertainty, 1 - |2p - 1|)."""
-        st = self._image_state()
-        work_logits = F.interpolate(logits[:, None], size=st.work_size, mode="bilinear", align_corners=False)
+    def _global(self, low_res: torch.Tensor, pts: torch.Tensor | None,
+                lab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Global stage: SAM's (C,s,s) low-res logits -> blended logits (C,H,W), the same in the work frame
+        (C,h,w) and error probabilities (C,h,w) (without the global stage: SAM's own uncertainty,
+        1 - |2p - 1|)."""
+        st, cfg = self._image_state(), self.cfg
+        by_work = cfg.blend_frame == "work"
+        full = None if by_work else postprocess_logits(low_res, st.original_size, st.input_size, cfg.sam_img_size)
+        if full is None:
+            work_logits = postprocess_logits(low_res, st.work_size, st.input_size, cfg.sam_img_size)[:, None]
+        else:
+            work_logits = F.interpolate(full[:, None], size=st.work_size, mode="bilinear", align_corners=False)
         if not self.use_global:
             p = torch.sigmoid(work_logits[:, 0])
-            return logits, 1 - (2 * p - 1).abs()
+            if full is None:
+                return self._upsample(work_logits), work_logits[:, 0], 1 - (2 * p - 1).abs()
+            return full, _mask_in(full, st.work_size), 1 - (2 * p - 1).abs()
         work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
-        maps = prompt_maps(work_pts, lab, work_logits, self.cfg.click_radius)
-        own, err = self.global_refiner.fusion(st.features.expand(logits.shape[0]), maps)
-        return blend_up(logits[:, None], own, err)[:, 0], torch.sigmoid(err[:, 0])
+        disks = st.disks.draw(work_pts, lab)
+        maps = prompt_maps(work_pts, lab, work_logits, cfg.click_radius, disks)
+        own, err = self.global_refiner.fusion(st.features.expand(low_res.shape[0]), maps)
+        if full is None:
+            blended = hold_clicks(blend(work_logits, own, err), disks, cfg.click_floor)
+            return self._upsample(blended), blended[:, 0], torch.sigmoid(err[:, 0])
+        out = blend_up(full[:, None], own, err)[:, 0]
+        return out, _mask_in(out, st.work_size), torch.sigmoid(err[:, 0])
+
+    def _upsample(self, work_logits: torch.Tensor) -> torch.Tensor:
+        """(C,1,h,w) work-frame logits -> (C,H,W) at the image's resolution (bilinear)."""
+        size = self._image_state().original_size
+        return F.interpolate(work_logits, size=size, mode="bilinear", align_corners=False)[:, 0]
 
     def _local(self, logits: torch.Tensor, error_prob: torch.Tensor, pts: torch.Tensor | None,
                lab: torch.Tensor | None) -> torch.Tensor:
@@ -189,5 +225,5 @@ class SamRefiner(nn.Module):
 
 
 def _mask_in(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H,W) logits -> (h,w) bool mask in the work frame (nearest)."""
-    return F.interpolate(logits[None, None], size=tuple(size), mode="nearest")[0, 0] > 0
+    """(C,H,W) logits -> (C,h,w) logits in the work frame (nearest): what the selector measures the mask by."""
+    return F.interpolate(logits[:, None], size=tuple(size), mode="nearest")[:, 0]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from samkit.data.sample import Sample
 from samkit.eval.clicks import next_click
 from samkit.models.load import load_model
+from samkit.predict.transforms import postprocess_logits
 from samkit.refine.click_maps import scale_points
 from samkit.refine.config import RUN_TIME_FIELDS, RefinerConfig
 from samkit.refine.crops import crop_box, crop_resize, paste
@@ -77,7 +78,7 @@ class RefinerTrainConfig(OptimConfig):
     boundary_weight: float = 4.0  # extra focal weight in the object's boundary band
     boundary_width: int = 3  # band half-width, item_size pixels
     error_weight: float = 1.0  # error-map loss weight (relative to the mask's focal loss)
-    local_weight: float = 1.0  # local stage loss weight
+    local_weight: float = 1.0  # local stage loss weight (0: the local stage is not run, nor trained)
     lr: float = 1e-3
     weight_decay: float = 0.01
     min_lr_ratio: float = 0.05
@@ -221,13 +222,18 @@ class RefinerTrainer(CheckpointedRun):
             labels = torch.from_numpy(prompts.labels).to(self.device)
             sam_logits, mask_input = self._sam(embedding, points * (rc.sam_img_size / size), labels, mask_input)
             with torch.set_grad_enabled(k >= warm and torch.is_grad_enabled()):
-                work_logits = F.interpolate(sam_logits, size=(rc.work_size,) * 2, mode="bilinear",
-                                            align_corners=False)
+                work_logits = self._work_logits(sam_logits, mask_input)
                 maps = prompt_maps(scale_points(points, (size, size), (rc.work_size,) * 2), labels, work_logits,
                                    rc.click_radius)
                 own, err = self.refiner.global_refiner.fusion(features, maps)
-                refined = blend_up(sam_logits, own, err)
-                local, final = self._local(images, refined.detach(), targets, valid, points, labels)
+                if rc.blend_frame == "work":  # as SamRefiner.refine: blended in the work frame, upsampled once
+                    refined = _resize(blend(work_logits, own, err), size)
+                else:
+                    refined = blend_up(sam_logits, own, err)
+                if cfg.local_weight > 0:
+                    local, final = self._local(images, refined.detach(), targets, valid, points, labels)
+                else:  # a global-only refiner (selector "never"): the next clicks come from the global answer
+                    local, final = refined.new_zeros(()), refined.detach()[:, 0]
                 preds = (final > 0).cpu().numpy()
                 if k < warm:
                     continue
@@ -252,6 +258,14 @@ class RefinerTrainer(CheckpointedRun):
         best = iou.argmax(dim=1)
         low = low[torch.arange(low.shape[0]), best][:, None].float()
         return F.interpolate(low, size=self.cfg.item_size, mode="bilinear", align_corners=False), low
+
+    def _work_logits(self, sam_logits: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """SAM's answer (B,1,w,w) in the work frame, as :meth:`SamRefiner.refine` makes it: from the item-frame
+        logits (``blend_frame`` "image"), or through SAM's upsampling chain from its low-res logits ("work")."""
+        rc = self.refiner.cfg
+        if rc.blend_frame == "work":
+            return postprocess_logits(low, (rc.work_size,) * 2, (rc.sam_img_size,) * 2, rc.sam_img_size)
+        return F.interpolate(sam_logits, size=(rc.work_size,) * 2, mode="bilinear", align_corners=False)
 
     def _local(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
                points: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

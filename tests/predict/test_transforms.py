@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from samkit.predict.transforms import (
     mask_to_low_res_logits,
     postprocess_logits,
+    resize_bilinear,
     resized_shape,
     upsample_operators,
     upscale_grid,
@@ -81,3 +82,14 @@ def test_upscale_grid_covers_exactly_the_cells_the_upsampling_reads(img, low):
             assert kept == grid or 4 * (kept - 1) <= read
         if max(h, w) > 1.2 * min(h, w):
             assert min(rows_cols) < grid  # the short side's padding is skipped
+
+
+@pytest.mark.parametrize(("src", "dst"), [((18, 24), (144, 192)), ((7, 5), (3, 11)), ((32, 32), (32, 32))])
+def test_resize_bilinear_equals_interpolate(src, dst):
+    """Up, down (no antialiasing) and same size, with leading batch and channel axes; gradients flow."""
+    x = torch.randn(2, 3, *src, requires_grad=True)
+    got = resize_bilinear(x, dst)
+    want = F.interpolate(x, size=dst, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

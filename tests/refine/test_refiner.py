@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from samkit.errors import CheckpointError, SamkitError
 from samkit.predict.predictor import Predictor
-from samkit.refine.click_maps import click_maps
+from samkit.refine import RefinerConfig, SamRefiner
+from samkit.refine.click_maps import DiskCanvas, click_maps
 from samkit.refine.crops import crop_box, feather, paste
 from samkit.refine.selector import DynamicSelector, error_ratio
 
@@ -31,10 +33,32 @@ def test_stage_shapes(refiner, tiny, grabcut):
     assert st.features.fine.shape == (1, cfg.fine_channels, *st.work_size)
     # cached channels-last: the per-click convolutions' fast layout (samkit.refine.layers.channels_last)
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in (st.features.coarse, st.features.fine))
-    logits = torch.randn(3, h, w)
-    out = refiner.refine(logits, np.array([[w / 2, h / 2]]), np.array([1]))
+    low = torch.randn(3, tiny.img_size // 4, tiny.img_size // 4)
+    out = refiner.refine(low, np.array([[w / 2, h / 2]]), np.array([1]))
     assert out.shape == (3, h, w) and out.dtype == torch.float32
     assert len(refiner.last_local) == 3
+    with pytest.raises(SamkitError, match="low-res logits of shape"):
+        refiner.refine(torch.randn(3, h, w))  # full-resolution logits are not what it takes
+
+
+def test_fast_layout_shapes(tiny, grabcut):
+    """A trunk at 1/8 of the work frame, no 3x3 at the work frame, blended in the work frame: the fine
+    features are cached channels-first (the per-pixel layers run as matrix products) and the answer comes
+    back at the image's resolution."""
+    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, work_size=192, trunk_stride=8,
+                        fine_mix=False, blend_frame="work", fine_channels=8)
+    refiner = SamRefiner(cfg).eval()
+    assert refiner.global_refiner.fusion.mix is None
+    sample = grabcut[0]
+    h, w = sample.image.shape[:2]
+    Predictor(tiny, refiner=refiner).set_image(sample.image)
+    st = refiner.state
+    eighth = tuple(math.ceil(math.ceil(math.ceil(n / 2) / 2) / 2) for n in st.work_size)
+    assert st.features.coarse.shape == (1, cfg.channels, *eighth)
+    assert st.features.fine.is_contiguous() and st.features.fine.shape == (1, 8, *st.work_size)
+    out = refiner.refine(torch.randn(2, tiny.img_size // 4, tiny.img_size // 4), np.array([[w / 2, h / 2]]),
+                         np.array([1]))
+    assert out.shape == (2, h, w) and out.dtype == torch.float32
 
 
 def test_channels_last_is_layout_only(refiner):
@@ -57,6 +81,32 @@ def test_channels_last_is_layout_only(refiner):
     x = torch.nn.functional.interpolate(fusion.lift(x), size=fine.shape[-2:], mode="bilinear", align_corners=False)
     expected = fusion.head(fusion.mix(torch.relu(x + fine + fusion.fine_prompt(maps))))
     for got, want in zip(fused, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_per_pixel_head_is_the_convolutions(tiny, batch):
+    """Without fine_mix the work-frame layers run as matrix products (pointwise, in place, resize_bilinear):
+    the same answer as the modules' own 1x1 convolutions and F.interpolate, one image or a batch."""
+    torch.manual_seed(2)
+    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, trunk_stride=8, fine_mix=False)
+    refiner = SamRefiner(cfg).eval()
+    for p in refiner.parameters():
+        p.data.normal_(0, 0.1)
+    image, maps = torch.randn(1, 3, 64, 96), torch.randn(batch, 3, 64, 96)
+    fusion = refiner.global_refiner.fusion
+    with torch.inference_mode():
+        feats = refiner.global_refiner.image_branch(image, torch.randn(1, cfg.embed_dim, 16, 16))
+        assert feats.fine.is_contiguous() and feats.coarse.shape[-2:] == (8, 12)
+        feats = feats.expand(batch)  # a multimask click's three answers share the image's features
+        fused = fusion(feats, maps)
+        fine = feats.fine.contiguous()
+        pooled = torch.cat([torch.nn.functional.adaptive_max_pool2d(maps[:, :2], (8, 12)),
+                            torch.nn.functional.adaptive_avg_pool2d(maps[:, 2:], (8, 12))], dim=1)
+        x = fusion.trunk(torch.relu(feats.coarse.contiguous() + fusion.prompt(pooled)))
+        x = torch.nn.functional.interpolate(fusion.lift(x), size=(64, 96), mode="bilinear", align_corners=False)
+        y = fusion.head.out(fusion.head.hidden(torch.relu(x + fine + fusion.fine_prompt(maps))))
+    for got, want in zip(fused, (8 * y[:, :1], y[:, 1:]), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -124,3 +174,48 @@ def test_crop_box_and_seamless_paste():
     logits = torch.zeros(100, 100)
     out = paste(logits, torch.full((8, 8), 5.0), (20, 20, 40, 40), width=4)
     assert out[30, 30] == 5 and out[19, 30] == 0 and 0 < out[20, 30] < 1.5  # no step at the crop's edge
+
+
+def test_disk_canvas_draws_what_click_maps_draws():
+    """Clicks that extend the list are drawn one by one, a list that does not (undo, a new object) from
+    scratch; after every step the maps equal click_maps' (disks at the frame's edges included)."""
+    rng = np.random.default_rng(3)
+    size, radius = (37, 53), 3.0
+    canvas = DiskCanvas(size, radius)
+    points = torch.tensor(rng.uniform(-4, 57, size=(1, 9, 2)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(-1, 2, size=(1, 9)))
+    steps = [3, 4, 5, 9, 2, 6, 0]  # grow, shrink (undo), grow again, none
+    for n in steps:
+        got = canvas.draw(points[:, :n], labels[:, :n]).clone()
+        torch.testing.assert_close(got, click_maps(points[:, :n], labels[:, :n], size, radius), rtol=0, atol=0)
+    other = points.clone()
+    other[0, 1] += 5  # same length, a different earlier click
+    canvas.draw(points[:, :4], labels[:, :4])
+    torch.testing.assert_close(canvas.draw(other[:, :4], labels[:, :4]),
+                               click_maps(other[:, :4], labels[:, :4], size, radius), rtol=0, atol=0)
+    assert canvas.draw(None, None).sum() == 0
+
+
+def test_click_floor_keeps_clicked_pixels_on_their_side(tiny, grabcut):
+    """With click_floor the answer at every clicked pixel is on the clicked side, whatever the network says;
+    without it (0) a network that answers background everywhere drops the positive click; a floor needs the
+    work-frame blend (refused otherwise)."""
+    sample = grabcut[3]
+    h, w = sample.image.shape[:2]
+    points = np.array([[w * 0.5, h * 0.5], [w * 0.1, h * 0.1], [w * 0.52, h * 0.47]])
+    labels = np.array([0, 1, 0])
+    sides = {}
+    for floor in (0.0, 3.0):
+        torch.manual_seed(4)
+        refiner = SamRefiner(RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, blend_frame="work",
+                                           fine_mix=False, click_floor=floor)).eval()
+        with torch.no_grad():  # a network that answers "background, surely" everywhere
+            refiner.global_refiner.fusion.head.out.bias.copy_(torch.tensor([-5.0, 10.0]))
+        pred = Predictor(tiny, refiner=refiner)
+        pred.set_image(sample.image)
+        out = pred.predict(points=points, labels=labels, multimask=False)
+        sides[floor] = [bool(out.masks[0, int(y), int(x)]) == bool(lab)
+                        for (x, y), lab in zip(points, labels, strict=True)]
+    assert all(sides[3.0]) and not all(sides[0.0]), sides
+    with pytest.raises(CheckpointError, match="click_floor"):
+        RefinerConfig(click_floor=2.0).validate()  # blend_frame "image"

@@ -64,7 +64,25 @@ def test_init_refiner_starts_from_its_weights(tmp_path, grabcut):
                                     refiner={"work_size": 96, "channels": 8}), samples=[grabcut[1]])
 
 
-def test_shipped_recipe_parses():
-    cfg = load_refiner_config(REPO / "configs" / "samkit_tiny_ref.json")
+@pytest.mark.parametrize("name", ["samkit_tiny_ref", "samkit_tiny_ref_fast", "samkit_tiny_ref_fast8",
+                                  "samkit_tiny_ref_fast8b"])
+def test_shipped_recipe_parses(name):
+    cfg = load_refiner_config(REPO / "configs" / f"{name}.json")
     assert cfg.model == "samkit_tiny"
     assert {d.root.split("/")[-1] for d in cfg.datasets} >= {"DUTS-TR", "ECSSD", "BSDS500"}
+
+
+def test_global_only_training_leaves_the_local_stage_alone(tmp_path, grabcut):
+    """local_weight 0 (a refiner run with its selector at "never"): the local stage is neither run nor trained,
+    the global stage is; the work-frame blend of the fast layout trains too."""
+    cfg = small_config(tmp_path, local_weight=0.0, refiner={"work_size": 96, "trunk_stride": 8, "fine_mix": False,
+                                                             "blend_frame": "work", "selector": "never"})
+    trainer = RefinerTrainer(cfg, samples=[grabcut[0], grabcut[5]])
+    calls = []
+    trainer.refiner.local_refiner.register_forward_hook(lambda *a: calls.append(1))
+    local0 = {k: v.clone() for k, v in trainer.refiner.local_refiner.state_dict().items()}
+    global0 = {k: v.clone() for k, v in trainer.refiner.global_refiner.state_dict().items()}
+    out = trainer.train_step(StepBatches(trainer.samples, trainer.cfg)[0])
+    assert out["local"] == 0.0 and calls == []
+    assert all(torch.equal(v, local0[k]) for k, v in trainer.refiner.local_refiner.state_dict().items())
+    assert not all(torch.equal(v, global0[k]) for k, v in trainer.refiner.global_refiner.state_dict().items())
