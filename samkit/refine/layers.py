@@ -77,6 +77,7 @@ class RefineHead(nn.Module):
             self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # hidden = (1x1 convolution, ReLU): the ReLU is applied in place on the product's fresh output
         y = pointwise(self.out, pointwise(cast(nn.Conv2d, self.hidden[0]), x).relu_())
         return LOGIT_SCALE * y[:, :1], y[:, 1:]
 
