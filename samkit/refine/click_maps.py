@@ -10,19 +10,13 @@ def click_maps(points: torch.Tensor | None, labels: torch.Tensor | None, size: t
                radius: float, batch: int = 1) -> torch.Tensor:
     """Disk maps (B,2,h,w) float32: channel 0 is 1 within ``radius`` of a positive click, channel 1 of a
     negative one. points (B,N,2) x,y in the map's pixels (pixel centres at integers), labels (B,N) with
-    1 positive, 0 negative, -1 padding; None gives ``batch`` empty maps."""
+    1 positive, 0 negative, -1 padding; None gives ``batch`` empty maps. Each prompt set is drawn on a
+    fresh :class:`DiskCanvas` (the one way disks are drawn)."""
     h, w = size
     if points is None or labels is None or points.shape[1] == 0:
         return torch.zeros(batch, 2, h, w)
-    points = points.float()
-    ys = torch.arange(h, dtype=torch.float32, device=points.device)
-    xs = torch.arange(w, dtype=torch.float32, device=points.device)
-    dy2 = (ys[None, None, :] - points[..., 1:2]) ** 2  # (B,N,h)
-    dx2 = (xs[None, None, :] - points[..., 0:1]) ** 2  # (B,N,w)
-    inside = dy2[..., :, None] + dx2[..., None, :] <= radius ** 2  # (B,N,h,w)
-    pos = (inside & (labels == 1)[..., None, None]).any(dim=1)
-    neg = (inside & (labels == 0)[..., None, None]).any(dim=1)
-    return torch.stack([pos, neg], dim=1).float()
+    maps = [DiskCanvas(size, radius).draw(points[b:b + 1], labels[b:b + 1]) for b in range(points.shape[0])]
+    return torch.cat(maps).to(points.device)
 
 
 def scale_points(points: torch.Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> torch.Tensor:
@@ -35,7 +29,7 @@ def scale_points(points: torch.Tensor, from_size: tuple[int, int], to_size: tupl
 class DiskCanvas:
     """The click disks of one image's growing click list in one (h,w) frame, drawn incrementally: a click
     that extends the last list draws only its own disk (a few small tensors around it) instead of the whole
-    list over the whole frame. Same maps as :func:`click_maps` for one prompt set (1,2,h,w)."""
+    list over the whole frame; a list that does not extend the last one is drawn from scratch (1,2,h,w)."""
 
     def __init__(self, size: tuple[int, int], radius: float) -> None:
         self.size = (int(size[0]), int(size[1]))
@@ -62,8 +56,8 @@ class DiskCanvas:
         return self.maps
 
     def _disk(self, x: torch.Tensor, y: torch.Tensor, channel: int) -> None:
-        """Set the pixels within ``radius`` of (x, y) (float32 scalars) in one channel; the box around the
-        disk is a pixel wider than it, so the float32 test alone decides, as in :func:`click_maps`."""
+        """Set the pixels within ``radius`` of (x, y) (float32 scalars) in one channel: the float32 test
+        dy^2 + dx^2 <= radius^2 over a box a pixel wider than the disk on every side."""
         (h, w), r = self.size, self.radius
         y0, y1 = max(0, math.floor(float(y) - r) - 1), min(h, math.ceil(float(y) + r) + 2)
         x0, x1 = max(0, math.floor(float(x) - r) - 1), min(w, math.ceil(float(x) + r) + 2)
