@@ -83,7 +83,8 @@ def _resize_operators(out_size: tuple[int, int], in_size: tuple[int, int]) -> tu
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(..., h, w) -> (..., H, W): ``F.interpolate(mode="bilinear", align_corners=False)`` without
     antialiasing, as two matrix products. For small feature maps with few channels (a refiner's coarse
-    features brought to its work frame) it is 2-3x faster on this CPU; differentiable; float32."""
+    features brought to its work frame: 8 channels, 18x24 -> 144x192) it is 1.4-1.9x faster on this CPU;
+    differentiable; float32."""
     rows, cols = _resize_operators((int(size[0]), int(size[1])), (int(x.shape[-2]), int(x.shape[-1])))
     return torch.matmul(rows.to(x.device), torch.matmul(x, cols.to(x.device).T))
 

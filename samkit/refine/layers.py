@@ -20,8 +20,9 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def pointwise(layer: nn.Conv2d, x: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
     """A 1x1 convolution of a channels-first (B,C,H,W) tensor as matrix products, (out,in) @ (in,H*W) per
-    image: with a few channels over a whole work frame it is 2-4x faster than the convolution on this CPU (and
-    the product with 2 outputs 8x faster than channels-last). Channels-last tensors go through ``layer``.
+    image: 16 channels over a 144x192 work frame, 0.15 ms instead of the convolution's 0.23 ms on this CPU, and
+    the layer with 2 outputs 0.08 ms (a channels-last convolution: 0.12 ms). Channels-last tensors go through
+    ``layer``.
     ``add_to`` (B,out,H,W), channels-first: the result is added into it in place (one pass over the frame
     fewer) and it is returned. One image is one ``addmm``: ``torch.matmul`` of a weight that requires grad
     and a batch does not fold the batch into one product and is 4x slower."""
