@@ -172,18 +172,21 @@ class SamRefiner(nn.Module):
         if points is not None and len(points):
             pts = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(1, -1, 2).to(self.device)
             lab = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(1, -1).to(self.device)
-        out, work_out, error_prob = self._global(low_res, pts, lab)
+        out, work_out, error_prob = self._global(low_res, pts, lab, selecting=self.selector.mode != "never")
+        if work_out is None or error_prob is None:  # selector "never"
+            self.last_local = [False] * out.shape[0]
+            return out.cpu()
         self.last_local = [self.selector(error_prob[c], work_out[c] > 0) for c in range(out.shape[0])]
         if any(self.last_local):
             out = torch.stack([self._local(out[c], error_prob[c], pts, lab) if run else out[c]
                                for c, run in enumerate(self.last_local)])
         return out.cpu()
 
-    def _global(self, low_res: torch.Tensor, pts: torch.Tensor | None,
-                lab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Global stage: SAM's (C,s,s) low-res logits -> blended logits (C,H,W), the same in the work frame
-        (C,h,w) and error probabilities (C,h,w) (without the global stage: SAM's own uncertainty,
-        1 - |2p - 1|)."""
+    def _global(self, low_res: torch.Tensor, pts: torch.Tensor | None, lab: torch.Tensor | None,
+                selecting: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Global stage: SAM's (C,s,s) low-res logits -> blended logits (C,H,W), and what the selector and the
+        local stage read: the same logits in the work frame (C,h,w) and error probabilities (C,h,w) (without
+        the global stage: SAM's own uncertainty, 1 - |2p - 1|); those two are None when not ``selecting``."""
         st, cfg = self._image_state(), self.cfg
         by_work = cfg.blend_frame == "work"
         full = None if by_work else postprocess_logits(low_res, st.original_size, st.input_size, cfg.sam_img_size)
@@ -192,19 +195,24 @@ class SamRefiner(nn.Module):
         else:
             work_logits = F.interpolate(full[:, None], size=st.work_size, mode="bilinear", align_corners=False)
         if not self.use_global:
+            out = self._upsample(work_logits) if full is None else full
+            if not selecting:
+                return out, None, None
             p = torch.sigmoid(work_logits[:, 0])
-            if full is None:
-                return self._upsample(work_logits), work_logits[:, 0], 1 - (2 * p - 1).abs()
-            return full, _mask_in(full, st.work_size), 1 - (2 * p - 1).abs()
+            return out, work_logits[:, 0] if full is None else _mask_in(full, st.work_size), 1 - (2 * p - 1).abs()
         work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
         disks = st.disks.draw(work_pts, lab)
         maps = prompt_maps(work_pts, lab, work_logits, cfg.click_radius, disks)
         own, err = self.global_refiner.fusion(st.features.expand(low_res.shape[0]), maps)
+        work_out: torch.Tensor | None = None
         if full is None:
             blended = hold_clicks(blend(work_logits, own, err), disks, cfg.click_floor)
-            return self._upsample(blended), blended[:, 0], torch.sigmoid(err[:, 0])
-        out = blend_up(full[:, None], own, err)[:, 0]
-        return out, _mask_in(out, st.work_size), torch.sigmoid(err[:, 0])
+            out, work_out = self._upsample(blended), blended[:, 0]
+        else:
+            out = blend_up(full[:, None], own, err)[:, 0]
+        if not selecting:
+            return out, None, None
+        return out, _mask_in(out, st.work_size) if work_out is None else work_out, torch.sigmoid(err[:, 0])
 
     def _upsample(self, work_logits: torch.Tensor) -> torch.Tensor:
         """(C,1,h,w) work-frame logits -> (C,H,W) at the image's resolution (bilinear)."""

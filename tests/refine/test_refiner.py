@@ -219,3 +219,31 @@ def test_click_floor_keeps_clicked_pixels_on_their_side(tiny, grabcut):
     assert all(sides[3.0]) and not all(sides[0.0]), sides
     with pytest.raises(CheckpointError, match="click_floor"):
         RefinerConfig(click_floor=2.0).validate()  # blend_frame "image"
+
+
+@pytest.mark.parametrize("use_global", [True, False])
+def test_selector_never_skips_the_selectors_inputs(tiny, grabcut, use_global):
+    """With the selector at "never" the global stage hands back no work-frame mask or error map (not computed),
+    and the answer is the one a selector that never fires ("dynamic" with an unreachable threshold) gets."""
+    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, work_size=96, trunk_stride=8,
+                        fine_mix=False, blend_frame="work", click_floor=2.0, use_global=use_global)
+    refiner = SamRefiner(cfg).eval()
+    torch.manual_seed(0)
+    for p in refiner.parameters():  # a network that answers something other than SAM
+        torch.nn.init.normal_(p, std=0.2)
+    sample = grabcut[3]
+    h, w = sample.image.shape[:2]
+    Predictor(tiny, refiner=refiner).set_image(sample.image)
+    low = torch.randn(3, tiny.img_size // 4, tiny.img_size // 4) * 5
+    pts, lab = np.array([[w / 2, h / 2], [w / 4, h / 4]]), np.array([1, 0])
+    with torch.inference_mode():
+        skipped = refiner._global(low, torch.tensor(pts, dtype=torch.float32)[None], torch.tensor(lab)[None],
+                                  selecting=False)
+    assert skipped[1] is None and skipped[2] is None
+    refiner.selector.mode = "never"
+    never = refiner.refine(low, pts, lab)
+    assert refiner.last_local == [False] * 3
+    refiner.selector.mode, refiner.selector.threshold = "dynamic", float("inf")
+    torch.testing.assert_close(refiner.refine(low, pts, lab), never, rtol=0, atol=0)
+    torch.testing.assert_close(never, skipped[0], rtol=0, atol=0)
+    assert refiner.last_local == [False] * 3
