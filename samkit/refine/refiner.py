@@ -21,6 +21,7 @@ from torch import nn
 from samkit.errors import CheckpointError, SamkitError
 from samkit.models.evf_sam import EvfSam
 from samkit.models.sam import Sam
+from samkit.predict.threads import thread_budget
 from samkit.predict.transforms import PIXEL_MEAN, PIXEL_STD, postprocess_logits, resized_shape
 from samkit.refine.click_maps import DiskCanvas, click_maps, scale_points
 from samkit.refine.config import RefinerConfig
@@ -154,6 +155,16 @@ class SamRefiner(nn.Module):
         return self.state
 
     # -- per click --------------------------------------------------------------------------------
+    def click_rows(self, masks: int) -> int:
+        """The size of the global stage's network for ``masks`` masks in :func:`samkit.runtime.default_threads`'
+        unit: the positions its 3x3 layers run over per mask (the trunk's grid, and the work frame with
+        ``fine_mix``). Below ``SMALL_CALL_ROWS`` (samkit_tiny_ref_fast's 24x18 grid, one mask) it runs on one
+        thread, as samkit_tiny's decoder call does: its small matrix products lose more to the second thread
+        than they gain (a refined click 11.3-11.5 instead of 11.8-12.2 ms here)."""
+        h, w = self._image_state().work_size
+        s = self.cfg.trunk_stride
+        return masks * (-(-h // s) * -(-w // s) + (h * w if self.cfg.fine_mix else 0))
+
     @torch.inference_mode()
     def refine(self, low_res: torch.Tensor, points: np.ndarray | None = None,
                labels: np.ndarray | None = None) -> torch.Tensor:
@@ -203,7 +214,8 @@ class SamRefiner(nn.Module):
         work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
         disks = st.disks.draw(work_pts, lab)
         maps = prompt_maps(work_pts, lab, work_logits, cfg.click_radius, disks)
-        own, err = self.global_refiner.fusion(st.features.expand(low_res.shape[0]), maps)
+        with thread_budget(rows=self.click_rows(low_res.shape[0])):
+            own, err = self.global_refiner.fusion(st.features.expand(low_res.shape[0]), maps)
         work_out: torch.Tensor | None = None
         if full is None:
             blended = hold_clicks(blend(work_logits, own, err), disks, cfg.click_floor)

@@ -247,3 +247,32 @@ def test_selector_never_skips_the_selectors_inputs(tiny, grabcut, use_global):
     torch.testing.assert_close(refiner.refine(low, pts, lab), never, rtol=0, atol=0)
     torch.testing.assert_close(never, skipped[0], rtol=0, atol=0)
     assert refiner.last_local == [False] * 3
+
+
+def test_small_global_stage_runs_on_one_thread(tiny, grabcut, monkeypatch):
+    """The fast layout's per-click network (a 24x18 trunk grid per mask) is a small call: one thread, as
+    samkit_tiny's decoder call; with a 3x3 layer over the work frame (fine_mix) it counts the work frame too."""
+    monkeypatch.delenv("SAMKIT_THREADS", raising=False)
+    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, work_size=192, trunk_stride=8,
+                        fine_mix=False, blend_frame="work", fine_channels=8)
+    refiner = SamRefiner(cfg).eval()
+    sample = grabcut[0]
+    h, w = sample.image.shape[:2]
+    Predictor(tiny, refiner=refiner).set_image(sample.image)
+    gh, gw = (-(-n // 8) for n in refiner.state.work_size)
+    assert refiner.click_rows(1) == gh * gw and refiner.click_rows(3) == 3 * gh * gw
+    seen = []
+    refiner.global_refiner.fusion.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        refiner.refine(torch.randn(1, tiny.img_size // 4, tiny.img_size // 4), np.array([[w / 2, h / 2]]),
+                       np.array([1]))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and after == 2  # the setting is restored after the call
+    wide = SamRefiner(RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, work_size=64)).eval()
+    Predictor(tiny, refiner=wide).set_image(sample.image)
+    wh, ww = wide.state.work_size
+    assert wide.click_rows(1) == -(-wh // 4) * -(-ww // 4) + wh * ww
