@@ -202,7 +202,7 @@ class Predictor:
         if self.refiner is None:
             raise SamkitError("refining needs a refiner: samkit.Predictor(model, refiner=samkit.load_refiner(...))")
         return self.refiner.refine(low, None if points is None else np.asarray(points, dtype=np.float64),
-                                   None if labels is None else np.asarray(labels))
+                                   None if labels is None else np.asarray(labels), threads=self.threads)
 
     def predict_low_res(self, points: Any = None, labels: Any = None, box: Any = None, mask_input: Any = None,
                         multimask: bool | None = None, text: str | None = None, text_tokens: Any = None,

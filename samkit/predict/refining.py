@@ -25,6 +25,7 @@ class MaskRefiner(Protocol):
         """Forget the cached image (the predictor's image changed without the refiner seeing it)."""
 
     def refine(self, low_res: torch.Tensor, points: np.ndarray | None = None,
-               labels: np.ndarray | None = None) -> torch.Tensor:
+               labels: np.ndarray | None = None, threads: int | None = None) -> torch.Tensor:
         """The model's low-res logits (C,s,s) + the clicks (points (N,2) x,y pixels, labels (N,)) -> refined
-        logits (C,H,W) float32 CPU at the image's resolution. Raises a SamkitError without an image."""
+        logits (C,H,W) float32 CPU at the image's resolution; ``threads``: the predictor's fixed thread count
+        (None: adaptive). Raises a SamkitError without an image."""

@@ -167,10 +167,12 @@ class SamRefiner(nn.Module):
 
     @torch.inference_mode()
     def refine(self, low_res: torch.Tensor, points: np.ndarray | None = None,
-               labels: np.ndarray | None = None) -> torch.Tensor:
+               labels: np.ndarray | None = None, threads: int | None = None) -> torch.Tensor:
         """SAM's low-res logits (C,s,s) over its padded input frame (s = ``sam_img_size`` / 4), the clicks so
         far (points (N,2) x,y original pixels, labels (N,) 1/0) -> refined logits (C,H,W) float32 on the CPU
-        at the image's resolution (where SAM's own would be ``Predictor.upscale(low_res)``)."""
+        at the image's resolution (where SAM's own would be ``Predictor.upscale(low_res)``). ``threads``: a
+        fixed thread count for the global stage's network (the predictor's ``threads``); None: by its size
+        (:meth:`click_rows`)."""
         st = self.state
         if st is None:
             raise SamkitError("the refiner has no image: call set_image(), or load_embedding(..., image=...)")
@@ -183,7 +185,8 @@ class SamRefiner(nn.Module):
         if points is not None and len(points):
             pts = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(1, -1, 2).to(self.device)
             lab = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(1, -1).to(self.device)
-        out, work_out, error_prob = self._global(low_res, pts, lab, selecting=self.selector.mode != "never")
+        out, work_out, error_prob = self._global(low_res, pts, lab, selecting=self.selector.mode != "never",
+                                                 threads=threads)
         if work_out is None or error_prob is None:  # selector "never"
             self.last_local = [False] * out.shape[0]
             return out.cpu()
@@ -194,7 +197,8 @@ class SamRefiner(nn.Module):
         return out.cpu()
 
     def _global(self, low_res: torch.Tensor, pts: torch.Tensor | None, lab: torch.Tensor | None,
-                selecting: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                selecting: bool = True, threads: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Global stage: SAM's (C,s,s) low-res logits -> blended logits (C,H,W), and what the selector and the
         local stage read: the same logits in the work frame (C,h,w) and error probabilities (C,h,w) (without
         the global stage: SAM's own uncertainty, 1 - |2p - 1|); those two are None when not ``selecting``."""
@@ -214,7 +218,7 @@ class SamRefiner(nn.Module):
         work_pts = None if pts is None else scale_points(pts, st.original_size, st.work_size)
         disks = st.disks.draw(work_pts, lab)
         maps = prompt_maps(work_pts, lab, work_logits, cfg.click_radius, disks)
-        with thread_budget(rows=self.click_rows(low_res.shape[0])):
+        with thread_budget(threads, rows=self.click_rows(low_res.shape[0])):
             own, err = self.global_refiner.fusion(st.features.expand(low_res.shape[0]), maps)
         work_out: torch.Tensor | None = None
         if full is None:

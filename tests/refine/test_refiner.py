@@ -269,9 +269,14 @@ def test_small_global_stage_runs_on_one_thread(tiny, grabcut, monkeypatch):
         refiner.refine(torch.randn(1, tiny.img_size // 4, tiny.img_size // 4), np.array([[w / 2, h / 2]]),
                        np.array([1]))
         after = torch.get_num_threads()
+        refiner.refine(torch.randn(1, tiny.img_size // 4, tiny.img_size // 4), np.array([[w / 2, h / 2]]),
+                       np.array([1]), threads=2)  # a count the predictor fixed wins
+        fixed = Predictor(tiny, refiner=refiner, threads=2)
+        fixed.set_image(sample.image)
+        fixed.predict(points=[[w / 2, h / 2]], labels=[1], multimask=False)
     finally:
         torch.set_num_threads(before)
-    assert seen == [1] and after == 2  # the setting is restored after the call
+    assert seen == [1, 2, 2] and after == 2  # the setting is restored after the call
     wide = SamRefiner(RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, work_size=64)).eval()
     Predictor(tiny, refiner=wide).set_image(sample.image)
     wh, ww = wide.state.work_size
