@@ -76,17 +76,24 @@ def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _resize_operators(out_size: tuple[int, int], in_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return tuple(torch.from_numpy(_bilinear_matrix(o, i).astype(np.float32))  # type: ignore[return-value]
-                 for o, i in zip(out_size, in_size, strict=True))
+    # made as normal tensors even when first asked for under inference_mode (a refined click), so that a later
+    # differentiable call (training in the same process) can save them for backward
+    with torch.inference_mode(False):
+        return tuple(torch.from_numpy(_bilinear_matrix(o, i).astype(np.float32))  # type: ignore[return-value]
+                     for o, i in zip(out_size, in_size, strict=True))
 
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(..., h, w) -> (..., H, W): ``F.interpolate(mode="bilinear", align_corners=False)`` without
-    antialiasing, as two matrix products. For small feature maps with few channels (a refiner's coarse
-    features brought to its work frame: 8 channels, 18x24 -> 144x192) it is 1.4-1.9x faster on this CPU;
-    differentiable; float32."""
+    antialiasing, as two matrix products (rows first, on the small input, then columns: no batched product).
+    For small feature maps with few channels (a refiner's coarse features brought to its work frame: 8
+    channels, 18x24 -> 144x192) it is faster on this CPU than the interpolation; differentiable; float32."""
     rows, cols = _resize_operators((int(size[0]), int(size[1])), (int(x.shape[-2]), int(x.shape[-1])))
-    return torch.matmul(rows.to(x.device), torch.matmul(x, cols.to(x.device).T))
+    lead, (h, w), (H, W) = x.shape[:-2], x.shape[-2:], (rows.shape[0], cols.shape[0])
+    n = math.prod(lead)
+    y = rows.to(x.device) @ x.reshape(n, h, w).transpose(0, 1).reshape(h, n * w)  # rows resized: (H, n*w)
+    y = y.view(H, n, w).transpose(0, 1).reshape(n * H, w)
+    return (y @ cols.to(x.device).T).view(*lead, H, W)
 
 
 @lru_cache(maxsize=16)

@@ -29,14 +29,19 @@ def scale_points(points: torch.Tensor, from_size: tuple[int, int], to_size: tupl
 class DiskCanvas:
     """The click disks of one image's growing click list in one (h,w) frame, drawn incrementally: a click
     that extends the last list draws only its own disk (a few small tensors around it) instead of the whole
-    list over the whole frame; a list that does not extend the last one is drawn from scratch (1,2,h,w)."""
+    list over the whole frame; a list that does not extend the last one is drawn from scratch (1,2,h,w).
 
-    def __init__(self, size: tuple[int, int], radius: float) -> None:
+    With ``floor`` > 0 it also keeps the bounds that hold clicked pixels on their side (:meth:`hold`),
+    updated in the same boxes as the disks."""
+
+    def __init__(self, size: tuple[int, int], radius: float, floor: float = 0.0) -> None:
         self.size = (int(size[0]), int(size[1]))
         self.radius = float(radius)
+        self.floor = float(floor)
         self.points = torch.zeros(0, 2)
         self.labels = torch.zeros(0, dtype=torch.int64)
         self.maps = torch.zeros(1, 2, *self.size)
+        self.bounds = torch.tensor([-math.inf, math.inf]).view(1, 2, 1, 1).repeat(1, 1, *self.size)
 
     def draw(self, points: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
         """points (1,N,2) x,y in the frame's pixels, labels (1,N) (1 positive, 0 negative, others ignored)
@@ -48,12 +53,21 @@ class DiskCanvas:
         n = self.points.shape[0]
         if n > points.shape[0] or not (torch.equal(points[:n], self.points) and torch.equal(labels[:n], self.labels)):
             self.maps = torch.zeros(1, 2, *self.size)  # not an extension (undo, a new object): start again
+            self._bound(0, self.size[0], 0, self.size[1])
             n = 0
         for (x, y), label in zip(points[n:], labels[n:].tolist(), strict=True):
             if label in (0, 1):
                 self._disk(x, y, 1 - label)
         self.points, self.labels = points.clone(), labels.clone()
         return self.maps
+
+    def hold(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B,1,h,w) of this frame, in place: held to >= +floor inside positive and <= -floor inside
+        negative click disks, where the disks of the two kinds do not overlap (there the network decides: a
+        click beside an earlier one of the other kind is a correction); ``floor`` 0 leaves them unchanged."""
+        if self.floor <= 0:
+            return logits
+        return logits.clamp_(self.bounds[:, :1], self.bounds[:, 1:])
 
     def _disk(self, x: torch.Tensor, y: torch.Tensor, channel: int) -> None:
         """Set the pixels within ``radius`` of (x, y) (float32 scalars) in one channel: the float32 test
@@ -66,3 +80,12 @@ class DiskCanvas:
         dy2 = (torch.arange(y0, y1, dtype=torch.float32) - y) ** 2
         dx2 = (torch.arange(x0, x1, dtype=torch.float32) - x) ** 2
         self.maps[0, channel, y0:y1, x0:x1].masked_fill_(dy2[:, None] + dx2[None, :] <= r ** 2, 1.0)
+        self._bound(y0, y1, x0, x1)
+
+    def _bound(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Recompute :meth:`hold`'s bounds (lower, upper) in one box from the disks there."""
+        if self.floor <= 0:
+            return
+        pos, neg = self.maps[0, 0, y0:y1, x0:x1] > 0, self.maps[0, 1, y0:y1, x0:x1] > 0
+        self.bounds[0, 0, y0:y1, x0:x1] = torch.where(pos & ~neg, self.floor, -math.inf)
+        self.bounds[0, 1, y0:y1, x0:x1] = torch.where(neg & ~pos, -self.floor, math.inf)

@@ -24,11 +24,12 @@ class RefinerConfig:
     ``selector`` and ``use_global`` are run-time switches (ablations): "dynamic" runs the local stage when
     the error ratio exceeds ``threshold``, "always" / "never" on every click / not at all.
 
-    Cost: ``trunk_stride`` (4 or 8) is the global trunk's frame relative to the work frame; ``fine_mix``
-    adds a 3x3 convolution at the full work frame before the head (without it the work-frame layers are
-    per pixel, run as matrix products); ``blend_frame`` "image" blends the global answer with SAM's logits at
-    the image's resolution (three full-resolution passes), "work" blends in the work frame from SAM's
-    low-res logits and upsamples the result once, in place of SAM's own upsampling.
+    Cost: ``blocks`` residual blocks (0 or more) in the global trunk; ``head_hidden`` False drops the global head's
+    hidden layer (one pass over the work frame fewer); ``trunk_stride`` (4 or 8) is the global trunk's frame
+    relative to the work frame; ``fine_mix`` adds a 3x3 convolution at the full work frame before the head (without
+    it the work-frame layers are per pixel, run as matrix products); ``blend_frame`` "image" blends the global
+    answer with SAM's logits at the image's resolution (three full-resolution passes), "work" blends in the work
+    frame from SAM's low-res logits and upsamples the result once, in place of SAM's own upsampling.
     ``click_floor`` (> 0, with ``blend_frame`` "work"): within each click's disk the answer is held to at least
     +click_floor logits at a positive and at most -click_floor at a negative click, so a clicked pixel always
     ends on the side it was clicked for; 0 leaves the network's answer as it is.
@@ -42,6 +43,7 @@ class RefinerConfig:
     fine_channels: int = 16  # the global head's width (full work frame)
     embed_channels: int = 32
     blocks: int = 3
+    head_hidden: bool = True  # the global head's hidden 1x1 layer at the work frame
     trunk_stride: int = 4
     fine_mix: bool = True
     click_radius: float = 3.0  # disk radius, in pixels of the frame the clicks are drawn in

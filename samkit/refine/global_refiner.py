@@ -7,6 +7,7 @@ It is split at the point where the prompt enters, so that the image-only part ru
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +42,17 @@ def embedding_to_frame(embedding: torch.Tensor, valid: tuple[float, float], size
     return F.interpolate(embedding, size=full, mode="bilinear", align_corners=False)[..., :h, :w]
 
 
+def feature_layout(cfg: RefinerConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How the global stage's features are stored: channels-last with ``fine_mix`` (3x3 layers at the work
+    frame), channels-first without (1x1 layers there as matrix products; the trunk's 3x3 layers on a 24x18
+    grid 0.03 ms faster per click so)."""
+    return channels_last if cfg.fine_mix else torch.Tensor.contiguous
+
+
 class ImageBranch(nn.Module):
     """Image-only work: (B,3,h,w) normalised image + (B,E,g,g) SAM embedding -> :class:`ImageFeatures`
-    (``fine`` channels-last before a 3x3 ``fine_mix``, channels-first before per-pixel layers only)."""
+    (channels-last with a 3x3 ``fine_mix``; without it channels-first: per-pixel layers at the work frame, and
+    the trunk's small grid, run faster so on this CPU)."""
 
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
@@ -51,7 +60,7 @@ class ImageBranch(nn.Module):
         self.fine = nn.Sequential(conv(3, f), conv(f, f))
         halvings = [conv(c, c, stride=2) for _ in range(cfg.trunk_stride.bit_length() - 2)]
         self.down = nn.Sequential(conv(f, c, stride=2), *halvings, conv(c, c))
-        self.fine_layout = channels_last if cfg.fine_mix else torch.Tensor.contiguous
+        self.layout = feature_layout(cfg)
         self.embed = nn.Sequential(nn.Conv2d(cfg.embed_dim, cfg.embed_channels, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(cfg.embed_channels, c, 1))
 
@@ -60,7 +69,7 @@ class ImageBranch(nn.Module):
         fine = self.fine(channels_last(image))
         coarse = self.down(fine)
         coarse = coarse + embedding_to_frame(self.embed(embedding.to(coarse.dtype)), valid, coarse.shape[-2:])
-        return ImageFeatures(channels_last(coarse), self.fine_layout(fine))
+        return ImageFeatures(self.layout(coarse), self.layout(fine))
 
 
 class PromptFusion(nn.Module):
@@ -81,14 +90,15 @@ class PromptFusion(nn.Module):
         # 3x3: aligns the fused answer with the image's edges at the work frame (channels-last); without it
         # every work-frame layer is per pixel and runs channels-first (pointwise)
         self.mix = conv(f, f) if cfg.fine_mix else None
-        self.head = RefineHead(f)
+        self.layout = feature_layout(cfg)
+        self.head = RefineHead(f, hidden=cfg.head_hidden)
 
     def forward(self, feats: ImageFeatures, prompt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = (int(feats.coarse.shape[-2]), int(feats.coarse.shape[-1]))
         if self.mix is not None:
             prompt_maps = channels_last(prompt_maps)
-        pooled = channels_last(torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
-                                          F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1))
+        pooled = self.layout(torch.cat([F.adaptive_max_pool2d(prompt_maps[:, :2], size),
+                                        F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1))
         x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))
         if self.mix is None:
             x = resize_bilinear(self.lift(x).contiguous(), (int(feats.fine.shape[-2]), int(feats.fine.shape[-1])))

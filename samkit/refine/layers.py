@@ -60,7 +60,8 @@ class ResBlock(nn.Module):
 
 class RefineHead(nn.Module):
     """(B,C,H,W) features -> the refiner's own logits (B,1,H,W), in units of ``LOGIT_SCALE``, and error
-    logits (B,1,H,W).
+    logits (B,1,H,W): a hidden 1x1 layer (C -> C, ReLU) and the output layer (C -> 2), or the output layer
+    alone (``hidden`` False: one pass over the frame fewer).
 
     The logits start at exactly 0 (zero weights and bias) and the error output at 0 (sigmoid 0.5), so an
     untrained refiner's :func:`blend` only shrinks SAM's logits (keeps its mask), and both outputs learn at full
@@ -68,9 +69,9 @@ class RefineHead(nn.Module):
     bias by about lr per step.)
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, hidden: bool = True) -> None:
         super().__init__()
-        self.hidden = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
+        self.hidden = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True)) if hidden else None
         self.out = nn.Conv2d(channels, 2, 1)
         assert self.out.bias is not None  # Conv2d(bias=True)
         with torch.no_grad():
@@ -78,8 +79,9 @@ class RefineHead(nn.Module):
             self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # hidden = (1x1 convolution, ReLU): the ReLU is applied in place on the product's fresh output
-        y = pointwise(self.out, pointwise(cast(nn.Conv2d, self.hidden[0]), x).relu_())
+        if self.hidden is not None:  # (1x1 convolution, ReLU): the ReLU in place on the product's fresh output
+            x = pointwise(cast(nn.Conv2d, self.hidden[0]), x).relu_()
+        y = pointwise(self.out, x)
         return LOGIT_SCALE * y[:, :1], y[:, 1:]
 
 
@@ -91,4 +93,4 @@ def squash_logits(logits: torch.Tensor) -> torch.Tensor:
 def blend(base: torch.Tensor, logits: torch.Tensor, error_logits: torch.Tensor) -> torch.Tensor:
     """The error map's blend of a refiner's logits with the base logits (same shapes):
     base + sigmoid(err) * (logits - base): where the error map is high the refiner's answer replaces the base."""
-    return base + torch.sigmoid(error_logits) * (logits - base)
+    return torch.lerp(base, logits, torch.sigmoid(error_logits))

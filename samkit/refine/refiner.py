@@ -36,7 +36,7 @@ from samkit.refine.selector import DynamicSelector
 class ImageState:
     """What :meth:`SamRefiner.set_image` caches: ``image`` (1,3,H,W) normalised at full resolution,
     ``features`` in the work frame (h, w); ``input_size``: the image's part of SAM's padded input frame;
-    ``disks``: the click disks in the work frame, drawn as the clicks come."""
+    ``disks``: the click disks in the work frame, drawn as the clicks come (and the click floor's bounds)."""
 
     image: torch.Tensor
     features: ImageFeatures
@@ -62,17 +62,6 @@ def prompt_maps(points: torch.Tensor | None, labels: torch.Tensor | None, logits
     if disks.shape[0] != logits.shape[0]:
         disks = disks.expand(logits.shape[0], -1, -1, -1)
     return torch.cat([disks, squash_logits(logits)], dim=1)
-
-
-def hold_clicks(logits: torch.Tensor, disks: torch.Tensor, floor: float) -> torch.Tensor:
-    """Logits (B,1,h,w) held to >= +floor inside positive and <= -floor inside negative click disks (1,2,h,w)
-    of the same frame, where the disks of the two kinds do not overlap (there the network decides: a click
-    beside an earlier one of the other kind is a correction); ``floor`` 0 returns them unchanged."""
-    if floor <= 0:
-        return logits
-    pos, neg = disks[:, :1] > 0, disks[:, 1:] > 0
-    logits = torch.where(pos & ~neg, logits.clamp(min=floor), logits)
-    return torch.where(neg & ~pos, logits.clamp(max=-floor), logits)
 
 
 def local_inputs(image: torch.Tensor, logits: torch.Tensor, box: Box, points: torch.Tensor | None,
@@ -144,7 +133,8 @@ class SamRefiner(nn.Module):
         work = F.interpolate(full, size=work_size, mode="bilinear", align_corners=False, antialias=True)
         features = self.global_refiner.image_branch(work, embedding.to(self.device, torch.float32),
                                                     (ih / cfg.sam_img_size, iw / cfg.sam_img_size))
-        self.state = ImageState(full, features, (H, W), work_size, (ih, iw), DiskCanvas(work_size, cfg.click_radius))
+        disks = DiskCanvas(work_size, cfg.click_radius, cfg.click_floor)
+        self.state = ImageState(full, features, (H, W), work_size, (ih, iw), disks)
 
     def reset_image(self) -> None:
         self.state = None
@@ -222,7 +212,7 @@ class SamRefiner(nn.Module):
             own, err = self.global_refiner.fusion(st.features.expand(low_res.shape[0]), maps)
         work_out: torch.Tensor | None = None
         if full is None:
-            blended = hold_clicks(blend(work_logits, own, err), disks, cfg.click_floor)
+            blended = st.disks.hold(blend(work_logits, own, err))
             out, work_out = self._upsample(blended), blended[:, 0]
         else:
             out = blend_up(full[:, None], own, err)[:, 0]

@@ -93,3 +93,12 @@ def test_resize_bilinear_equals_interpolate(src, dst):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     got.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_resize_bilinear_differentiable_after_an_inference_call():
+    """Operators first built under inference_mode (a refined click) still serve a training step later."""
+    with torch.inference_mode():
+        resize_bilinear(torch.randn(1, 2, 5, 9), (23, 29))
+    x = torch.randn(1, 2, 5, 9, requires_grad=True)
+    resize_bilinear(x, (23, 29)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

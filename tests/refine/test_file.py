@@ -26,6 +26,17 @@ def test_round_trip(refiner, tmp_path):
     assert path.stat().st_size < 4 * 2**20  # a few MB in fp16
 
 
+def test_round_trip_of_a_smaller_head(tiny, tmp_path):
+    """A file whose global head has no hidden layer (``head_hidden`` False, as samkit_tiny_ref_fast) says so
+    and loads as such; files written before the setting existed (samkit_tiny_ref) load with the hidden layer."""
+    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, head_hidden=False, blocks=1)
+    path = save_refiner(SamRefiner(cfg).eval(), tmp_path / "r.fp16.safetensors")
+    loaded = load_refiner(path)
+    assert loaded.cfg == cfg and loaded.global_refiner.fusion.head.hidden is None
+    assert not any("fusion.head.hidden" in k for k in read_refiner_file(path)[1])
+    assert load_refiner("samkit_tiny_ref").global_refiner.fusion.head.hidden is not None
+
+
 def test_bundled_name(tiny, tmp_path, monkeypatch):
     ref = load_refiner("samkit_tiny_ref")  # shipped in samkit/weights, loaded offline
     assert isinstance(ref, SamRefiner) and ref.cfg.sam_arch == tiny.arch

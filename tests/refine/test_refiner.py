@@ -84,12 +84,14 @@ def test_channels_last_is_layout_only(refiner):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_per_pixel_head_is_the_convolutions(tiny, batch):
-    """Without fine_mix the work-frame layers run as matrix products (pointwise, in place, resize_bilinear):
-    the same answer as the modules' own 1x1 convolutions and F.interpolate, one image or a batch."""
+@pytest.mark.parametrize("batch,head_hidden", [(1, True), (3, True), (1, False), (3, False)])
+def test_per_pixel_head_is_the_convolutions(tiny, batch, head_hidden):
+    """Without fine_mix the work-frame layers run as matrix products (pointwise, in place, resize_bilinear) on
+    channels-first features: the same answer as the modules' own 1x1 convolutions and F.interpolate, one image
+    or a batch, with the head's hidden layer or without it (``head_hidden``)."""
     torch.manual_seed(2)
-    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, trunk_stride=8, fine_mix=False)
+    cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, trunk_stride=8, fine_mix=False,
+                        head_hidden=head_hidden)
     refiner = SamRefiner(cfg).eval()
     for p in refiner.parameters():
         p.data.normal_(0, 0.1)
@@ -97,7 +99,7 @@ def test_per_pixel_head_is_the_convolutions(tiny, batch):
     fusion = refiner.global_refiner.fusion
     with torch.inference_mode():
         feats = refiner.global_refiner.image_branch(image, torch.randn(1, cfg.embed_dim, 16, 16))
-        assert feats.fine.is_contiguous() and feats.coarse.shape[-2:] == (8, 12)
+        assert feats.fine.is_contiguous() and feats.coarse.is_contiguous() and feats.coarse.shape[-2:] == (8, 12)
         feats = feats.expand(batch)  # a multimask click's three answers share the image's features
         fused = fusion(feats, maps)
         fine = feats.fine.contiguous()
@@ -105,7 +107,9 @@ def test_per_pixel_head_is_the_convolutions(tiny, batch):
                             torch.nn.functional.adaptive_avg_pool2d(maps[:, 2:], (8, 12))], dim=1)
         x = fusion.trunk(torch.relu(feats.coarse.contiguous() + fusion.prompt(pooled)))
         x = torch.nn.functional.interpolate(fusion.lift(x), size=(64, 96), mode="bilinear", align_corners=False)
-        y = fusion.head.out(fusion.head.hidden(torch.relu(x + fine + fusion.fine_prompt(maps))))
+        hidden = fusion.head.hidden if head_hidden else torch.nn.Identity()
+        assert (fusion.head.hidden is None) != head_hidden
+        y = fusion.head.out(hidden(torch.relu(x + fine + fusion.fine_prompt(maps))))
     for got, want in zip(fused, (8 * y[:, :1], y[:, 1:]), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
@@ -194,6 +198,24 @@ def test_disk_canvas_draws_what_click_maps_draws():
     torch.testing.assert_close(canvas.draw(other[:, :4], labels[:, :4]),
                                click_maps(other[:, :4], labels[:, :4], size, radius), rtol=0, atol=0)
     assert canvas.draw(None, None).sum() == 0
+
+
+def test_disk_canvas_hold_bounds_follow_the_disks():
+    """The click floor's bounds, kept box by box as disks are drawn (and reset with them), hold logits exactly
+    where a positive or a negative disk alone covers them, at every step of growing and shrinking lists."""
+    rng = np.random.default_rng(5)
+    size, radius, floor = (37, 53), 3.0, 2.0
+    canvas = DiskCanvas(size, radius, floor)
+    points = torch.tensor(rng.uniform(-4, 57, size=(1, 14, 2)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(-1, 2, size=(1, 14)))
+    for n in [2, 6, 14, 3, 9, 0]:
+        disks = canvas.draw(points[:, :n], labels[:, :n])
+        logits = 4 * torch.randn(2, 1, *size)
+        pos, neg = disks[:, :1] > 0, disks[:, 1:] > 0
+        want = torch.where(pos & ~neg, logits.clamp(min=floor), logits)
+        want = torch.where(neg & ~pos, want.clamp(max=-floor), want)
+        assert torch.equal(canvas.hold(logits.clone()), want), n
+    assert torch.equal(DiskCanvas(size, radius).hold(logits.clone()), logits)  # floor 0: unchanged
 
 
 def test_click_floor_keeps_clicked_pixels_on_their_side(tiny, grabcut):
