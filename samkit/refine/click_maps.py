@@ -41,7 +41,9 @@ class DiskCanvas:
         self.points = torch.zeros(0, 2)
         self.labels = torch.zeros(0, dtype=torch.int64)
         self.maps = torch.zeros(1, 2, *self.size)
-        self.bounds = torch.tensor([-math.inf, math.inf]).view(1, 2, 1, 1).repeat(1, 1, *self.size)
+        # hold()'s lower and upper bound per pixel (1,2,h,w): -inf / +inf where no disk holds it; none without a floor
+        self.bounds = torch.tensor([-math.inf, math.inf]).view(1, 2, 1, 1).repeat(1, 1, *self.size) if self.floor > 0 \
+            else torch.empty(0)
 
     def draw(self, points: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
         """points (1,N,2) x,y in the frame's pixels, labels (1,N) (1 positive, 0 negative, others ignored)
