@@ -5,14 +5,30 @@ All coordinates are (x, y) pixels. ``original_size`` and ``input_size`` are (H, 
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
+
+_T = TypeVar("_T")
+
+
+def operator_cache(build: Callable[..., _T]) -> functools._lru_cache_wrapper[_T]:
+    """``functools.lru_cache`` (16 entries) for the constant operators of a geometry, built outside
+    ``torch.inference_mode`` even when first asked for inside it (a click): an inference tensor cannot be saved
+    for backward, so a later differentiable call in the same process (training, export) could not use it."""
+    @functools.wraps(build)
+    def outside_inference_mode(*args: Any, **kwargs: Any) -> _T:
+        with torch.inference_mode(False):
+            return build(*args, **kwargs)
+    return functools.lru_cache(maxsize=16)(outside_inference_mode)
+
 
 # SAM's ImageNet statistics in 0..255 RGB.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -74,13 +90,10 @@ def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return m
 
 
-@lru_cache(maxsize=16)
+@operator_cache
 def _resize_operators(out_size: tuple[int, int], in_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    # made as normal tensors even when first asked for under inference_mode (a refined click), so that a later
-    # differentiable call (training in the same process) can save them for backward
-    with torch.inference_mode(False):
-        return tuple(torch.from_numpy(_bilinear_matrix(o, i).astype(np.float32))  # type: ignore[return-value]
-                     for o, i in zip(out_size, in_size, strict=True))
+    return tuple(torch.from_numpy(_bilinear_matrix(o, i).astype(np.float32))  # type: ignore[return-value]
+                 for o, i in zip(out_size, in_size, strict=True))
 
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -96,7 +109,7 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (y @ cols.to(x.device).T).view(*lead, H, W)
 
 
-@lru_cache(maxsize=16)
+@operator_cache
 def upsample_operators(
     original_size: tuple[int, int], input_size: tuple[int, int], low_res: int = 256, img_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +149,7 @@ def upscale_grid(original_size: tuple[int, int], input_size: tuple[int, int], lo
                  for o, i in zip(original_size, input_size, strict=True))
 
 
-@lru_cache(maxsize=16)
+@operator_cache
 def _banded_operators(
     original_size: tuple[int, int], input_size: tuple[int, int], low_res: int, img_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +202,7 @@ def _axis_blocks(span: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(np.stack(windows)).long(), torch.tensor(counts, dtype=torch.long)
 
 
-@lru_cache(maxsize=16)
+@operator_cache
 def support_blocks(
     original_size: tuple[int, int], input_size: tuple[int, int], low_res: int, img_size: int, width: int = 4
 ) -> SupportBlocks | None:

@@ -95,10 +95,15 @@ def test_resize_bilinear_equals_interpolate(src, dst):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_resize_bilinear_differentiable_after_an_inference_call():
-    """Operators first built under inference_mode (a refined click) still serve a training step later."""
+def test_cached_operators_differentiable_after_an_inference_call():
+    """Operators first built under inference_mode (a click) still serve a differentiable call later in the same
+    process (training, export): resize_bilinear's and SAM's upsampling chain's."""
     with torch.inference_mode():
         resize_bilinear(torch.randn(1, 2, 5, 9), (23, 29))
+        rows, cols = upsample_operators((31, 37), (24, 28), 8, 32)
     x = torch.randn(1, 2, 5, 9, requires_grad=True)
     resize_bilinear(x, (23, 29)).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    low = torch.randn(8, 8, requires_grad=True)
+    (rows @ low @ cols.T).sum().backward()
+    assert low.grad is not None and low.grad.abs().sum() > 0
