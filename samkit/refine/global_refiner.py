@@ -101,7 +101,7 @@ class PromptFusion(nn.Module):
                                         F.adaptive_avg_pool2d(prompt_maps[:, 2:], size)], dim=1))
         x = self.trunk(torch.relu(feats.coarse + self.prompt(pooled)))
         if self.mix is None:
-            x = resize_bilinear(self.lift(x).contiguous(), (int(feats.fine.shape[-2]), int(feats.fine.shape[-1])))
+            x = resize_bilinear(self.lift(x), (int(feats.fine.shape[-2]), int(feats.fine.shape[-1])))
             x = pointwise(self.fine_prompt, prompt_maps.contiguous(), add_to=x.add_(feats.fine))
             return self.head(x.relu_())
         x = F.interpolate(self.lift(x), size=feats.fine.shape[-2:], mode="bilinear", align_corners=False)
