@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from samkit.predict.predictor import Predictor
-from samkit.refine import load_refiner
+from samkit.refine import RefinerConfig, load_refiner
 from samkit.train.data import StepBatches
 from samkit.train.refiner import RefinerTrainConfig, RefinerTrainer, load_refiner_config, train_refiner
 from tests.conftest import REPO
@@ -66,11 +66,13 @@ def test_init_refiner_starts_from_its_weights(tmp_path, grabcut):
 
 @pytest.mark.parametrize("name", ["samkit_tiny_ref", "samkit_tiny_ref_fast", "samkit_tiny_ref_fast8",
                                   "samkit_tiny_ref_fast8b", "samkit_tiny_ref_fast8c", "samkit_tiny_ref_fast160",
-                                  "samkit_tiny_ref_fast1b"])
+                                  "samkit_tiny_ref_fast1b", "samkit_tiny_ref_fast0l", "samkit_tiny_ref_fast1l",
+                                  "samkit_tiny_ref_fast1l4", "samkit_tiny_ref_fast1l4c16"])
 def test_shipped_recipe_parses(name):
     cfg = load_refiner_config(REPO / "configs" / f"{name}.json")
     assert cfg.model == "samkit_tiny"
     assert {d.root.split("/")[-1] for d in cfg.datasets} >= {"DUTS-TR", "ECSSD", "BSDS500"}
+    RefinerConfig.from_dict({**cfg.refiner, "sam_arch": cfg.model})  # its refiner settings are known and valid
 
 
 def test_global_only_training_leaves_the_local_stage_alone(tmp_path, grabcut):
