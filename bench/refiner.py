@@ -3,7 +3,7 @@ setting, dynamic selector, global stage only, local stage on every click), and o
 baseline that re-runs the refiner's image branch on every click (what an early-fusion model pays), on a 640x480
 image.
 
-    .venv/bin/python bench/refiner.py [--refiner samkit_tiny_ref samkit_tiny_ref_fast|FILE ...] [--clicks 50]
+    .venv/bin/python bench/refiner.py [--refiner samkit_tiny_ref samkit_tiny_ref_hq|FILE ...] [--clicks 50]
                                       [--out bench/results/refiner.json]
 
 One process, CPU, fp32, the variants (and refiners) interleaved session by session (a busy machine slows them
@@ -93,7 +93,7 @@ def open_refiner(name: str, model: Sam) -> tuple[SamRefiner, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--refiner", nargs="+", default=["samkit_tiny_ref", "samkit_tiny_ref_fast"],
+    ap.add_argument("--refiner", nargs="+", default=["samkit_tiny_ref", "samkit_tiny_ref_hq"],
                     help="refiner names or files (default: the bundled ones)")
     ap.add_argument("--clicks", type=int, default=50)
     ap.add_argument("--session", type=int, default=10)

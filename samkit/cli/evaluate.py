@@ -57,7 +57,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     add_model_options(p, DEFAULT_MODEL)
     p.add_argument("--refiner", metavar="NAME|FILE",
                    help="interactive / single-point: refine every answer with a SAM-REF refiner (samkit_tiny_ref "
-                        "or the cheaper samkit_tiny_ref_fast for samkit_tiny, or a refiner file)")
+                        "or the more accurate, dearer samkit_tiny_ref_hq for samkit_tiny, or a refiner file)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder for JSON and plots (required; refer: optional, DIR or a .json file)")
     p.set_defaults(func=run)

@@ -114,8 +114,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
                    help="embedding from 'samkit embed': skips the image encoder; its model is the default")
     p.add_argument("--refine", nargs="?", const=DEFAULT_REFINER, metavar="REFINER",
                    help=f"refine the masks with a SAM-REF refiner (default {DEFAULT_REFINER}, for samkit_tiny; "
-                        "samkit_tiny_ref_fast costs less per click; or a refiner file); with --embedding, IMAGE is "
-                        "needed too")
+                        "samkit_tiny_ref_hq is more accurate at ~2x the click; or a refiner file); "
+                        "with --embedding, IMAGE is needed too")
     add_model_options(p, DEFAULT_MODEL)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_overwrite_option(p)

@@ -27,9 +27,11 @@ from samkit.refine.refiner import SamRefiner
 
 REFINER_FORMAT = "samkit-refiner/1"
 REFINER_ARCH = "samref"
-# samkit_tiny_ref: the more accurate; samkit_tiny_ref_fast: a smaller, cheaper per click (docs/refiner.md)
+# samkit_tiny_ref: the refiner at late-fusion cost (a click <= 1.25x samkit_tiny's); samkit_tiny_ref_hq: more
+# accurate, ~2.4x the click (docs/refiner.md)
 BUNDLED_REFINERS = {"samkit_tiny_ref": "samkit_tiny_ref.fp16.safetensors",
-                    "samkit_tiny_ref_fast": "samkit_tiny_ref_fast.fp16.safetensors"}
+                    "samkit_tiny_ref_hq": "samkit_tiny_ref_hq.fp16.safetensors"}
+RENAMED_REFINERS = {"samkit_tiny_ref_fast": "samkit_tiny_ref"}  # old bundled name: its file's name now
 
 
 def refiner_info(cfg: RefinerConfig, extra: dict[str, str] | None = None) -> ModelFileInfo:
@@ -74,6 +76,9 @@ def resolve_refiner(name_or_path: str | os.PathLike) -> Path:
                                   f"docs/refiner.md has the samkit train-refiner runs that made it")
         return path
     path = Path(name).expanduser()
+    if name in RENAMED_REFINERS and not path.exists():
+        raise CheckpointError(f"refiner {name} is now called {RENAMED_REFINERS[name]} (the same file; "
+                              f"see CHANGELOG.md)")
     if not path.exists():
         raise CheckpointError(f"unknown refiner {name!r}: not a file, and not one of {', '.join(BUNDLED_REFINERS)}")
     return path

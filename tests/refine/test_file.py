@@ -27,14 +27,14 @@ def test_round_trip(refiner, tmp_path):
 
 
 def test_round_trip_of_a_smaller_head(tiny, tmp_path):
-    """A file whose global head has no hidden layer (``head_hidden`` False, as samkit_tiny_ref_fast) says so
-    and loads as such; files written before the setting existed (samkit_tiny_ref) load with the hidden layer."""
+    """A file whose global head has no hidden layer (``head_hidden`` False, as samkit_tiny_ref) says so
+    and loads as such; files written before the setting existed (samkit_tiny_ref_hq) load with the hidden layer."""
     cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, head_hidden=False, blocks=1)
     path = save_refiner(SamRefiner(cfg).eval(), tmp_path / "r.fp16.safetensors")
     loaded = load_refiner(path)
     assert loaded.cfg == cfg and loaded.global_refiner.fusion.head.hidden is None
     assert not any("fusion.head.hidden" in k for k in read_refiner_file(path)[1])
-    assert load_refiner("samkit_tiny_ref").global_refiner.fusion.head.hidden is not None
+    assert load_refiner("samkit_tiny_ref_hq").global_refiner.fusion.head.hidden is not None
 
 
 def test_bundled_name(tiny, tmp_path, monkeypatch):
@@ -50,6 +50,8 @@ def test_bundled_name(tiny, tmp_path, monkeypatch):
 def test_unknown_name():
     with pytest.raises(CheckpointError, match="unknown refiner 'nope'"):
         load_refiner("nope")
+    with pytest.raises(CheckpointError, match="samkit_tiny_ref_fast is now called samkit_tiny_ref"):
+        load_refiner("samkit_tiny_ref_fast")  # the bundled name before 2026-12-06
 
 
 def test_foreign_and_truncated_files(refiner, tmp_path):

@@ -1,4 +1,4 @@
-"""The bundled refiners (samkit_tiny_ref, samkit_tiny_ref_fast): load offline and improve a few GrabCut objects
+"""The bundled refiners (samkit_tiny_ref, samkit_tiny_ref_hq): load offline and improve a few GrabCut objects
 over samkit_tiny alone."""
 from __future__ import annotations
 
