@@ -51,7 +51,7 @@ def test_unknown_name():
     with pytest.raises(CheckpointError, match="unknown refiner 'nope'"):
         load_refiner("nope")
     with pytest.raises(CheckpointError, match="samkit_tiny_ref_fast is now called samkit_tiny_ref"):
-        load_refiner("samkit_tiny_ref_fast")  # the bundled name before 2026-12-06
+        load_refiner("samkit_tiny_ref_fast")  # the bundled name before the rename of 2026-12-05
 
 
 def test_foreign_and_truncated_files(refiner, tmp_path):
