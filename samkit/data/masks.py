@@ -13,9 +13,18 @@ from pycocotools import mask as mask_utils
 Color = tuple[int, int, int]
 
 
+def encode_rle(mask: np.ndarray) -> dict:
+    """(H, W) mask -> pycocotools compressed RLE (bytes counts). pycocotools reads column-major uint8: OpenCV's
+    blocked transpose writes it several times faster than numpy's strided copy (a server click's three masks)."""
+    pixels = np.ascontiguousarray(_as_bool_2d(mask)).view(np.uint8)
+    if pixels.size == 0:
+        return mask_utils.encode(np.asfortranarray(pixels))
+    return mask_utils.encode(cv2.transpose(pixels).T)
+
+
 def mask_to_rle(mask: np.ndarray) -> dict:
     """(H, W) mask -> COCO compressed RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    return _json_rle(_encode(mask))
+    return _json_rle(encode_rle(mask))
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:
@@ -50,7 +59,7 @@ def mask_to_uncompressed_rle(mask: np.ndarray) -> dict:
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[float]:
     """Tight box ``[x, y, w, h]`` (pixels, COCO convention) of an (H, W) mask; empty -> [0, 0, 0, 0]."""
-    return [float(v) for v in mask_utils.toBbox(_encode(mask))]
+    return [float(v) for v in mask_utils.toBbox(encode_rle(mask))]
 
 
 def mask_area(mask: np.ndarray) -> int:
@@ -61,7 +70,7 @@ def mask_area(mask: np.ndarray) -> int:
 def mask_geometry(mask: np.ndarray) -> dict:
     """``rle`` (compressed COCO RLE, JSON-ready), ``bbox`` (XYWH) and ``area`` of an (H, W) mask, from one
     encoding (box and area are read from the runs, not from the pixels again)."""
-    rle = _encode(mask)
+    rle = encode_rle(mask)
     return {"rle": _json_rle(rle), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
             "area": int(mask_utils.area(rle))}
 
@@ -180,8 +189,3 @@ def _as_bool_2d(mask: np.ndarray) -> np.ndarray:
 def _json_rle(rle: dict) -> dict:
     """pycocotools' compressed RLE (bytes counts) -> ``{"size": [H, W], "counts": str}``."""
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
-
-
-def _encode(mask: np.ndarray) -> dict:
-    """(H, W) mask -> pycocotools compressed RLE (bytes counts)."""
-    return mask_utils.encode(np.asfortranarray(_as_bool_2d(mask).astype(np.uint8)))

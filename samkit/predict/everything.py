@@ -31,7 +31,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samkit.data.image_io import load_image
-from samkit.data.masks import mask_to_uncompressed_rle
+from samkit.data.masks import encode_rle, mask_to_uncompressed_rle
 from samkit.predict.boxes import box_area, masks_to_boxes, nms
 from samkit.predict.predictor import Predictor
 from samkit.predict.transforms import (
@@ -510,7 +510,7 @@ class AutomaticMaskGenerator:
             mask, holes = remove_small_regions(mask, self.min_mask_region_area, "holes")
             mask, islands = remove_small_regions(mask, self.min_mask_region_area, "islands")
             changed = holes or islands
-            new = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))) if changed else rle
+            new = encode_rle(mask) if changed else rle
             new_rles.append(new)
             boxes.append(masks_to_boxes(torch.from_numpy(mask)) if changed else data["boxes"][i].long())
             unchanged.append(0.0 if changed else 1.0)

@@ -88,6 +88,14 @@ def test_rle_edge_cases(name: str) -> None:
     assert result.dtype == bool and result.flags["C_CONTIGUOUS"]
 
 
+def test_rle_of_views_and_odd_shapes(grabcut_masks: dict[str, np.ndarray]) -> None:
+    """Strided and transposed views, odd sizes, one row or column: each encodes to the mask it is."""
+    mask = next(iter(grabcut_masks.values()))
+    for view in (mask[:, ::3], mask[::2, 1::5], mask.T, mask[7:8], mask[:, 11:12], mask[:301, :199]):
+        np.testing.assert_array_equal(rle_to_mask(mask_to_rle(view)), view)
+        assert mask_to_rle(view)["counts"] == mask_to_rle(view.copy())["counts"]
+
+
 def test_uncompressed_counts_are_column_major() -> None:
     # columns of the hand mask, top to bottom: col0 all bg, col1 row2, col2 rows 2-3, ...
     assert mask_to_uncompressed_rle(_hand_mask()) == {
