@@ -15,7 +15,7 @@ Color = tuple[int, int, int]
 
 def encode_rle(mask: np.ndarray) -> dict:
     """(H, W) mask -> pycocotools compressed RLE (bytes counts). pycocotools reads column-major uint8: OpenCV's
-    blocked transpose writes it several times faster than numpy's strided copy (a server click's three masks)."""
+    blocked transpose writes it several times faster than numpy's strided copy."""
     pixels = np.ascontiguousarray(_as_bool_2d(mask)).view(np.uint8)
     if pixels.size == 0:
         return mask_utils.encode(np.asfortranarray(pixels))

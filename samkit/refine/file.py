@@ -31,7 +31,7 @@ REFINER_ARCH = "samref"
 # accurate, ~2.4x the click (docs/refiner.md)
 BUNDLED_REFINERS = {"samkit_tiny_ref": "samkit_tiny_ref.fp16.safetensors",
                     "samkit_tiny_ref_hq": "samkit_tiny_ref_hq.fp16.safetensors"}
-RENAMED_REFINERS = {"samkit_tiny_ref_fast": "samkit_tiny_ref"}  # old bundled name: its file's name now
+RENAMED_REFINERS = {"samkit_tiny_ref_fast": "samkit_tiny_ref"}  # an old bundled name: its name now
 
 
 def refiner_info(cfg: RefinerConfig, extra: dict[str, str] | None = None) -> ModelFileInfo:
@@ -77,8 +77,7 @@ def resolve_refiner(name_or_path: str | os.PathLike) -> Path:
         return path
     path = Path(name).expanduser()
     if name in RENAMED_REFINERS and not path.exists():
-        raise CheckpointError(f"refiner {name} is now called {RENAMED_REFINERS[name]} (the same file; "
-                              f"see CHANGELOG.md)")
+        raise CheckpointError(f"refiner {name} is now called {RENAMED_REFINERS[name]} (see CHANGELOG.md)")
     if not path.exists():
         raise CheckpointError(f"unknown refiner {name!r}: not a file, and not one of {', '.join(BUNDLED_REFINERS)}")
     return path
