@@ -118,8 +118,8 @@ def run_chain(runs: Path, steps: int | None = None) -> Path:
         result = Path(cfg.out_dir) / "refiner.fp16.safetensors"
         if not result.is_file():
             print(f"training {name} ({cfg.steps} steps) from {cfg.init_refiner}", flush=True)
-            resume = any((Path(cfg.out_dir) / "checkpoints").glob("*")) if Path(cfg.out_dir).is_dir() else False
-            result = train_refiner(dataclasses.replace(cfg.validate(), resume=resume))
+            # resume=True continues from the run's last checkpoint, and starts afresh where it has none
+            result = train_refiner(dataclasses.replace(cfg, resume=True))
         previous = result
     return Path(previous)
 
