@@ -64,6 +64,11 @@ class EmbeddingCache:
         with self._lru_lock:
             return sha256 in self._lru
 
+    def ready(self, sha256: str, refine: bool = False) -> bool:
+        """Whether a click on this image would only decode: its embedding in memory and, to refine, the
+        refining predictor on it already (no encoder run, no file read)."""
+        return self.in_memory(sha256) and (not refine or self._refining_sha == sha256)
+
     def get(self, path: Path, sha256: str) -> Predictor:
         """The predictor of the image at ``path`` (content ``sha256``): from memory, disk, or encoded now."""
         pred = self._cached(sha256)

@@ -52,7 +52,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
 
     app = FastAPI(title="samkit annotation server", version=__version__, lifespan=lifespan)
     app.state.samkit = state
-    for module in (auth, projects, images, image_counts, annotation_routes, predict, jobs, models, decoder):
+    for module in (predict, auth, projects, images, image_counts, annotation_routes, jobs, models, decoder):
         app.include_router(module.router)
 
     @app.exception_handler(VersionConflict)

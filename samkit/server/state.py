@@ -64,6 +64,7 @@ class ServerState:
         self.recent_images: Recent[Image] = Recent()  # (project id, image id) -> image row (deps.py)
         self._predictions: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._predictions_lock = threading.Lock()
+        self.clicks_in_flight = 0  # predict requests being answered (read and written on the event loop only)
         self._model_source, self._synced_at, self._switch_lock = settings.model, 0.0, threading.Lock()
         self.jobs.ctx.sync = lambda: self.sync_model(force=True)
         self.sync_model(force=True)  # an existing project predicts with its current version (maybe retrained)

@@ -52,6 +52,32 @@ def test_predict_matches_the_predictor(served: Served) -> None:
     assert rle_to_mask(again["masks"][0]["rle"]).any()
 
 
+def test_click_decodes_on_the_event_loop_only_when_the_model_is_free(served: Served, monkeypatch) -> None:  # noqa: ANN001
+    first = _predict(served, points=[[40, 40]], labels=[1])  # encodes the image (in the thread pool)
+    pred = next(iter(served.state.embeddings._lru.values()))
+    threads: list[str] = []
+    original = pred.predict
+
+    def recording(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        threads.append(threading.current_thread().name)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(pred, "predict", recording)
+    again = _predict(served, points=[[40, 40]], labels=[1])
+    assert [m["rle"] for m in again["masks"]] == [m["rle"] for m in first["masks"]]
+    with ThreadPoolExecutor(3) as pool:
+        loop_thread = pool.submit(lambda: served.client.portal.call(lambda: threading.current_thread().name))
+        assert threads == [loop_thread.result(timeout=30)]  # the cached click ran on the event loop
+        with served.state.embeddings.compute:  # the model busy (as during an export): the click waits ...
+            waiting = pool.submit(_predict, served, points=[[40, 40]], labels=[1])
+            # ... in the thread pool, not on the event loop: other requests are answered meanwhile
+            health = pool.submit(served.client.get, "/api/health")  # a blocked event loop never answers it
+            assert health.result(timeout=20).status_code == 200
+            assert not waiting.done()
+        assert waiting.result(timeout=30)["masks"][0]["rle"] == first["masks"][0]["rle"]
+    assert len(threads) == 2 and threads[1] != threads[0]
+
+
 def test_predict_refuses_bad_prompts(served: Served) -> None:
     assert served.post(f"{IMAGES}/1/predict", json={}).status_code == 422
     r = served.post(f"{IMAGES}/1/predict", json={"points": [[10_000, 5]], "labels": [1]})
