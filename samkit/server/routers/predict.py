@@ -2,7 +2,11 @@
 embedding, refined by the server's refiner when one is configured (``refine``: false for SAM's own masks).
 Each answer has a ``prediction_id`` so a later request can feed a mask back (``mask_input``): SAM's low-res
 logits, also after refining. A ``Server-Timing`` header (shown by browsers' developer tools) gives the
-milliseconds spent in the model (waiting for it included) and in the whole route function."""
+milliseconds spent in the model (waiting for it included) and in the whole route function.
+
+A click on an image whose embedding is in memory decodes on the event loop when it is the only click being
+answered and the model is free (no thread hand-overs: issue 18's round trip); encoder runs, file reads, text
+encoders, clicks arriving together and a model held elsewhere (an export) go to the thread pool."""
 from __future__ import annotations
 
 import asyncio
