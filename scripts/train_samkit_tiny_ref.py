@@ -1,15 +1,15 @@
 """Re-make the bundled ``samkit_tiny_ref`` refiner: the chain of conversions and ``samkit train-refiner`` runs
-that made it from the bundled ``samkit_tiny_ref_hq`` (docs/refiner.md, the 2026-12-05 sections), in one command:
+that made it from the bundled ``samkit_tiny_ref_hq`` (docs/refiner.md, the 2026-12-05 and 06 sections), in one command:
 
     .venv/bin/python scripts/train_samkit_tiny_ref.py [--runs runs] [--out FILE] [--steps N]
 
-Nine training runs (configs/samkit_tiny_ref_fast, _fast8, _fast8b, _fast8c, _fast1b, _fast1l, _fast1l4, _fast1l4b,
-_fast1l4c: 15,500 steps, 3-4 hours on this 2-core host) with a change of layout before five of them: the fast layout
-(192 px work frame, trunk at 1/8, two blocks, 16 work-frame channels), 8 work-frame channels, one trunk block, the
-head's hidden layer folded into its output layer, 4 work-frame channels. Each step is skipped when its output
-exists, and a run that was interrupted is continued from its last checkpoint, so the command can be re-run after a
-stop. ``--runs`` puts the runs elsewhere than the configs' ``runs/``; ``--steps N`` caps every run at N steps (a
-quick check of the chain, not the recipe). The result is copied to ``--out`` (default:
+Ten training runs (configs/samkit_tiny_ref_fast, _fast8, _fast8b, _fast8c, _fast1b, _fast1l, _fast1l4, _fast1l4b,
+_fast1l4c, _fast1l4d: 18,500 steps, 3.5-4.5 hours on this 2-core host) with a change of layout before five of them:
+the fast layout (192 px work frame, trunk at 1/8, two blocks, 16 work-frame channels), 8 work-frame channels, one
+trunk block, the head's hidden layer folded into its output layer, 4 work-frame channels. Each step is skipped when
+its output exists, and a run that was interrupted is continued from its last checkpoint, so the command can be
+re-run after a stop. ``--runs`` puts the runs elsewhere than the configs' ``runs/``; ``--steps N`` caps every run at N
+steps (a quick check of the chain, not the recipe). The result is copied to ``--out`` (default:
 runs/samkit_tiny_ref.fp16.safetensors; copy it to samkit/weights/ to ship it). The runs behind the shipped file were
 started in view of the evaluation sets.
 """
@@ -92,6 +92,7 @@ CHAIN: list[tuple[Callable[[SamRefiner], SamRefiner] | None, str]] = [
     (first_fine_channels(4), "samkit_tiny_ref_fast1l4"),
     (None, "samkit_tiny_ref_fast1l4b"),
     (None, "samkit_tiny_ref_fast1l4c"),
+    (None, "samkit_tiny_ref_fast1l4d"),
 ]
 
 

@@ -2,8 +2,8 @@
 
 The floors sit a little below what each file measures (docs/refiner.md, 2026-12-05, both files blending in the
 work frame and holding clicked pixels): samkit_tiny_ref (one trunk block, 4 work-frame channels, one head layer;
-since 2026-12-06, after two more runs) NoC@90 9.54, mIoU@1 0.687, boundary IoU@5 0.567, wrong-side
-clicks 0.5 %; samkit_tiny_ref_hq (called samkit_tiny_ref until then) 7.02 / 0.727 / 0.654 / 0.0 %.
+since 2026-12-06, after three more runs) NoC@90 9.32, mIoU@1 0.691, boundary IoU@5 0.563, wrong-side
+clicks 0.7 %; samkit_tiny_ref_hq (called samkit_tiny_ref until then) 7.02 / 0.727 / 0.654 / 0.0 %.
 A regression in a refiner, its file, the predictor's refine path or the click protocol fails here. samkit_tiny
 alone measures 13.82 / 0.666 / 0.432 / 62.8 %.
 """

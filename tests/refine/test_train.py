@@ -68,7 +68,8 @@ def test_init_refiner_starts_from_its_weights(tmp_path, grabcut):
                                   "samkit_tiny_ref_fast8b", "samkit_tiny_ref_fast8c", "samkit_tiny_ref_fast160",
                                   "samkit_tiny_ref_fast1b", "samkit_tiny_ref_fast0l", "samkit_tiny_ref_fast1l",
                                   "samkit_tiny_ref_fast1l4", "samkit_tiny_ref_fast1l4c16",
-                                  "samkit_tiny_ref_fast1l4b", "samkit_tiny_ref_fast1l4c"])
+                                  "samkit_tiny_ref_fast1l4b", "samkit_tiny_ref_fast1l4c",
+                                  "samkit_tiny_ref_fast1l4d"])
 def test_shipped_recipe_parses(name):
     cfg = load_refiner_config(REPO / "configs" / f"{name}.json")
     assert cfg.model == "samkit_tiny"

@@ -38,7 +38,7 @@ def test_head_fold_is_the_hidden_and_output_layers_multiplied():
 def test_chain_ends_in_the_bundled_layout(tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(REPO)  # the configs' data paths are relative to the repository root
     result = chain.run_chain(tmp_path, steps=1)
-    assert result == tmp_path / "samkit_tiny_ref_fast1l4c" / "refiner.fp16.safetensors"
+    assert result == tmp_path / "samkit_tiny_ref_fast1l4d" / "refiner.fp16.safetensors"
     assert len(list(tmp_path.glob("*_init.fp16.safetensors"))) == 5  # the five layout changes
     made, shipped = read_refiner_file(result), read_refiner_file(resolve_refiner("samkit_tiny_ref"))
     assert made[0] == shipped[0]  # the same RefinerConfig
