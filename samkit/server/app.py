@@ -52,6 +52,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
 
     app = FastAPI(title="samkit annotation server", version=__version__, lifespan=lifespan)
     app.state.samkit = state
+    # predict first: the router's routes are matched in order, and a click is the request that comes most often
     for module in (predict, auth, projects, images, image_counts, annotation_routes, jobs, models, decoder):
         app.include_router(module.router)
 
