@@ -54,7 +54,8 @@ def test_predict_matches_the_predictor(served: Served) -> None:
 
 def test_click_decodes_on_the_event_loop_only_when_the_model_is_free(served: Served, monkeypatch) -> None:  # noqa: ANN001
     first = _predict(served, points=[[40, 40]], labels=[1])  # encodes the image (in the thread pool)
-    pred = next(iter(served.state.embeddings._lru.values()))
+    image = served.get(f"{IMAGES}/1").json()
+    pred = served.state.embeddings.get(served.settings.images_dir / image["path"], image["sha256"])  # the cached one
     threads: list[str] = []
     original = pred.predict
 
