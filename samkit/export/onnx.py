@@ -33,11 +33,11 @@ from samkit.errors import SamkitError
 from samkit.eval.clicks import interior_point
 from samkit.eval.metrics import iou
 from samkit.models.evf_sam import EvfSam
+from samkit.models.factored_decoder import FactoredDecoder
 from samkit.models.hub import cache_dir
 from samkit.models.load import load_model
-from samkit.models.mask_decoder import token_masks_to_grid, token_masks_to_patches
+from samkit.models.mask_decoder import token_masks_to_patches
 from samkit.models.sam import Sam
-from samkit.models.transformer import ImageCache
 from samkit.predict.onnx_runtime import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -45,11 +45,10 @@ from samkit.predict.onnx_runtime import (
     ENCODER_OUTPUT,
     IMAGE_DECODER,
     IMAGE_DECODER_INPUTS,
-    IMAGE_DECODER_OUTPUTS,
     INSTALL_HINT,
     LOW_RES_DECODER,
-    LOW_RES_DECODER_INPUTS,
     LOW_RES_DECODER_OUTPUTS,
+    LOW_RES_PROMPT_INPUTS,
     MANIFEST,
     MANIFEST_FORMAT,
     REST_DECODER,
@@ -158,17 +157,18 @@ class DecoderGraph(nn.Module):
 
 
 class ImageDecoderGraph(DecoderGraph):
-    """The browser's per-image graph: the prompt-independent work of the first two-way block
-    (:meth:`samkit.models.transformer.TwoWayTransformer.precompute`) for the image embedding plus the
-    dense prompt (no mask, or a mask fed back) -> keys, t2i_k, t2i_v, i2t_q (interface in
-    :mod:`samkit.predict.onnx_runtime`)."""
+    """The browser's per-image graph: :meth:`samkit.models.factored_decoder.FactoredDecoder.precompute` of
+    the image embedding plus the dense prompt (no mask, or a mask fed back) -> the named per-image products
+    (interface in :mod:`samkit.predict.onnx_runtime`)."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model)
+        self.factored = FactoredDecoder(model.mask_decoder, model.dense_pe())
 
     def forward(self, image_embeddings: torch.Tensor, mask_input: torch.Tensor,  # type: ignore[override]
-                has_mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        model = self.model
-        dense = self._dense(mask_input, has_mask_input)
-        cache = model.mask_decoder.two_way_transformer().precompute(image_embeddings + dense, model.dense_pe())
-        return cache.keys, cache.t2i_k, cache.t2i_v, cache.i2t_q
+                has_mask_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        keys = (image_embeddings + self._dense(mask_input, has_mask_input)).flatten(2)[0].t()
+        return tuple(self.factored.precompute(keys).values())
 
 
 class LowResDecoderGraph(DecoderGraph):
@@ -178,41 +178,39 @@ class LowResDecoderGraph(DecoderGraph):
     Upsampling all four masks to a 481 x 321 photo was a fifth of a sam_vit_b click in onnxruntime-web, so
     the page upsamples only the masks it shows; since each image token's low-res logits depend on that token
     alone, the upscaling chain runs only on the ``upscale_grid`` (rows, columns) of tokens that the upsampling
-    to the original image reads (a landscape photo's padding rows are a third of the grid); and the first
-    block's image-side projections come from the per-image graph. The post-transformer image tokens and the
-    mask weights come out too, so that :class:`RestDecoderGraph` can complete the grid later (a mask fed
-    back as ``mask_input`` needs all of it).
+    to the original image reads (a landscape photo's padding rows are a third of the grid); and the image
+    tokens are never formed: :class:`samkit.models.factored_decoder.FactoredDecoder` runs the transformer
+    as low-rank updates of the per-image graph's products (half the multiply-adds). Its factors come out
+    too, so that :class:`RestDecoderGraph` can complete the grid later (a mask fed back as ``mask_input``
+    needs all of it).
     """
 
-    def forward(self, keys: torch.Tensor, t2i_k: torch.Tensor, t2i_v: torch.Tensor,  # type: ignore[override]
-                i2t_q: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
-                upscale_grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        model = self.model
-        decoder = model.mask_decoder
-        h, w = model.prompt_encoder.image_embedding_size
-        pe = model.dense_pe()
-        cache = ImageCache(keys=keys, key_pe=pe.flatten(2).transpose(1, 2), t2i_k=t2i_k, t2i_v=t2i_v,
-                           i2t_q=i2t_q, grid=(h, w))
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model)
+        self.factored = FactoredDecoder(model.mask_decoder, model.dense_pe())
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        names = self.factored.image_names()
+        image = dict(zip(names, inputs[:len(names)], strict=True))
+        point_coords, point_labels, upscale_grid = inputs[len(names):]
         sparse = self._embed_points(point_coords, point_labels)
-        hs, src, _ = decoder.run_transformer(keys, pe, sparse, None, cache)  # with a cache the first is not read
-        weights = decoder.hypernetwork(hs)
-        kept = src.view(1, h, w, -1)[:, :upscale_grid[0], :upscale_grid[1]]  # traced as dynamic ends
-        logits = decoder.upscale_tokens(kept.reshape(1, -1, src.shape[2]), weights)
-        low = token_masks_to_grid(logits, kept.shape[1], kept.shape[2])
-        return decoder.iou_prediction_head(hs[:, 0]), low, src, weights
+        iou, low, row_scale, factors, ct1_factor, weights = self.factored.click(image, sparse, upscale_grid)
+        return iou, low, row_scale, factors, ct1_factor, weights
 
 
 class RestDecoderGraph(nn.Module):
-    """The decoder's upscaling chain and hypernetwork product for any image tokens: image_tokens (1,n,C)
-    and mask_weights (1,M,C/8), both from :class:`LowResDecoderGraph` -> token_masks (1,M,n,4,4), each
-    token's logits (the browser completes a fed-back mask's grid with it)."""
+    """The decoder's logits for any image tokens from the per-image ``ct1`` and the click's factors:
+    :meth:`samkit.models.factored_decoder.FactoredDecoder.rest`, token_index (n,) -> token_masks (1,M,n,4,4),
+    each token's logits (the browser completes a fed-back mask's grid with it)."""
 
     def __init__(self, model: Sam) -> None:
         super().__init__()
-        self.model = model
+        self.factored = FactoredDecoder(model.mask_decoder, model.dense_pe())
 
-    def forward(self, image_tokens: torch.Tensor, mask_weights: torch.Tensor) -> torch.Tensor:
-        return token_masks_to_patches(self.model.mask_decoder.upscale_tokens(image_tokens, mask_weights))
+    def forward(self, ct1: torch.Tensor, row_scale: torch.Tensor, factors: torch.Tensor, ct1_factor: torch.Tensor,
+                mask_weights: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
+        return token_masks_to_patches(self.factored.rest(ct1, row_scale, factors, ct1_factor, mask_weights,
+                                                         token_index))
 
 
 def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
@@ -312,23 +310,29 @@ def _export_browser_graphs(model: Sam, folder: Path, opset: int) -> dict[str, di
     c, g = model.mask_decoder.transformer_dim, model.prompt_encoder.image_embedding_size[0]
     embedding = torch.zeros(1, c, g, g)
     image = ImageDecoderGraph(model)
+    image_names = image.factored.image_names()
     _export(image, (embedding, torch.zeros(1, 1, 4 * g, 4 * g), torch.ones(1)), folder / IMAGE_DECODER,
-            list(IMAGE_DECODER_INPUTS), list(IMAGE_DECODER_OUTPUTS),
-            {"mask_input": {2: "mask_height", 3: "mask_width"}}, opset)
+            list(IMAGE_DECODER_INPUTS), image_names, {"mask_input": {2: "mask_height", 3: "mask_width"}}, opset)
     with torch.no_grad():
-        cache = image(embedding, torch.zeros(1, 1, 4, 4), torch.zeros(1))
+        cache = image(torch.randn(1, c, g, g), torch.zeros(1, 1, 4, 4), torch.zeros(1))
     points = (torch.full((1, 3, 2), 10.0), torch.tensor([[1.0, 2.0, 3.0]]))
     grid = torch.tensor([g - 1, g - 2])  # any grid but the full one: its ends are traced as inputs
-    _export(LowResDecoderGraph(model), (*cache, *points, grid), folder / LOW_RES_DECODER,
-            list(LOW_RES_DECODER_INPUTS), list(LOW_RES_DECODER_OUTPUTS),
+    click_inputs = [*image_names, *LOW_RES_PROMPT_INPUTS]
+    _export(LowResDecoderGraph(model), (*cache, *points, grid), folder / LOW_RES_DECODER, click_inputs,
+            list(LOW_RES_DECODER_OUTPUTS),
             {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
-             "low_res_masks": {2: "low_res_height", 3: "low_res_width"}}, opset)
-    tokens = (torch.zeros(1, 7, c), torch.zeros(1, model.mask_decoder.num_mask_tokens, c // 8))
-    _export(RestDecoderGraph(model), tokens, folder / REST_DECODER, list(REST_DECODER_INPUTS),
-            list(REST_DECODER_OUTPUTS), {"image_tokens": {1: "tokens"}, "token_masks": {2: "tokens"}}, opset)
+             "low_res_masks": {2: "low_res_height", 3: "low_res_width"}, "factors": {0: "rank"},
+             "ct1_factor": {0: "rank"}}, opset)
+    with torch.no_grad():
+        click = LowResDecoderGraph(model)(*cache, *points, grid)
+    ct1 = cache[image_names.index("ct1")]
+    _export(RestDecoderGraph(model), (ct1, *click[2:], torch.tensor([0, 5, 7])), folder / REST_DECODER,
+            list(REST_DECODER_INPUTS), list(REST_DECODER_OUTPUTS),
+            {"factors": {0: "rank"}, "ct1_factor": {0: "rank"}, "token_index": {0: "tokens"},
+             "token_masks": {2: "tokens"}}, opset)
     return {key: {"file": name, "inputs": list(inputs), "outputs": list(outputs)} for key, name, inputs, outputs in (
-        ("image_decoder", IMAGE_DECODER, IMAGE_DECODER_INPUTS, IMAGE_DECODER_OUTPUTS),
-        ("low_res_decoder", LOW_RES_DECODER, LOW_RES_DECODER_INPUTS, LOW_RES_DECODER_OUTPUTS),
+        ("image_decoder", IMAGE_DECODER, IMAGE_DECODER_INPUTS, image_names),
+        ("low_res_decoder", LOW_RES_DECODER, click_inputs, LOW_RES_DECODER_OUTPUTS),
         ("rest_decoder", REST_DECODER, REST_DECODER_INPUTS, REST_DECODER_OUTPUTS))}
 
 
@@ -408,11 +412,12 @@ def _validate_browser_graphs(folder: Path, ref: Predictor, prompts: list[dict[st
         coords, labels = sparse_prompt(points, box)
         mask = p.get("mask_input")
         image = no_mask if mask is None else graphs.image(features, np.asarray(mask))
-        iou_pred, low, tokens, weights = graphs.click(image, coords, labels, grid)
+        out = graphs.click(image, coords, labels, grid)
+        iou_pred, low = out["iou_predictions"], out["low_res_masks"]
         sel = slice(1, None) if p.get("multimask", True) else slice(0, 1)
         want = e.low_res_logits
         logit_diff = max(logit_diff, float(np.abs(low[0, sel] - want[:, :low.shape[2], :low.shape[3]]).max()))
-        full_diff = max(full_diff, float(np.abs(graphs.complete(low, tokens, weights)[0, sel] - want).max()))
+        full_diff = max(full_diff, float(np.abs(graphs.complete(image, out)[0, sel] - want).max()))
         score_diff = max(score_diff, float(np.abs(iou_pred[0, sel] - e.scores).max()))
     return {"upscale_grid": list(grid), "low_res_logit_max_abs_diff": logit_diff,
             "completed_logit_max_abs_diff": full_diff, "iou_pred_max_abs_diff": score_diff}

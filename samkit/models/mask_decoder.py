@@ -146,19 +146,28 @@ class MaskDecoder(nn.Module):
         extra rows) and the shuffle is left to the caller, on the M-channel result. A token's logits depend
         on that token alone.
         """
-        ct1, norm, act1, ct2, act2 = self.output_upscaling
-        assert isinstance(ct1, nn.ConvTranspose2d) and isinstance(ct2, nn.ConvTranspose2d)
-        assert isinstance(norm, LayerNorm2d)
-        assert ct1.bias is not None and ct2.bias is not None
-        c = src.shape[2]
-        c1, c2 = ct1.out_channels, ct2.out_channels
-        w1 = ct1.weight.permute(2, 3, 1, 0).reshape(4 * c1, c)  # (out, in), outputs ordered (di, dj, out)
+        w1, b1 = self.upscale_first_weights()
+        return self.upscale_rest(dense(src.reshape(-1, src.shape[2]), w1, b1).view(src.shape[0], -1, w1.shape[0]),
+                                 hyper_in)
+
+    def upscale_first_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first transposed convolution as a per-token Linear: weight (4*C', C), bias (4*C'), outputs
+        ordered (di, dj, out)."""
+        ct1 = self.output_upscaling[0]
+        assert isinstance(ct1, nn.ConvTranspose2d) and ct1.bias is not None
+        return ct1.weight.permute(2, 3, 1, 0).reshape(4 * ct1.out_channels, -1), ct1.bias.repeat(4)
+
+    def upscale_rest(self, y: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """:meth:`upscale_tokens` after the first transposed convolution: y (B,n,4*C') -> (B,n*16,M)."""
+        _, norm, act1, ct2, act2 = self.output_upscaling
+        assert isinstance(ct2, nn.ConvTranspose2d) and isinstance(norm, LayerNorm2d)
+        assert ct2.bias is not None
+        c1, c2 = ct2.in_channels, ct2.out_channels
         w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1)
-        b1, b2 = ct1.bias.repeat(4), ct2.bias.repeat(4)
-        y = dense(src.reshape(-1, c), w1, b1).view(-1, c1)
-        y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-        y = act2(dense(y, w2, b2))  # rows (b, token, di, dj), columns (ei, ej, out)
-        return torch.bmm(y.view(src.shape[0], -1, c2), hyper_in.transpose(1, 2))
+        b = y.shape[0]
+        y = act1(F.layer_norm(y.reshape(-1, c1), (c1,), norm.weight, norm.bias, norm.eps))
+        y = act2(dense(y, w2, ct2.bias.repeat(4)))  # rows (b, token, di, dj), columns (ei, ej, out)
+        return torch.bmm(y.view(b, -1, c2), hyper_in.transpose(1, 2))
 
 
 def token_masks_to_grid(m: torch.Tensor, h: int, w: int) -> torch.Tensor:

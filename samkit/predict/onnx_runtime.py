@@ -18,15 +18,16 @@ them the same way in Python):
 
 - ``decoder_image.onnx``, once per image (and per mask fed back): image_embeddings (1,C,g,g), mask_input
   (1,1,4g,4g, or 1,1,4,4 when has_mask_input is 0: its embedding broadcasts) and has_mask_input -> the
-  prompt-independent work of the first two-way block (:class:`samkit.models.transformer.ImageCache`):
-  keys (1,g*g,C), t2i_k and t2i_v (h,g*g,d), i2t_q (h,d,g*g).
-- ``decoder_lowres.onnx``, per click: those four, point_coords, point_labels and upscale_grid (2,) int64,
+  image tokens' products that the clicks read (:meth:`samkit.models.factored_decoder.FactoredDecoder.
+  precompute`; names from ``image_names()``: the first block's t2i_k, t2i_v, i2t_q, ..., ct1 (g*g, C)).
+- ``decoder_lowres.onnx``, per click: all of those, point_coords, point_labels and upscale_grid (2,) int64,
   the rows and columns of image tokens whose logits it computes (:func:`samkit.predict.transforms.
   upscale_grid`: those the upsampling to the original image reads) -> iou_predictions (1,4), low_res_masks
-  (1,4,4*rows,4*cols), image_tokens (1,g*g,C) (after the transformer) and mask_weights (1,4,C/8).
-- ``decoder_rest.onnx``: any of those image tokens (1,n,C) and the mask weights -> their logits,
-  token_masks (1,4,n,4,4): the rest of the grid, which a mask fed back needs (the page computes it in
-  the background).
+  (1,4,4*rows,4*cols), and for the rest graph row_scale (g*g,), factors (r,g*g), ct1_factor (r,C) and
+  mask_weights (1,4,C/8): the transformer's image tokens in low-rank form, never formed.
+- ``decoder_rest.onnx``: ct1, the click's row_scale, factors, ct1_factor, mask_weights and token_index (n,)
+  int64 -> those tokens' logits, token_masks (1,4,n,4,4): the rest of the grid, which a mask fed back needs
+  (the page computes it in the background).
 """
 from __future__ import annotations
 
@@ -56,11 +57,12 @@ ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
 LOW_RES_DECODER = "decoder_lowres.onnx"
 IMAGE_DECODER = "decoder_image.onnx"
 IMAGE_DECODER_INPUTS = ("image_embeddings", "mask_input", "has_mask_input")
-IMAGE_DECODER_OUTPUTS = ("keys", "t2i_k", "t2i_v", "i2t_q")  # samkit.models.transformer.ImageCache's
-LOW_RES_DECODER_INPUTS = (*IMAGE_DECODER_OUTPUTS, "point_coords", "point_labels", "upscale_grid")
-LOW_RES_DECODER_OUTPUTS = ("iou_predictions", "low_res_masks", "image_tokens", "mask_weights")
+# The per-image graph's outputs are samkit.models.factored_decoder.FactoredDecoder.image_names() (they depend
+# on the transformer's depth); the per-click graph takes all of them, then these:
+LOW_RES_PROMPT_INPUTS = ("point_coords", "point_labels", "upscale_grid")
+LOW_RES_DECODER_OUTPUTS = ("iou_predictions", "low_res_masks", "row_scale", "factors", "ct1_factor", "mask_weights")
 REST_DECODER = "decoder_rest.onnx"
-REST_DECODER_INPUTS = ("image_tokens", "mask_weights")
+REST_DECODER_INPUTS = ("ct1", "row_scale", "factors", "ct1_factor", "mask_weights", "token_index")
 REST_DECODER_OUTPUTS = ("token_masks",)
 
 
@@ -141,21 +143,23 @@ class BrowserGraphs:
                 else np.asarray(mask_input, np.float32).reshape(1, 1, 4 * features.shape[-1], -1))
         feeds = {"image_embeddings": np.ascontiguousarray(features, dtype=np.float32), "mask_input": mask,
                  "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32)}
-        return dict(zip(IMAGE_DECODER_OUTPUTS, self.image_graph.run(list(IMAGE_DECODER_OUTPUTS), feeds), strict=True))
+        names = [o.name for o in self.image_graph.get_outputs()]
+        return dict(zip(names, self.image_graph.run(names, feeds), strict=True))
 
     def click(self, image: dict[str, np.ndarray], coords: np.ndarray, labels: np.ndarray,
-              grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              grid: tuple[int, int]) -> dict[str, np.ndarray]:
         """:meth:`image`'s outputs, points (N,2) in the input frame with labels (N,) as :func:`sparse_prompt`
-        gives them, upscale_grid -> iou_predictions, low_res_masks, image_tokens, mask_weights."""
+        gives them, upscale_grid -> LOW_RES_DECODER_OUTPUTS by name."""
         feeds = {**image, "point_coords": np.asarray(coords, np.float32)[None],
                  "point_labels": np.asarray(labels, np.float32)[None], "upscale_grid": np.array(grid, np.int64)}
-        iou, low, tokens, weights = self.click_graph.run(list(LOW_RES_DECODER_OUTPUTS), feeds)
-        return iou, low, tokens, weights
+        return dict(zip(LOW_RES_DECODER_OUTPUTS, self.click_graph.run(list(LOW_RES_DECODER_OUTPUTS), feeds),
+                        strict=True))
 
-    def complete(self, low: np.ndarray, tokens: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """The whole low-res grid (1,M,4g,4g) from :meth:`click`'s outputs: its low_res_masks for the first
-        rows x cols tokens, the other tokens' logits from the rest graph."""
-        grid = math.isqrt(tokens.shape[1])
+    def complete(self, image: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> np.ndarray:
+        """The whole low-res grid (1,M,4g,4g) from :meth:`image`'s and :meth:`click`'s outputs: its low_res_masks
+        for the first rows x cols tokens, the other tokens' logits from the rest graph."""
+        low = out["low_res_masks"]
+        grid = math.isqrt(out["row_scale"].shape[0])
         rows, cols = low.shape[2] // 4, low.shape[3] // 4
         full = np.zeros((1, low.shape[1], 4 * grid, 4 * grid), np.float32)
         full[:, :, :4 * rows, :4 * cols] = low
@@ -163,8 +167,9 @@ class BrowserGraphs:
         missing[:rows, :cols] = False
         index = np.flatnonzero(missing)
         if len(index):
-            (patches,) = self.rest_graph.run(list(REST_DECODER_OUTPUTS), {"image_tokens": tokens[:, index],
-                                                                         "mask_weights": weights})
+            feeds = {name: out[name] for name in REST_DECODER_INPUTS[1:5]}
+            (patches,) = self.rest_graph.run(list(REST_DECODER_OUTPUTS), {**feeds, "ct1": image["ct1"],
+                                                                         "token_index": index.astype(np.int64)})
             for k, t in enumerate(index):
                 i, j = divmod(int(t), grid)
                 full[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] = patches[:, :, k]

@@ -52,11 +52,12 @@ def test_export_writes_graphs_and_report(exported):
     assert on_disk["low_res"] == SAMKIT_TINY_SIZE // 4
     fp32 = on_disk["validation"]["fp32"]
     assert fp32["logit_max_abs_diff"] < 1e-3 and fp32["mask_pixel_agreement"] >= 0.9999
-    assert on_disk["low_res_decoder"]["outputs"] == ["iou_predictions", "low_res_masks", "image_tokens",
-                                                     "mask_weights"]
+    assert on_disk["low_res_decoder"]["outputs"] == ["iou_predictions", "low_res_masks", "row_scale", "factors",
+                                                     "ct1_factor", "mask_weights"]
     assert on_disk["rest_decoder"]["outputs"] == ["token_masks"]
-    assert on_disk["image_decoder"]["outputs"] == on_disk["low_res_decoder"]["inputs"][:4] == ["keys", "t2i_k",
-                                                                                               "t2i_v", "i2t_q"]
+    image_outputs = on_disk["image_decoder"]["outputs"]
+    assert image_outputs[:3] == ["t2i_k", "t2i_v", "i2t_q"] and "ct1" in image_outputs
+    assert on_disk["low_res_decoder"]["inputs"] == [*image_outputs, "point_coords", "point_labels", "upscale_grid"]
     low_res = on_disk["validation"]["low_res_decoder"]
     assert low_res["low_res_logit_max_abs_diff"] < 1e-3 and low_res["iou_pred_max_abs_diff"] < 1e-3
     assert low_res["completed_logit_max_abs_diff"] < 1e-3
@@ -123,11 +124,12 @@ def test_browser_graphs_are_the_decoder(model, exported, grabcut, grid):
     for multimask, sel in ((True, slice(1, 4)), (False, slice(0, 1))):
         expected = ref.predict(points=point, labels=[1], multimask=multimask, mask_input=fed)
         image = graphs.image(ref.features.numpy(), fed)
-        iou_pred, low, tokens, weights = graphs.click(image, coords, labels, rows_cols)
+        out = graphs.click(image, coords, labels, rows_cols)
+        iou_pred, low = out["iou_predictions"], out["low_res_masks"]
         assert low.shape == (1, 4, 4 * rows_cols[0], 4 * rows_cols[1])
         want = expected.low_res_logits
         assert np.abs(low[0, sel] - want[:, :low.shape[2], :low.shape[3]]).max() < 1e-3
-        assert np.abs(graphs.complete(low, tokens, weights)[0, sel] - want).max() < 1e-3
+        assert np.abs(graphs.complete(image, out)[0, sel] - want).max() < 1e-3
         assert np.abs(iou_pred[0, sel] - expected.scores).max() < 1e-3
         fed = want[0][None]  # the next call feeds one of them back
 

@@ -22,8 +22,10 @@ from samkit.export.onnx import export_onnx
 from samkit.predict.onnx_runtime import (
     IMAGE_DECODER,
     LOW_RES_DECODER,
+    LOW_RES_DECODER_OUTPUTS,
     MANIFEST,
     REST_DECODER,
+    REST_DECODER_INPUTS,
     graph_files,
     read_manifest,
 )
@@ -45,7 +47,16 @@ mimetypes.add_type("application/wasm", ".wasm")
 
 
 def _ready(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in BROWSER_FILES)  # an older export: done again
+    """Every file there, and the browser graphs' interface the page's decoder.js speaks (an export by an
+    earlier samkit, e.g. before the factored graphs of 2026-12-06, is done again)."""
+    if not all((folder / f).is_file() for f in BROWSER_FILES):
+        return False
+    try:
+        meta = read_manifest(folder)
+    except SamkitError:
+        return False
+    return (meta.get("low_res_decoder", {}).get("outputs") == list(LOW_RES_DECODER_OUTPUTS)
+            and meta.get("rest_decoder", {}).get("inputs") == list(REST_DECODER_INPUTS))
 
 
 def _start_export(state: ServerState, folder: Path) -> futures.Future:

@@ -44,6 +44,7 @@ export async function annotatePage(root, projectId, imageId, me) {
   const [image, labelList, img, decoder] = await Promise.all([
     api('GET', `${base}/images/${imageId}`), api('GET', `${base}/labels`), loadImage(projectId, imageId),
     decoderFor(projectId)]);
+  decoder.prepare(imageId).catch(() => {}); // the first click's wait, started now (a failure shows then)
   const W = image.width;
   const H = image.height;
 

@@ -4,15 +4,18 @@
 // grid is large), fed the server's fp16 image
 // embedding (GET .../images/{iid}/embedding, cached per image). Same arithmetic as samkit.Predictor:
 // prompts mapped to the model's input frame. The decoder is split where its work depends on less than the
-// whole prompt: decoder_image.onnx runs once per image (the first block's image-side projections; again for
-// a mask fed back), decoder_lowres.onnx per click, up to the low-res logits of the image tokens the
-// upsampling reads (upscaleGrid: a landscape photo's padding rows are skipped),
+// whole prompt: decoder_image.onnx runs once per image (the image tokens' products with the weights that every
+// click reads, samkit.models.factored_decoder; again for a mask fed back), decoder_lowres.onnx per click
+// (the transformer as low-rank updates of those products: the image tokens are never formed), up to the
+// low-res logits of the image tokens the upsampling reads (upscaleGrid: a landscape photo's padding rows
+// are skipped),
 // and upsampleMask() brings each mask shown to the original image (samkit.predict.transforms'
 // bilinear chain, at most 3 taps per axis); masks are logits > the model's threshold (0). The best mask
 // is upsampled at once, the other candidates when first read (out.masks[i] is a lazy getter). A mask
 // fed back needs its whole low-res grid: decoder_rest.onnx computes the skipped tokens' logits in the
 // background, just after decode() returns (out.feedback[i] are Promises), and then decoder_image.onnx the
-// first-block work for the best mask, which the next click most often feeds back (out.ready).
+// per-image work for the best mask, which the next click most often feeds back (out.ready).
+// dec.prepare(imageId) fetches an image's embedding and runs its per-image graph ahead of the first click.
 // When onnxruntime-web cannot start, decode() asks the server (POST .../images/{iid}/predict) instead
 // and the decoder says why (kind 'server', reason).
 //
@@ -24,7 +27,7 @@
 //   out.feedback[i]    // what to pass back as maskInput to refine masks[i]: a Promise of its low-res
 //                      // logits (browser) or {prediction_id, index} (server)
 //   out.ready          // a Promise settled when the background work for the next click is done: the
-//                      // feedback grids and the best mask's first-block work (browser; the server's: at once)
+//                      // feedback grids and the best mask's per-image work (browser; the server's: at once)
 //
 // decode(imageId, points, labels, box, maskInput, {multimask}): points [[x, y], ...] in original image
 // pixels, labels 1 (object) / 0 (background), box [x0, y0, x1, y1] or null, maskInput an earlier result's
@@ -39,7 +42,7 @@ const START_TIMEOUT_MS = 90000; // a slower start is given up for the server
 const THREADED_TOKENS = 1024; // image tokens from which the decoder runs on several threads (wasmThreads)
 const TAPS = 3; // low-res cells an upsampled pixel reads per axis, at most (axisTaps: the low-res grid is a
 // quarter of the input frame, so the two input-frame rows an output reads fall in 3 adjacent low-res rows)
-const EMBEDDINGS_KEPT = 4; // images whose embeddings and first-block work stay in memory (14 MB each for ViTs)
+const EMBEDDINGS_KEPT = 4; // images whose embeddings and per-image graph outputs stay in memory (~45 MB each for ViTs)
 
 /** Error with the server's one-line detail. */
 async function failure(response, what) {
@@ -226,12 +229,11 @@ async function browserDecoder(api, headers, options) {
   const rest = await load(info.rest_graph_url, 'decoder rest graph');
   const low = info.low_res;
   const grid = info.embedding_shape[2]; // tokens a side (the embedding is square)
-  const channels = info.embedding_shape[1];
   const run = serial();
   const embeddings = new Map(); // imageId -> Promise<{tensor, originalSize, inputSize, cache}>, oldest first
 
-  /** The per-image graph's outputs (keys, t2i_k, t2i_v, i2t_q) for an embedding tensor and a mask fed back
-   * (low x low logits) or none. */
+  /** The per-image graph's outputs (named products of the image tokens that every click reads, see
+   * samkit.models.factored_decoder) for an embedding tensor and a mask fed back (low x low logits) or none. */
   function imageWork(tensor, maskInput) {
     if (maskInput != null && maskInput.length !== low * low) {
       throw new Error(`maskInput must be ${low} x ${low} low-res logits (an earlier result's lowRes or feedback)`);
@@ -293,7 +295,7 @@ async function browserDecoder(api, headers, options) {
     }
     const n = labs.length;
     return {
-      keys: cache.keys, t2i_k: cache.t2i_k, t2i_v: cache.t2i_v, i2t_q: cache.i2t_q,
+      ...cache,
       point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, n, 2]),
       point_labels: new ort.Tensor('float32', Float32Array.from(labs), [1, n]),
       upscale_grid: new ort.Tensor('int64', BigInt64Array.from(upscale.map(BigInt)), [2]),
@@ -311,18 +313,22 @@ async function browserDecoder(api, headers, options) {
     return taps;
   }
 
+  /** The rest graph's inputs: the per-image `ct1`, a click's factors, and the tokens wanted. */
+  function restFeeds(cache, out, tokens) {
+    return {
+      ct1: cache.ct1, row_scale: out.row_scale, factors: out.factors, ct1_factor: out.ct1_factor,
+      mask_weights: out.mask_weights,
+      token_index: new ort.Tensor('int64', BigInt64Array.from(tokens.map(BigInt)), [tokens.length]),
+    };
+  }
+
   /** The whole low-res grids (low x low each) of masks `order` from a decode's outputs: the decoded
    * tokens' part (th x tw tokens) copied, the other tokens' logits from the rest graph. */
-  async function completeGrids(order, part, [th, tw], tokens, weights) {
+  async function completeGrids(order, part, [th, tw], cache, clickOut) {
     const cell = low / grid;
     const missing = [];
     for (let i = 0; i < grid; i++) for (let j = 0; j < grid; j++) if (i >= th || j >= tw) missing.push(i * grid + j);
-    const picked = new Float32Array(missing.length * channels);
-    missing.forEach((t, k) => picked.set(tokens.subarray(t * channels, (t + 1) * channels), k * channels));
-    const out = await run(() => rest.run({
-      image_tokens: new ort.Tensor('float32', picked, [1, missing.length, channels]),
-      mask_weights: weights,
-    }));
+    const out = await run(() => rest.run(restFeeds(cache, clickOut, missing)));
     const patches = out.token_masks.data; // (1, M, n, cell, cell)
     out.token_masks.dispose?.();
     const width = tw * cell;
@@ -365,10 +371,9 @@ async function browserDecoder(api, headers, options) {
     // the whole low-res grids, for a mask fed back: completed after this task (the page draws the mask
     // first), when the first feedback is read or, with `prepare`, at once
     let gridsPromise = null;
-    const [tokens, weights] = [out.image_tokens.data, out.mask_weights];
     const grids = () => (gridsPromise ??= ph === low && pw === low ? Promise.resolve(lowResList)
       : new Promise((resolve) => { setTimeout(resolve, 0); })
-        .then(() => completeGrids(order, part, upscale, tokens, weights)));
+        .then(() => completeGrids(order, part, upscale, cache, out)));
     const masks = [];
     const made = [];
     lowResList.forEach((logits, i) => Object.defineProperty(masks, i, {
@@ -385,7 +390,7 @@ async function browserDecoder(api, headers, options) {
         return one;
       },
     }));
-    // the next click most often feeds the best mask back: with `prepare`, its first-block work is done now,
+    // the next click most often feeds the best mask back: with `prepare`, its per-image work is done now,
     // in the background (a hover preview, whose masks are never fed back, asks for none of it)
     const ready = !prepare ? Promise.resolve() : grids().then((all) => {
       const next = { mask: all[0], work: imageWork(emb.tensor, all[0]) };
@@ -402,8 +407,7 @@ async function browserDecoder(api, headers, options) {
     originalSize: [info.img_size, info.img_size], inputSize: [info.img_size, info.img_size] };
   const warmImage = await imageWork(blank.tensor, null);
   const warm = await session.run(feeds(blank, warmImage, [[1, 1]], [1], null, [grid, grid]));
-  const warmRest = await rest.run({ mask_weights: warm.mask_weights,
-    image_tokens: new ort.Tensor('float32', new Float32Array(channels), [1, 1, channels]) });
+  const warmRest = await rest.run(restFeeds(warmImage, warm, [0]));
   [...Object.values(warmImage), ...Object.values(warm), ...Object.values(warmRest)].forEach((t) => t.dispose?.());
 
   const simd = 'WASM SIMD';
@@ -416,6 +420,9 @@ async function browserDecoder(api, headers, options) {
       + `${info.arch} decoder`,
     info,
     decode,
+    /** Fetch an image's embedding and run its per-image graph now (when the image is opened), so that
+     * the first click waits for neither. */
+    prepare: (imageId) => embedding(imageId).then(() => {}),
   };
 }
 
@@ -442,7 +449,7 @@ function serverDecoder(api, headers, reason) {
       ready: Promise.resolve(),
     };
   }
-  return { kind: 'server', reason, info: null, decode };
+  return { kind: 'server', reason, info: null, decode, prepare: () => Promise.resolve() };
 }
 
 /**
