@@ -258,6 +258,11 @@ def export_onnx(model: Sam | EvfSam | str | os.PathLike, out: str | os.PathLike,
         if agreement < FP32_AGREEMENT:
             warnings.warn(f"{model.arch}: the fp32 ONNX masks agree with PyTorch on only {100 * agreement:.3f} % of "
                           f"pixels (expected >= {100 * FP32_AGREEMENT:g} %); see {MANIFEST}", stacklevel=2)
+        browser = report["validation"]["low_res_decoder"]["low_res_mask_agreement"]
+        if browser < FP32_AGREEMENT:
+            warnings.warn(f"{model.arch}: the browser's decoder graphs agree with PyTorch on only "
+                          f"{100 * browser:.3f} % of low-res mask cells (expected >= {100 * FP32_AGREEMENT:g} %); "
+                          f"see {MANIFEST}", stacklevel=2)
         (tmp / MANIFEST).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -403,6 +408,7 @@ def _validate_browser_graphs(folder: Path, ref: Predictor, prompts: list[dict[st
     features = ref.features.numpy()
     no_mask = graphs.image(features)
     logit_diff, full_diff, score_diff = 0.0, 0.0, 0.0
+    same, cells = 0, 0  # low-res cells on the same side of the threshold as PyTorch's, of all compared
     for p, e in zip(prompts, expected, strict=True):
         points = None
         if p.get("points") is not None:
@@ -417,10 +423,15 @@ def _validate_browser_graphs(folder: Path, ref: Predictor, prompts: list[dict[st
         sel = slice(1, None) if p.get("multimask", True) else slice(0, 1)
         want = e.low_res_logits
         logit_diff = max(logit_diff, float(np.abs(low[0, sel] - want[:, :low.shape[2], :low.shape[3]]).max()))
-        full_diff = max(full_diff, float(np.abs(graphs.complete(image, out)[0, sel] - want).max()))
+        full = graphs.complete(image, out)[0, sel]
+        full_diff = max(full_diff, float(np.abs(full - want).max()))
+        threshold = ref.model.mask_threshold
+        same += int(np.count_nonzero((full > threshold) == (want > threshold)))
+        cells += want.size
         score_diff = max(score_diff, float(np.abs(iou_pred[0, sel] - e.scores).max()))
     return {"upscale_grid": list(grid), "low_res_logit_max_abs_diff": logit_diff,
-            "completed_logit_max_abs_diff": full_diff, "iou_pred_max_abs_diff": score_diff}
+            "completed_logit_max_abs_diff": full_diff, "iou_pred_max_abs_diff": score_diff,
+            "low_res_mask_agreement": same / cells}
 
 
 def _validation_prompts(pred: Predictor) -> list[dict[str, Any]]:

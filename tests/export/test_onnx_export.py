@@ -60,7 +60,7 @@ def test_export_writes_graphs_and_report(exported):
     assert on_disk["low_res_decoder"]["inputs"] == [*image_outputs, "point_coords", "point_labels", "upscale_grid"]
     low_res = on_disk["validation"]["low_res_decoder"]
     assert low_res["low_res_logit_max_abs_diff"] < 1e-3 and low_res["iou_pred_max_abs_diff"] < 1e-3
-    assert low_res["completed_logit_max_abs_diff"] < 1e-3
+    assert low_res["completed_logit_max_abs_diff"] < 1e-3 and low_res["low_res_mask_agreement"] >= 0.9999
     g = SAMKIT_TINY_SIZE // 16
     rows, cols = low_res["upscale_grid"]  # the 640 x 480 sample: a quarter of the rows is padding
     assert cols == g and g * 3 // 4 <= rows < g
@@ -155,6 +155,16 @@ def test_unwritable_folder_is_one_line_error(model, tmp_path):
     with pytest.raises(SamkitError, match="exists and is not a directory"):
         export_onnx(model, blocker)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_browser_graphs_that_disagree_are_reported(model, tmp_path, monkeypatch):
+    """The export checks the browser's graphs as the page runs them: a rest graph gone wrong (every skipped
+    token's logits +5) is caught by its validation and warned about."""
+    right = onnx_export.RestDecoderGraph.forward
+    monkeypatch.setattr(onnx_export.RestDecoderGraph, "forward", lambda self, *a: 0.0 * right(self, *a) + 5.0)
+    with pytest.warns(UserWarning, match="browser's decoder graphs agree with PyTorch on only"):
+        report = export_onnx(model, tmp_path / "out")
+    assert report["validation"]["low_res_decoder"]["low_res_mask_agreement"] < 0.99
 
 
 def test_failure_midway_leaves_no_partial_files(model, tmp_path, monkeypatch):
