@@ -63,6 +63,7 @@ class FactoredDecoder(nn.Module):
     :meth:`rest` needs for the other tokens."""
 
     key_pe: torch.Tensor  # (N, C) buffer: the image tokens' positional encoding, token-major
+    pe_products: torch.Tensor  # (k, h, d, N) buffer: _encoding_products()
 
     def __init__(self, decoder: MaskDecoder, image_pe: torch.Tensor) -> None:
         """image_pe (1, C, h, w): the dense positional encoding of the image tokens. The encoding's products
@@ -74,7 +75,7 @@ class FactoredDecoder(nn.Module):
         self.tokens = self.grid[0] * self.grid[1]
         self.register_buffer("key_pe", image_pe.flatten(2)[0].t().contiguous(), persistent=False)  # (N, C)
         with torch.no_grad():  # constants of an exported click graph; products of 4096 x 256 x 128 each for ViTs
-            self.pe_products = self._encoding_products()
+            self.register_buffer("pe_products", torch.stack(self._encoding_products()), persistent=False)
 
     # -- the fixed matrices -------------------------------------------------------------------------------
 
