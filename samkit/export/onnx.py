@@ -323,13 +323,14 @@ def _export_browser_graphs(model: Sam, folder: Path, opset: int) -> dict[str, di
     points = (torch.full((1, 3, 2), 10.0), torch.tensor([[1.0, 2.0, 3.0]]))
     grid = torch.tensor([g - 1, g - 2])  # any grid but the full one: its ends are traced as inputs
     click_inputs = [*image_names, *LOW_RES_PROMPT_INPUTS]
-    _export(LowResDecoderGraph(model), (*cache, *points, grid), folder / LOW_RES_DECODER, click_inputs,
+    low_res = LowResDecoderGraph(model)
+    _export(low_res, (*cache, *points, grid), folder / LOW_RES_DECODER, click_inputs,
             list(LOW_RES_DECODER_OUTPUTS),
             {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
              "low_res_masks": {2: "low_res_height", 3: "low_res_width"}, "factors": {0: "rank"},
              "ct1_factor": {0: "rank"}}, opset)
     with torch.no_grad():
-        click = LowResDecoderGraph(model)(*cache, *points, grid)
+        click = low_res(*cache, *points, grid)
     ct1 = cache[image_names.index("ct1")]
     _export(RestDecoderGraph(model), (ct1, *click[2:], torch.tensor([0, 5, 7])), folder / REST_DECODER,
             list(REST_DECODER_INPUTS), list(REST_DECODER_OUTPUTS),
@@ -409,6 +410,7 @@ def _validate_browser_graphs(folder: Path, ref: Predictor, prompts: list[dict[st
     no_mask = graphs.image(features)
     logit_diff, full_diff, score_diff = 0.0, 0.0, 0.0
     same, cells = 0, 0  # low-res cells on the same side of the threshold as PyTorch's, of all compared
+    threshold = ref.model.mask_threshold
     for p, e in zip(prompts, expected, strict=True):
         points = None
         if p.get("points") is not None:
@@ -425,7 +427,6 @@ def _validate_browser_graphs(folder: Path, ref: Predictor, prompts: list[dict[st
         logit_diff = max(logit_diff, float(np.abs(low[0, sel] - want[:, :low.shape[2], :low.shape[3]]).max()))
         full = graphs.complete(image, out)[0, sel]
         full_diff = max(full_diff, float(np.abs(full - want).max()))
-        threshold = ref.model.mask_threshold
         same += int(np.count_nonzero((full > threshold) == (want > threshold)))
         cells += want.size
         score_diff = max(score_diff, float(np.abs(iou_pred[0, sel] - e.scores).max()))

@@ -123,13 +123,9 @@ class FactoredDecoder(nn.Module):
     def precompute(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
         """keys (N, C) -> per-image tensors (layouts chosen for the click's products: (h,d,N) for scores
         against few tokens, (h,N,d) for values, (N,) for norms and fixed rows, (N, 4*C/4) for ``ct1``)."""
-        first = self._layers()[0]
-        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
-        keys_pe = keys + self.key_pe
-        out = {"t2i_k": t2i.project_heads(keys_pe[None], t2i.k_proj),
-               "t2i_v": t2i.project_heads(keys[None], t2i.v_proj),
-               "i2t_q": i2t.project_heads(keys_pe[None], i2t.q_proj).transpose(1, 2).contiguous()}
-        h = first.cross_attn_image_to_token.num_heads
+        cache = self.transformer.precompute_tokens(keys[None], self.key_pe[None], self.grid)
+        out = {name: getattr(cache, name) for name in FIRST_BLOCK}
+        h = self._layers()[0].cross_attn_image_to_token.num_heads
         base = keys  # S0 M
         centred = base - base.mean(1, keepdim=True)  # S0 M J
         for name, matrix in self._plan():

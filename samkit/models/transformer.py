@@ -198,7 +198,11 @@ class TwoWayTransformer(nn.Module):
         """The prompt-independent part of the first block for (1,C,h,w) image tokens and their (1,C,h,w) encoding."""
         if image_embedding.shape[0] != 1:
             raise ValueError("an image cache holds one image: image_embedding must have batch size 1")
-        keys, key_pe = self._token_major(image_embedding), self._token_major(image_pe)
+        return self.precompute_tokens(self._token_major(image_embedding), self._token_major(image_pe),
+                                      (image_embedding.shape[2], image_embedding.shape[3]))
+
+    def precompute_tokens(self, keys: torch.Tensor, key_pe: torch.Tensor, grid: tuple[int, int]) -> ImageCache:
+        """:meth:`precompute` of token-major (1,N,C) image tokens and their (1 or B,N,C) encoding on an h x w grid."""
         keys_pe = keys + key_pe
         first = self.layers[0]
         assert isinstance(first, TwoWayAttentionBlock)
@@ -207,7 +211,7 @@ class TwoWayTransformer(nn.Module):
             keys=keys, key_pe=key_pe,
             t2i_k=t2i.project_heads(keys_pe, t2i.k_proj), t2i_v=t2i.project_heads(keys, t2i.v_proj),
             i2t_q=i2t.project_heads(keys_pe, i2t.q_proj).transpose(1, 2).contiguous(),
-            grid=(image_embedding.shape[2], image_embedding.shape[3]),
+            grid=grid,
         )
 
     def forward(self, image_embedding: torch.Tensor | None, image_pe: torch.Tensor,

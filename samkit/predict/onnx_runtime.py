@@ -167,9 +167,9 @@ class BrowserGraphs:
         missing[:rows, :cols] = False
         index = np.flatnonzero(missing)
         if len(index):
-            feeds = {name: out[name] for name in REST_DECODER_INPUTS[1:5]}
-            (patches,) = self.rest_graph.run(list(REST_DECODER_OUTPUTS), {**feeds, "ct1": image["ct1"],
-                                                                         "token_index": index.astype(np.int64)})
+            feeds = {**image, **out, "token_index": index.astype(np.int64)}  # ct1 from the image, the rest from out
+            (patches,) = self.rest_graph.run(list(REST_DECODER_OUTPUTS),
+                                             {name: feeds[name] for name in REST_DECODER_INPUTS})
             for k, t in enumerate(index):
                 i, j = divmod(int(t), grid)
                 full[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] = patches[:, :, k]
