@@ -214,7 +214,9 @@ class FactoredDecoder(nn.Module):
                 h = term.v.shape[0]
                 e = (term.v @ image[f"e{j}_{t}"]).reshape(-1, self.tokens) + e / h  # (k, N)
             cross.append((term.ft * e).sum(0))
-        ft, g = torch.cat([t.ft for t in state.terms]), torch.cat([t.g for t in state.terms])
+        factors = state.factors()
+        assert factors is not None  # the block's A V at least
+        ft, g = factors
         gc = g - g.mean(1, keepdim=True)
         own = image[f"n{j}"]
         if state.c is not None:
