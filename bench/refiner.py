@@ -8,9 +8,9 @@ image.
 
 One process, CPU, fp32, the variants (and refiners) interleaved session by session (a busy machine slows them
 alike). Clicks come in sessions of ``--session`` clicks (all earlier clicks included, the kept mask's low-res
-logits fed back, as the interactive evaluation); the first ``--warmup`` clicks are not timed; each figure is the
-median of ``--clicks`` timed clicks. Without a trained refiner file an untrained
-refiner of the shipped settings is timed (speed does not depend on weight values; the selector's choices do,
+logits fed back, as the interactive evaluation; a click's time includes reading them); the first ``--warmup``
+clicks are not timed; each figure is the median of ``--clicks`` timed clicks. Without a trained refiner file an
+untrained refiner of the shipped settings is timed (speed does not depend on weight values; the selector's choices do,
 so the dynamic figure is only meaningful with the trained file).
 """
 from __future__ import annotations
@@ -73,8 +73,8 @@ def time_session(pred: Predictor, image: np.ndarray, session: list, variant: str
             pred.refiner.set_image(image, pred.features)
         out = pred.predict(points=points, labels=labels, mask_input=mask_input, multimask=mask_input is None,
                            refine=refine)
+        mask_input = out.low_res_logits[out.best][None]  # timed: the padding's low-res logits are made at this read
         seconds.append(time.perf_counter() - t)
-        mask_input = out.low_res_logits[out.best][None]
         if refine:
             local.append(any(pred.refiner.last_local))
     pred.refiner.selector.mode = own_mode

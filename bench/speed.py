@@ -7,7 +7,8 @@
    the values; int8 agreement does, so these weights keep it meaningful), exported with
    ``samkit.export.onnx.export_onnx`` (its validation report is copied in):
    image encoder torch fp32 / torch int8 (``torch.ao`` dynamic Linear) / onnxruntime fp32 / int8;
-   one click (multimask, 481x321 GrabCut image) torch vs onnxruntime fp32 vs int8.
+   one click (multimask, 481x321 GrabCut image) torch vs onnxruntime fp32 vs int8, and torch with its
+   low-res logits read (``torch_low_res_read``: the padding's logits, made only when read).
 3. samkit_tiny everything-mode (relaxed thresholds, so post-processing runs) at 1 and 2 threads
    and the adaptive default.
 4. Under load: the clicks again with a CPU hog process (``while True: pass``) running beside them,
@@ -106,11 +107,16 @@ def fill_model(name: str):
     return model.eval()
 
 
-def click_fn(pred, size: tuple[int, int], seed: int = 0) -> Callable[[], object]:
+def click_fn(pred, size: tuple[int, int], seed: int = 0, low_res: bool = False) -> Callable[[], object]:
+    """One random click (multimask); ``low_res``: also read the prediction's low-res logits (what feeding the
+    mask back needs; the torch predictor makes those of the grid's padding only when they are read)."""
     import numpy as np
 
     h, w = size
     rng = np.random.default_rng(seed)
+    if low_res:
+        return lambda: pred.predict(points=rng.uniform([0, 0], [w, h], size=(1, 2)), labels=[1],
+                                    multimask=True).low_res_logits
     return lambda: pred.predict(points=rng.uniform([0, 0], [w, h], size=(1, 2)), labels=[1], multimask=True)
 
 
@@ -148,9 +154,10 @@ def vit_b_section(args, folder: Path) -> tuple[dict, dict]:
     torch_pred.save_embedding(emb)
     for pred in preds.values():
         pred.load_embedding(emb)
-    click = {"load_avg": load_average(),
-             **timed_interleaved({name: click_fn(pred, size) for name, pred in preds.items()}, args.clicks)}
-    for name in preds:
+    clicks = {**{name: click_fn(pred, size) for name, pred in preds.items()},
+              "torch_low_res_read": click_fn(torch_pred, size, low_res=True)}
+    click = {"load_avg": load_average(), **timed_interleaved(clicks, args.clicks)}
+    for name in clicks:
         print(f"click   {name:10s} {click[name]['median_ms']:.1f} ms", flush=True)
     out["click"] = click
     return out, {"preds": preds, "size": size, "emb": emb}
@@ -246,7 +253,8 @@ def main() -> None:
         floor_ms = decoder_gflop / report["gemm_probe"]["gflops"] * 1000
         report["sam_vit_b"]["click_vs_gemm_floor"] = {
             "decoder_gflop": decoder_gflop, "floor_ms": round(floor_ms, 2),
-            **{k: round(click[k]["median_ms"] / floor_ms, 2) for k in ("torch", "onnx_fp32", "onnx_int8")}}
+            **{k: round(click[k]["median_ms"] / floor_ms, 2)
+               for k in ("torch", "torch_low_res_read", "onnx_fp32", "onnx_int8")}}
         report["sam_vit_b"]["click_torch_vs_onnx_fp32"] = round(
             click["torch"]["median_ms"] / click["onnx_fp32"]["median_ms"], 2)
         report["under_load"] = load_section(args, ctx, click)

@@ -14,6 +14,7 @@ from torch import nn
 
 from samkit.errors import PromptError
 from samkit.models.beit3 import Beit3
+from samkit.models.mask_decoder import DecodedMasks
 from samkit.models.prompt_encoder import PromptEncoder
 from samkit.models.sam import Sam
 from samkit.models.text_tokenizer import PAD, XlmrTokenizer
@@ -100,6 +101,10 @@ class EvfSam(nn.Module):
     def decode(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`Sam.decode`; the text prompt goes in as ``extra_tokens`` (B,1,256)."""
         return self.visual_model.decode(*args, **kwargs)
+
+    def decode_masks(self, *args, **kwargs) -> DecodedMasks:
+        """:meth:`Sam.decode_masks` of the SAM inside (text prompts as ``extra_tokens``)."""
+        return self.visual_model.decode_masks(*args, **kwargs)
 
     def decode_confident(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`Sam.decode_confident` of the SAM inside."""

@@ -58,10 +58,10 @@ class MaskDecoder(nn.Module):
         ``cache`` (``transformer.precompute`` of image_embeddings + the no-mask embedding) stands for
         the image and dense inputs, which are then not read.
         """
-        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                                        cache)
         sel = output_slice(multimask_output)
-        return masks[:, sel], iou[:, sel]
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                                        cache, outputs=sel)
+        return masks, iou[:, sel]
 
     def confident_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                         sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor | None,
@@ -81,16 +81,26 @@ class MaskDecoder(nn.Module):
         if not len(index):
             return src.new_zeros((0, 4 * h, 4 * w)), iou.new_zeros((0,)), index
         prompts, rows = torch.unique(index[:, 0], return_inverse=True)
-        masks = self.upscale_masks(src[prompts], self.hypernetwork(hs[prompts]), h, w)
-        return masks[rows, index[:, 1] + outputs.start], iou[index[:, 0], index[:, 1]], index
+        masks = self.upscale_masks(src[prompts], self.hypernetwork(hs[prompts], outputs), h, w)
+        return masks[rows, index[:, 1]], iou[index[:, 0], index[:, 1]], index
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                       dense: torch.Tensor | None, cache: ImageCache | None = None,
-                      upscale_step_tokens: int = UPSCALE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
-        """All 4 mask tokens: masks (B,4,4h,4w), iou (B,4). ``upscale_step_tokens``: see :meth:`upscale_masks`."""
-        hs, src, (h, w) = self.run_transformer(image_embeddings, image_pe, sparse, dense, cache)
-        masks = self.upscale_masks(src, self.hypernetwork(hs), h, w, upscale_step_tokens)
-        return masks, self.iou_prediction_head(hs[:, 0])
+                      upscale_step_tokens: int = UPSCALE_ROWS, outputs: slice = slice(None)
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks of the ``outputs`` mask tokens (default all 4) (B,M,4h,4w) and all 4 IoU predictions (B,4).
+        ``upscale_step_tokens``: see :meth:`upscale_masks`."""
+        decoded = self.decode_masks(image_embeddings, image_pe, sparse, dense, outputs, cache)
+        h, w = decoded.grid
+        return decoded.region(h, w, upscale_step_tokens), decoded.iou
+
+    def decode_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+                     dense: torch.Tensor | None, outputs: slice = slice(None), cache: ImageCache | None = None
+                     ) -> DecodedMasks:
+        """Everything of a decoder call but the upscaling chain, for the ``outputs`` mask tokens: the caller
+        upscales the part of the token grid it reads (:meth:`DecodedMasks.region`) and, when needed, the rest."""
+        hs, src, grid = self.run_transformer(image_embeddings, image_pe, sparse, dense, cache)
+        return DecodedMasks(self, src, self.hypernetwork(hs, outputs), grid, self.iou_prediction_head(hs[:, 0]))
 
     def run_transformer(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                         dense: torch.Tensor | None, cache: ImageCache | None = None
@@ -115,28 +125,44 @@ class MaskDecoder(nn.Module):
             hs, src = self.transformer(None, image_pe, tokens, cache=cache, n_out=n_out)
         return hs, src, (int(h), int(w))
 
-    def hypernetwork(self, hs: torch.Tensor) -> torch.Tensor:
-        """Output tokens (B,1+M,C) -> the mask tokens' hypernetwork outputs (B,M,C/8), M = all mask tokens."""
+    def hypernetwork(self, hs: torch.Tensor, outputs: slice = slice(None)) -> torch.Tensor:
+        """Output tokens (B,1+M,C) -> hypernetwork outputs (B,K,C/8) of the ``outputs`` mask tokens (default all
+        M): the masks a call returns are the only ones upscaled."""
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]
-        return torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        return torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i])
+                            for i in range(self.num_mask_tokens)[outputs]], dim=1)
 
     def upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int,
-                      step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
-        """``output_upscaling`` then the hypernetwork product: src (B,h*w,C), hyper_in (B,M,C/8) -> (B,M,4h,4w).
+                      step_tokens: int = UPSCALE_ROWS, weights: tuple[torch.Tensor, ...] | None = None,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+        """``output_upscaling`` then the hypernetwork product: src (B,h*w,C), hyper_in (B,M,C/8) -> (B,M,4h,4w)
+        (written into ``out`` when given: any (B,M,4h,4w) view, e.g. a block of a larger grid).
 
         Image tokens go through :meth:`upscale_tokens` ``step_tokens`` at a time (an exported graph takes
         them all at once: fewer, larger operations run faster in an interpreter such as onnxruntime-web).
+        ``weights``: :meth:`upscale_weights` (made once per call when None, not per step).
         """
         b, n = src.shape[:2]
         step = min(n, step_tokens)  # image tokens per step
         per = max(1, step_tokens // n)  # batch items per step (several when a whole grid fits)
+        weights = self.upscale_weights() if weights is None else weights
         groups = []
         for i in range(0, b, per):
-            pieces = [self.upscale_tokens(src[i:i + per, r:r + step], hyper_in[i:i + per]) for r in range(0, n, step)]
+            pieces = [self.upscale_tokens(src[i:i + per, r:r + step], hyper_in[i:i + per], weights)
+                      for r in range(0, n, step)]
             groups.append(torch.cat(pieces, dim=1))
-        return token_masks_to_grid(torch.cat(groups), h, w)
+        return token_masks_to_grid(torch.cat(groups), h, w, out)
 
-    def upscale_tokens(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+    def upscale_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both transposed convolutions as per-token Linears: :meth:`upscale_first_weights` and the second's
+        weight (4*C'', C') and bias (4*C''), outputs ordered (ei, ej, out)."""
+        ct2 = self.output_upscaling[3]
+        assert isinstance(ct2, nn.ConvTranspose2d) and ct2.bias is not None
+        w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * ct2.out_channels, ct2.in_channels)
+        return (*self.upscale_first_weights(), w2, ct2.bias.repeat(4))
+
+    def upscale_tokens(self, src: torch.Tensor, hyper_in: torch.Tensor,
+                       weights: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """The upscaling chain and the hypernetwork product for any image tokens: src (B,n,C), hyper_in
         (B,M,C/8) -> (B,n*16,M), rows (token, di, dj, ei, ej): the 4 x 4 logits each token becomes,
         row ``2*di + ei`` and column ``2*dj + ej`` of its patch (see :func:`token_masks_to_grid`).
@@ -144,11 +170,11 @@ class MaskDecoder(nn.Module):
         Each stride-2, kernel-2 transposed convolution is a per-pixel Linear (C -> 4*C') followed by a
         pixel shuffle, so the chain runs as matmuls on token-major rows (sub-pixel offsets kept as
         extra rows) and the shuffle is left to the caller, on the M-channel result. A token's logits depend
-        on that token alone.
+        on that token alone. ``weights``: :meth:`upscale_weights` (made here when None).
         """
-        w1, b1 = self.upscale_first_weights()
+        w1, b1, w2, b2 = self.upscale_weights() if weights is None else weights
         return self.upscale_rest(dense(src.reshape(-1, src.shape[2]), w1, b1).view(src.shape[0], -1, w1.shape[0]),
-                                 hyper_in)
+                                 hyper_in, (w2, b2))
 
     def upscale_first_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first transposed convolution as a per-token Linear: weight (4*C', C), bias (4*C'), outputs
@@ -157,24 +183,74 @@ class MaskDecoder(nn.Module):
         assert isinstance(ct1, nn.ConvTranspose2d) and ct1.bias is not None
         return ct1.weight.permute(2, 3, 1, 0).reshape(4 * ct1.out_channels, -1), ct1.bias.repeat(4)
 
-    def upscale_rest(self, y: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
-        """:meth:`upscale_tokens` after the first transposed convolution: y (B,n,4*C') -> (B,n*16,M)."""
+    def upscale_rest(self, y: torch.Tensor, hyper_in: torch.Tensor,
+                     second: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """:meth:`upscale_tokens` after the first transposed convolution: y (B,n,4*C') -> (B,n*16,M).
+        ``second``: the second convolution's weight and bias of :meth:`upscale_weights` (made here when None)."""
         _, norm, act1, ct2, act2 = self.output_upscaling
-        assert isinstance(ct2, nn.ConvTranspose2d) and isinstance(norm, LayerNorm2d)
-        assert ct2.bias is not None
-        c1, c2 = ct2.in_channels, ct2.out_channels
-        w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * c2, c1)
+        assert isinstance(norm, LayerNorm2d)
+        w2, b2 = self.upscale_weights()[2:] if second is None else second
+        c1, c2 = w2.shape[1], w2.shape[0] // 4
         b = y.shape[0]
         y = act1(F.layer_norm(y.reshape(-1, c1), (c1,), norm.weight, norm.bias, norm.eps))
-        y = act2(dense(y, w2, ct2.bias.repeat(4)))  # rows (b, token, di, dj), columns (ei, ej, out)
+        y = act2(dense(y, w2, b2))  # rows (b, token, di, dj), columns (ei, ej, out)
         return torch.bmm(y.view(b, -1, c2), hyper_in.transpose(1, 2))
 
 
-def token_masks_to_grid(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """:meth:`MaskDecoder.upscale_tokens` of an h x w token grid (B,h*w*16,M) -> logits (B,M,4h,4w)."""
+class DecodedMasks:
+    """A decoder call up to the upscaling chain (:meth:`MaskDecoder.decode_masks`): the transformer's image
+    tokens ``src`` (B,h*w,C), the hypernetwork outputs ``hyper_in`` (B,M,C/8) of the masks asked for, the token
+    ``grid`` (h, w) and all IoU predictions ``iou`` (B,4). Each token becomes 4 x 4 low-res logits of its own, so
+    any block of the grid can be upscaled alone, and the rest later."""
+
+    def __init__(self, decoder: MaskDecoder, src: torch.Tensor, hyper_in: torch.Tensor, grid: tuple[int, int],
+                 iou: torch.Tensor) -> None:
+        self.decoder, self.src, self.hyper_in, self.grid, self.iou = decoder, src, hyper_in, grid, iou
+        self.weights = decoder.upscale_weights()  # shared by the blocks
+
+    def region(self, rows: int, cols: int, step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
+        """Low-res logits (B,M,4*rows,4*cols) of the grid's first ``rows`` rows and ``cols`` columns of tokens."""
+        out = self.src.new_empty((self.src.shape[0], self.hyper_in.shape[1], 4 * rows, 4 * cols))
+        return self.fill(out, slice(0, rows), slice(0, cols), step_tokens, offset=False)
+
+    def fill(self, low: torch.Tensor, rows: slice, cols: slice, step_tokens: int = UPSCALE_ROWS,
+             offset: bool = True) -> torch.Tensor:
+        """Write the low-res logits of the tokens in ``rows`` x ``cols`` (slices of the grid, step 1) into ``low``:
+        at their place in the (B,M,4h,4w) grid, or (``offset`` False) as all of a (B,M,4*nr,4*nc) tensor."""
+        h, w = self.grid
+        b, _, c = self.src.shape
+        src = self.src
+        r0, r1, _ = rows.indices(h)
+        c0, c1, _ = cols.indices(w)
+        if r1 <= r0 or c1 <= c0:
+            return low
+        if (c0, c1) != (0, w):  # columns of a block: its tokens gathered (full-width rows are contiguous)
+            src = src.view(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, -1, c)
+        elif (r0, r1) != (0, h):
+            src = src[:, r0 * w:r1 * w]
+        out = low[..., 4 * r0:4 * r1, 4 * c0:4 * c1] if offset else low
+        self.decoder.upscale_masks(src, self.hyper_in, r1 - r0, c1 - c0, step_tokens, self.weights, out)
+        return low
+
+    def complete(self, low: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """``low`` (B,M,4h,4w) whose first 4*rows x 4*cols logits are filled (:meth:`fill`), with the rest
+        filled in place (the tokens outside that block); returns it."""
+        h, w = self.grid
+        self.fill(low, slice(rows, h), slice(0, w))
+        if rows > 0:
+            self.fill(low, slice(0, rows), slice(cols, w))
+        return low
+
+
+def token_masks_to_grid(m: torch.Tensor, h: int, w: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:meth:`MaskDecoder.upscale_tokens` of an h x w token grid (B,h*w*16,M) -> logits (B,M,4h,4w), new or
+    written into ``out`` (any (B,M,4h,4w) view: one strided copy)."""
     b = m.shape[0]
     m = m.reshape(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-    return m.reshape(b, -1, 4 * h, 4 * w)
+    if out is None:
+        return m.reshape(b, -1, 4 * h, 4 * w)
+    out.unflatten(3, (w, 2, 2)).unflatten(2, (h, 2, 2)).copy_(m)
+    return out
 
 
 def token_masks_to_patches(m: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samkit.models.mask_decoder import MaskDecoder
+from samkit.models.mask_decoder import DecodedMasks, MaskDecoder, output_slice
 from samkit.models.prompt_encoder import PromptEncoder
 from samkit.models.transformer import ImageCache
 
@@ -76,6 +76,17 @@ class Sam(nn.Module):
         """
         sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens, cache)
         return self.mask_decoder(image_embeddings, self.dense_pe(), sparse, dense, multimask_output, cache=cache)
+
+    def decode_masks(self, image_embeddings: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+                     multimask_output: bool = True, extra_tokens: torch.Tensor | None = None,
+                     cache: ImageCache | None = None) -> DecodedMasks:
+        """:meth:`decode` up to the upscaling chain, for the masks it returns (3 or 1): the caller upscales the
+        part of the (h, w) token grid it reads (:class:`~samkit.models.mask_decoder.DecodedMasks`); its ``iou``
+        holds all 4 predictions (select with :func:`~samkit.models.mask_decoder.output_slice`)."""
+        sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens, cache)
+        return self.mask_decoder.decode_masks(image_embeddings, self.dense_pe(), sparse, dense,
+                                              output_slice(multimask_output), cache)
 
     def decode_confident(self, image_embeddings: torch.Tensor, min_iou: float,
                          points: tuple[torch.Tensor, torch.Tensor] | None = None, boxes: torch.Tensor | None = None,

@@ -1,11 +1,11 @@
 """Interactive predictor: embed an image once, then answer each prompt in milliseconds."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +19,66 @@ from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.io_utils import atomic_path
 from samkit.models.evf_sam import EvfSam
+from samkit.models.mask_decoder import output_slice
 from samkit.models.prompt_encoder import prompt_batch
 from samkit.models.sam import Sam
 from samkit.models.transformer import ImageCache
 from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
 from samkit.predict.threads import thread_budget
-from samkit.predict.transforms import postprocess_logits, preprocess, resized_shape, scale_boxes, scale_coords
+from samkit.predict.transforms import (
+    postprocess_logits,
+    preprocess,
+    resized_shape,
+    scale_boxes,
+    scale_coords,
+    upscale_grid,
+)
 from samkit.runtime import tune_allocator
 
 EMBEDDING_FORMAT = "samkit-embedding/1"
 
 
-@dataclass
 class Prediction:
     """Masks for one prompt set. C = number of masks (3 with multimask, else 1).
 
     masks (C,H,W) bool; logits (C,H,W) float32; scores (C,) predicted IoU;
     low_res_logits (C,s,s) float32, s = model.img_size / 4 (256 for SAM; feed one back as ``mask_input``).
     :meth:`Predictor.predict_batch` returns the same fields with a leading batch axis B.
+
+    ``low_res_logits`` may be given as a function that makes them: they are then made at their first read
+    (:meth:`Predictor.predict` defers the low-res logits that the full-resolution ones do not read).
     """
 
-    masks: np.ndarray
-    logits: np.ndarray
-    scores: np.ndarray
-    low_res_logits: np.ndarray
+    __slots__ = ("masks", "logits", "scores", "_low_res")
+
+    def __init__(self, masks: np.ndarray, logits: np.ndarray, scores: np.ndarray,
+                 low_res_logits: np.ndarray | Callable[[], np.ndarray]) -> None:
+        self.masks, self.logits, self.scores = masks, logits, scores
+        self._low_res = low_res_logits
+
+    @property
+    def low_res_logits(self) -> np.ndarray:
+        if callable(self._low_res):
+            self._low_res = self._low_res()
+        return self._low_res
+
+    @low_res_logits.setter
+    def low_res_logits(self, value: np.ndarray) -> None:
+        self._low_res = value
+
+    @property
+    def low_res_ready(self) -> bool:
+        """Whether ``low_res_logits`` are made (reading them does no work)."""
+        return not callable(self._low_res)
 
     @property
     def best(self) -> int:
         """Index of the mask with the highest predicted IoU (single prediction)."""
         return int(np.argmax(self.scores))
+
+    def __repr__(self) -> str:
+        return f"Prediction(masks={self.masks.shape}, scores={np.round(self.scores, 3).tolist()})"
 
 
 def read_embedding(path: str | os.PathLike, with_features: bool = False) -> tuple[dict, torch.Tensor | None]:
@@ -188,9 +218,39 @@ class Predictor:
         ``low_res_logits`` stay SAM's (feed those back as ``mask_input``).
         """
         refine = self._check_refine(refine)
-        low, iou = self.predict_low_res(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
+        prompts = self._prompts(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
+        low_res: np.ndarray | Callable[[], np.ndarray]
+        if hasattr(self.model, "decode_masks"):
+            low, iou, low_res = self._decode_image_part(*prompts)
+        else:  # models without the split decoder (ONNX): the whole grid
+            low, iou = (t[0] for t in self.decode_low_res(*prompts))
+            low_res = low.numpy()
         logits = self._refine_logits(low, points, labels) if refine else self.upscale(low)
-        return Prediction((logits > self.model.mask_threshold).numpy(), logits.numpy(), iou.numpy(), low.numpy())
+        return Prediction((logits > self.model.mask_threshold).numpy(), logits.numpy(), iou.numpy(), low_res)
+
+    def _decode_image_part(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+                           masks: torch.Tensor | None, multimask: bool, extra: torch.Tensor | None
+                           ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], np.ndarray]]:
+        """:meth:`decode_low_res` of one prompt set, its upscaling chain run for the image tokens whose low-res
+        logits an upsampling to any frame of the image reads (:func:`~samkit.predict.transforms.upscale_grid`;
+        not the padding below or right of the image): low-res logits (C,s,s) filled there only, IoU (C,), and a
+        function that fills in the rest and returns all of them (C,s,s) as an array (``Prediction.low_res_logits``)."""
+        _, _, input_size = self._require_image()
+        decoded = self._decode(self.model.decode_masks, pts, boxes, masks, multimask, extra)
+        h, w = decoded.grid
+        # the input frame's own size bounds what every smaller or larger frame's upsampling reads
+        rows, cols = upscale_grid(input_size, input_size, 4 * h, self.model.img_size, h)
+        budget = functools.partial(self._budget, pts, boxes, masks, extra)
+        with torch.inference_mode(), budget():
+            # the rest of the grid is written by complete(); until then only this block is read
+            low = decoded.fill(decoded.src.new_empty((1, decoded.hyper_in.shape[1], 4 * h, 4 * w)),
+                               slice(0, rows), slice(0, cols))
+
+        def complete() -> np.ndarray:
+            with torch.inference_mode(), budget():
+                return decoded.complete(low, rows, cols)[0].float().cpu().numpy()
+
+        return low[0].float().cpu(), decoded.iou[0, output_slice(multimask)].float().cpu(), complete
 
     def _check_refine(self, refine: bool | None) -> bool:
         if refine and self.refiner is None:
@@ -212,6 +272,16 @@ class Predictor:
         For callers that upsample one mask (or one band of rows) at a time: a very large image never
         holds all C full-resolution masks (see :func:`~samkit.predict.transforms.upsample_operators`).
         """
+        low, iou = self.decode_low_res(*self._prompts(points, labels, box, mask_input, multimask, text, text_tokens,
+                                                      semantic))
+        return low[0], iou[0]
+
+    def _prompts(self, points: Any, labels: Any, box: Any, mask_input: Any, multimask: bool | None,
+                 text: str | None, text_tokens: Any, semantic: bool
+                 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None, torch.Tensor | None, bool,
+                            torch.Tensor | None]:
+        """:meth:`predict`'s prompts checked, as a batch of one for :meth:`decode_low_res`: points ((1,N,2),
+        (1,N)), boxes (1,4), masks (1,1,s,s), multimask, text prompt tokens (1,T,256)."""
         self._require_image()
         ids = token_ids(self.model, None if text is None else [text],
                         None if text_tokens is None else [text_tokens], semantic)
@@ -222,9 +292,7 @@ class Predictor:
             raise PromptError("no prompt given: pass points (with labels), a box, mask_input, or text")
         extra = None if ids is None else self._text_prompts(ids)
         multimask = ids is None if multimask is None else multimask
-        low, iou = self.decode_low_res(None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask,
-                                       extra)
-        return low[0], iou[0]
+        return None if pts is None else (pts[0][None], pts[1][None]), boxes, masks, multimask, extra
 
     def predict_batch(self, points: Any = None, labels: Any = None, boxes: Any = None, mask_input: Any = None,
                       multimask: bool = False, texts: Any = None, text_tokens: Any = None,
@@ -307,8 +375,7 @@ class Predictor:
         cache = None if masks is not None else self._cache()
         if cache is not None:
             optional["cache"] = cache
-        rows = prompt_batch(pts, boxes, masks, extra_tokens) * features[0, 0].numel()  # prompts x image tokens
-        with torch.inference_mode(), thread_budget(self.threads, rows=rows):
+        with torch.inference_mode(), self._budget(pts, boxes, masks, extra_tokens):
             return decode(
                 features,
                 points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),
@@ -317,6 +384,13 @@ class Predictor:
                 multimask_output=multimask,
                 **optional,
             )
+
+    def _budget(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+                masks: torch.Tensor | None, extra_tokens: torch.Tensor | None
+                ) -> contextlib.AbstractContextManager[int]:
+        """The thread budget of a decoder call on these prompts (its size: prompts x image tokens)."""
+        rows = prompt_batch(pts, boxes, masks, extra_tokens) * self._require_image()[0][0, 0].numel()
+        return thread_budget(self.threads, rows=rows)
 
     def upscale(self, low: torch.Tensor) -> torch.Tensor:
         """(..., s, s) low-res logits -> (..., H, W) float32 logits at the current image's resolution."""

@@ -28,4 +28,6 @@ class MaskRefiner(Protocol):
                labels: np.ndarray | None = None, threads: int | None = None) -> torch.Tensor:
         """The model's low-res logits (C,s,s) + the clicks (points (N,2) x,y pixels, labels (N,)) -> refined
         logits (C,H,W) float32 CPU at the image's resolution; ``threads``: the predictor's fixed thread count
-        (None: adaptive). Raises a SamkitError without an image."""
+        (None: adaptive). Raises a SamkitError without an image. Only the image's part of the low-res grid is
+        read (what :func:`~samkit.predict.transforms.postprocess_logits` to a frame of the image reads): the
+        predictor does not compute the padding's logits before :meth:`refine`."""

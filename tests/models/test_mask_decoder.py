@@ -123,3 +123,24 @@ def test_decode_confident_with_nothing_above_the_threshold(sam_b):
         kept, kept_iou, index = sam_b.decode_confident(emb, 1e9, points=(torch.rand(4, 1, 2) * 1024,
                                                                          torch.ones(4, 1, dtype=torch.long)))
     assert kept.shape == (0, 256, 256) and kept_iou.shape == (0,) and index.shape == (0, 2)
+
+
+@pytest.mark.parametrize("rows,cols", [(64, 64), (43, 64), (64, 43), (30, 50), (0, 64), (1, 1)])
+def test_decoded_masks_region_and_completion_equal_the_whole_grid(decoder, rows, cols):
+    """DecodedMasks: a leading block of the token grid upscaled alone, then the rest filled in, equals
+    upscaling the whole grid; the hypernetwork of some outputs is those outputs of all."""
+    torch.manual_seed(4)
+    embedding, pe = torch.randn(1, 256, 64, 64), torch.randn(1, 256, 64, 64)
+    sparse, dense = torch.randn(1, 3, 256), torch.randn(1, 256, 64, 64)
+    with torch.no_grad():
+        whole, iou = decoder.predict_masks(embedding, pe, sparse, dense)
+        decoded = decoder.decode_masks(embedding, pe, sparse, dense, outputs=slice(1, None))
+        region = decoded.region(rows, cols)
+        low = decoded.fill(torch.full((1, 3, 256, 256), float("nan")), slice(0, rows), slice(0, cols))
+        part = low.clone()
+        decoded.complete(low, rows, cols)
+    torch.testing.assert_close(decoded.iou, iou)
+    torch.testing.assert_close(low, whole[:, 1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(region, whole[:, 1:, :4 * rows, :4 * cols], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part[..., :4 * rows, :4 * cols], region, rtol=0, atol=0)
+    assert torch.isnan(part).sum() == 3 * (256 * 256 - 16 * rows * cols)

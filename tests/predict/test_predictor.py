@@ -136,13 +136,15 @@ def test_small_decoder_calls_run_on_one_thread(monkeypatch, image):
     monkeypatch.setattr("samkit.runtime.busy_elsewhere", lambda: 0)  # a quiet machine, whatever runs beside
     model = samkit.load_model("samkit_tiny")
     seen: list[int] = []
-    decode = model.decode
 
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return decode(*args, **kwargs)
+    def spy(decode):
+        def call(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return decode(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(model, "decode", spy)
+    monkeypatch.setattr(model, "decode", spy(model.decode))  # predict_batch
+    monkeypatch.setattr(model, "decode_masks", spy(model.decode_masks))  # predict
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -155,3 +157,44 @@ def test_small_decoder_calls_run_on_one_thread(monkeypatch, image):
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 2, 2]
+
+
+@pytest.mark.parametrize("size", [(321, 481), (481, 321), (300, 300)])
+def test_predict_upscales_the_padding_only_when_low_res_logits_are_read(model, size, monkeypatch):
+    """The full-resolution logits read the tokens of the image's part of the grid: predict() upscales those
+    first and the padding's tokens at the first read of ``low_res_logits``; every field equals the plain path
+    (predict_low_res + upscale), and feeding the low-res logits back works as before."""
+    from samkit.models.mask_decoder import MaskDecoder
+
+    h, w = size
+    image = np.random.default_rng(3).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    pred = Predictor(model)
+    pred.set_image(image)
+    tokens: list[int] = []
+    upscale = MaskDecoder.upscale_masks
+
+    def spy(self, src, *args, **kwargs):
+        tokens.append(src.shape[0] * src.shape[1])
+        return upscale(self, src, *args, **kwargs)
+
+    monkeypatch.setattr(MaskDecoder, "upscale_masks", spy)
+    points, labels = [[w / 3, h / 2], [5, 5]], [1, 0]
+    for multimask in (True, False):
+        tokens.clear()
+        out = pred.predict(points=points, labels=labels, multimask=multimask)
+        grid = 64 * 64
+        read = tokens[:]
+        low_res = out.low_res_logits  # made now
+        assert sum(tokens) == grid and len(tokens) == (1 if h == w else 2)
+        if h != w:  # a third of the grid is padding: not upscaled for the full-resolution logits
+            assert read[0] <= 2 * grid // 3 + 64
+        tokens.clear()
+        low, iou = pred.predict_low_res(points=points, labels=labels, multimask=multimask)
+        assert tokens == [grid]
+        np.testing.assert_allclose(low_res, low.numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(out.logits, pred.upscale(low).numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(out.scores, iou.numpy())
+        assert out.masks.shape == (3 if multimask else 1, h, w) and out.low_res_logits is low_res
+        again = pred.predict(points=points, labels=labels, mask_input=low_res[:1], multimask=False)
+        want = pred.predict_low_res(points=points, labels=labels, mask_input=low.numpy()[:1], multimask=False)[0]
+        np.testing.assert_allclose(again.low_res_logits, want.numpy(), rtol=0, atol=1e-4)

@@ -50,3 +50,25 @@ def test_embedding_file_and_refiner(tiny, refiner, grabcut, tmp_path):
     with pytest.raises(SamkitError, match="refiner has no image"):
         other.predict(points=[[w // 2, h // 2]], labels=[1])
     assert other.predict(points=[[w // 2, h // 2]], labels=[1], refine=False).masks.shape == (3, h, w)
+
+
+@pytest.mark.parametrize("name", ["samkit_tiny_ref", "samkit_tiny_ref_hq"])
+def test_refined_click_reads_only_the_image_part_of_the_low_res_grid(tiny, grabcut, name):
+    """predict() hands the refiner low-res logits whose padding is not computed yet (uninitialised memory):
+    the bundled refiners' answers equal their answers on the whole grid (predict_low_res), and the Prediction's
+    low_res_logits are the whole grid."""
+    import samkit
+
+    refiner = samkit.load_refiner(name)
+    sample = grabcut[3]
+    h, w = sample.image.shape[:2]
+    assert h != w  # a grid with padding
+    pred = Predictor(tiny, refiner=refiner)
+    pred.set_image(sample.image)
+    click = {"points": [[w // 3, h // 2], [5, 5]], "labels": [1, 0]}
+    out = pred.predict(**click)
+    low, iou = pred.predict_low_res(**click)
+    want = refiner.refine(low, np.asarray(click["points"], dtype=np.float64), np.asarray(click["labels"]))
+    np.testing.assert_allclose(out.logits, want.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out.low_res_logits, low.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out.scores, iou.numpy())

@@ -201,3 +201,29 @@ def test_bad_annotations_are_refused(served: Served) -> None:
     assert r.status_code == 422 and "size" in r.json()["detail"]
     r = served.post(f"{IMAGES}/1/annotations", json={"rle": {"size": [321, 481], "counts": "not rle !!"}})
     assert r.status_code == 422
+
+
+def test_a_mask_fed_back_is_the_whole_low_res_grid(served: Served) -> None:
+    """The answer is sent before the low-res logits of the grid's padding are made (a landscape photo: a third
+    of the grid); they are made after it (``ServerState.settle``) or when fed back first, and the mask fed back
+    is the predictor's whole low-res grid."""
+    image = served.get(f"{IMAGES}/1").json()
+    assert image["width"] != image["height"]
+    x, y = image["width"] // 2, image["height"] // 2
+    out = _predict(served, points=[[x, y]], labels=[1])
+    direct = Predictor(served.state.model)
+    direct.set_image(served.settings.images_dir / image["path"])
+    expected = direct.predict(points=[[x, y]], labels=[1])
+    image_id, low = served.state.recall(out["prediction_id"])
+    assert image_id == 1
+    np.testing.assert_allclose(low, expected.low_res_logits, rtol=0, atol=1e-4)
+    fresh = direct.predict(points=[[x, y]], labels=[1])
+    assert not fresh.low_res_ready  # recalled before it was settled: made then
+    key = served.state.remember(1, fresh)
+    assert served.state.recall(key)[1] is fresh.low_res_logits and fresh.low_res_ready
+    index = out["masks"][0]["index"]
+    again = _predict(served, points=[[x, y]], labels=[1], multimask=False,
+                     mask_input={"prediction_id": out["prediction_id"], "index": index})
+    want = direct.predict(points=[[x, y]], labels=[1], multimask=False, mask_input=expected.low_res_logits[index][None])
+    assert abs(again["masks"][0]["score"] - float(want.scores[0])) < 1e-5
+    np.testing.assert_array_equal(rle_to_mask(again["masks"][0]["rle"]), want.masks[0])
