@@ -225,7 +225,7 @@ class DecodedMasks:
         if r1 <= r0 or c1 <= c0:
             return low
         if (c0, c1) != (0, w):  # columns of a block: its tokens gathered (full-width rows are contiguous)
-            src = src.view(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, -1, c)
+            src = src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, -1, c)
         elif (r0, r1) != (0, h):
             src = src[:, r0 * w:r1 * w]
         out = low[..., 4 * r0:4 * r1, 4 * c0:4 * c1] if offset else low

@@ -39,6 +39,27 @@ from samkit.runtime import tune_allocator
 EMBEDDING_FORMAT = "samkit-embedding/1"
 
 
+class LowResLogits:
+    """A prediction's (C,s,s) low-res logits, given as an array or as a function that makes them at the first
+    read of :attr:`value` (what a caller that feeds masks back keeps: not the full-resolution fields)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: np.ndarray | Callable[[], np.ndarray]) -> None:
+        self._value = value
+
+    @property
+    def ready(self) -> bool:
+        """Whether they are made (reading :attr:`value` does no work)."""
+        return not callable(self._value)
+
+    @property
+    def value(self) -> np.ndarray:
+        if callable(self._value):
+            self._value = self._value()
+        return self._value
+
+
 class Prediction:
     """Masks for one prompt set. C = number of masks (3 with multimask, else 1).
 
@@ -47,30 +68,24 @@ class Prediction:
     :meth:`Predictor.predict_batch` returns the same fields with a leading batch axis B.
 
     ``low_res_logits`` may be given as a function that makes them: they are then made at their first read
-    (:meth:`Predictor.predict` defers the low-res logits that the full-resolution ones do not read).
+    (:meth:`Predictor.predict` defers the low-res logits that the full-resolution ones do not read);
+    ``low_res`` (:class:`LowResLogits`) holds them either way.
     """
 
-    __slots__ = ("masks", "logits", "scores", "_low_res")
+    __slots__ = ("masks", "logits", "scores", "low_res")
 
     def __init__(self, masks: np.ndarray, logits: np.ndarray, scores: np.ndarray,
                  low_res_logits: np.ndarray | Callable[[], np.ndarray]) -> None:
         self.masks, self.logits, self.scores = masks, logits, scores
-        self._low_res = low_res_logits
+        self.low_res = LowResLogits(low_res_logits)
 
     @property
     def low_res_logits(self) -> np.ndarray:
-        if callable(self._low_res):
-            self._low_res = self._low_res()
-        return self._low_res
+        return self.low_res.value
 
     @low_res_logits.setter
     def low_res_logits(self, value: np.ndarray) -> None:
-        self._low_res = value
-
-    @property
-    def low_res_ready(self) -> bool:
-        """Whether ``low_res_logits`` are made (reading them does no work)."""
-        return not callable(self._low_res)
+        self.low_res = LowResLogits(value)
 
     @property
     def best(self) -> int:

@@ -24,7 +24,7 @@ from samkit.engine.store.images import scan
 from samkit.engine.store.models import Image, ModelVersion, Project, Token, User
 from samkit.engine.versions import current_version, load_version
 from samkit.models.load import load_model
-from samkit.predict.predictor import Prediction
+from samkit.predict.predictor import LowResLogits
 from samkit.refine.file import load_refiner
 from samkit.server.recent import Recent
 from samkit.server.settings import Settings
@@ -63,7 +63,7 @@ class ServerState:
         self.limiter = accounts.LoginLimiter(settings.login_attempts, settings.login_window_s)
         self.recent_tokens: Recent[tuple[User, Token]] = Recent()  # bearer token -> its user and row (deps.py)
         self.recent_images: Recent[Image] = Recent()  # (project id, image id) -> image row (deps.py)
-        self._predictions: OrderedDict[str, tuple[int, Prediction]] = OrderedDict()
+        self._predictions: OrderedDict[str, tuple[int, LowResLogits]] = OrderedDict()
         self._predictions_lock = threading.Lock()
         self.clicks_in_flight = 0  # predict requests being answered (read and written on the event loop only)
         self._model_source, self._synced_at, self._switch_lock = settings.model, 0.0, threading.Lock()
@@ -120,21 +120,21 @@ class ServerState:
         old.close()
         return True
 
-    def remember(self, image_id: int, prediction: Prediction) -> str:
-        """Keep a prediction for its (C, s, s) low-res logits, which a later request may feed back; returns its
-        id. The predict route has them made after its answer is sent (:meth:`settle`), so an answer does not wait
-        for the logits of the grid's padding (``Prediction.low_res_logits``)."""
+    def remember(self, image_id: int, low_res: LowResLogits) -> str:
+        """Keep a prediction's (C, s, s) low-res logits (``Prediction.low_res``), which a later request may feed
+        back; returns its id. The predict route has them made after its answer is sent (:meth:`settle`), so an
+        answer does not wait for the logits of the grid's padding."""
         key = secrets.token_hex(8)
         with self._predictions_lock:
-            self._predictions[key] = (image_id, prediction)
+            self._predictions[key] = (image_id, low_res)
             while len(self._predictions) > RECENT_PREDICTIONS:
                 self._predictions.popitem(last=False)
         return key
 
-    def settle(self, prediction: Prediction) -> None:
-        """Make a remembered prediction's low-res logits now, under the model's lock (after an answer)."""
+    def settle(self, low_res: LowResLogits) -> None:
+        """Make remembered low-res logits now, under the model's lock (after an answer)."""
         with self.embeddings.compute:
-            prediction.low_res_logits  # noqa: B018 (made at the first read)
+            low_res.value  # noqa: B018 (made at the first read)
 
     def recall(self, key: str) -> tuple[int, np.ndarray] | None:
         """(image id, low-res logits (C, s, s)) of a remembered prediction, None when unknown or forgotten."""
@@ -142,10 +142,10 @@ class ServerState:
             found = self._predictions.get(key)
         if found is None:
             return None
-        image_id, prediction = found
-        if not prediction.low_res_ready:  # fed back before settle() ran
-            self.settle(prediction)
-        return image_id, prediction.low_res_logits
+        image_id, low_res = found
+        if not low_res.ready:  # fed back before settle() ran
+            self.settle(low_res)
+        return image_id, low_res.value
 
     def close(self) -> None:
         self.jobs.stop()

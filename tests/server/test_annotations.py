@@ -218,9 +218,9 @@ def test_a_mask_fed_back_is_the_whole_low_res_grid(served: Served) -> None:
     assert image_id == 1
     np.testing.assert_allclose(low, expected.low_res_logits, rtol=0, atol=1e-4)
     fresh = direct.predict(points=[[x, y]], labels=[1])
-    assert not fresh.low_res_ready  # recalled before it was settled: made then
-    key = served.state.remember(1, fresh)
-    assert served.state.recall(key)[1] is fresh.low_res_logits and fresh.low_res_ready
+    assert not fresh.low_res.ready  # recalled before it was settled: made then
+    key = served.state.remember(1, fresh.low_res)
+    assert served.state.recall(key)[1] is fresh.low_res_logits and fresh.low_res.ready
     index = out["masks"][0]["index"]
     again = _predict(served, points=[[x, y]], labels=[1], multimask=False,
                      mask_input={"prediction_id": out["prediction_id"], "index": index})

@@ -92,9 +92,9 @@ async def predict(project_id: Id, image_id: Id, body: PredictRequest, state: Sta
     order = np.argsort(-out.scores)
     masks = [{"index": int(i), **mask_geometry(out.masks[i]), "score": float(out.scores[i])} for i in order]
     # already JSON types: a JSONResponse skips FastAPI's validate-and-encode pass over the masks (issue 18)
-    answer = {"prediction_id": state.remember(image_id, out), "masks": masks,
+    answer = {"prediction_id": state.remember(image_id, out.low_res), "masks": masks,
               "model_version": embeddings.tag, "refined": refine}
     timing = f"model;dur={model_ms:.3f}, route;dur={1000 * (time.perf_counter() - started):.3f}"
     # the low-res logits of the grid's padding (for a mask fed back) are made after the answer is sent
-    settle = None if out.low_res_ready else BackgroundTask(state.settle, out)
+    settle = None if out.low_res.ready else BackgroundTask(state.settle, out.low_res)
     return JSONResponse(answer, headers={"Server-Timing": timing}, background=settle)
