@@ -209,28 +209,33 @@ class DecodedMasks:
         self.weights = decoder.upscale_weights()  # shared by the blocks
 
     def region(self, rows: int, cols: int, step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
-        """Low-res logits (B,M,4*rows,4*cols) of the grid's first ``rows`` rows and ``cols`` columns of tokens."""
-        out = self.src.new_empty((self.src.shape[0], self.hyper_in.shape[1], 4 * rows, 4 * cols))
-        return self.fill(out, slice(0, rows), slice(0, cols), step_tokens, offset=False)
+        """Low-res logits (B,M,4*rows,4*cols) of the grid's first ``rows`` rows and ``cols`` columns of tokens, as
+        a new tensor (no in-place writes: what an exported graph traces)."""
+        if rows <= 0 or cols <= 0:
+            return self.src.new_empty((self.src.shape[0], self.hyper_in.shape[1], 4 * max(rows, 0), 4 * max(cols, 0)))
+        src = self._tokens(slice(0, rows), slice(0, cols))
+        return self.decoder.upscale_masks(src, self.hyper_in, rows, cols, step_tokens, self.weights)
 
-    def fill(self, low: torch.Tensor, rows: slice, cols: slice, step_tokens: int = UPSCALE_ROWS,
-             offset: bool = True) -> torch.Tensor:
-        """Write the low-res logits of the tokens in ``rows`` x ``cols`` (slices of the grid, step 1) into ``low``:
-        at their place in the (B,M,4h,4w) grid, or (``offset`` False) as all of a (B,M,4*nr,4*nc) tensor."""
+    def fill(self, low: torch.Tensor, rows: slice, cols: slice, step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
+        """Write the low-res logits of the tokens in ``rows`` x ``cols`` (slices of the grid, step 1) at their
+        place in ``low`` (B,M,4h,4w), in place; returns ``low``."""
         h, w = self.grid
-        b, _, c = self.src.shape
-        src = self.src
         r0, r1, _ = rows.indices(h)
         c0, c1, _ = cols.indices(w)
-        if r1 <= r0 or c1 <= c0:
-            return low
-        if (c0, c1) != (0, w):  # columns of a block: its tokens gathered (full-width rows are contiguous)
-            src = src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, -1, c)
-        elif (r0, r1) != (0, h):
-            src = src[:, r0 * w:r1 * w]
-        out = low[..., 4 * r0:4 * r1, 4 * c0:4 * c1] if offset else low
-        self.decoder.upscale_masks(src, self.hyper_in, r1 - r0, c1 - c0, step_tokens, self.weights, out)
+        if r1 > r0 and c1 > c0:
+            self.decoder.upscale_masks(self._tokens(rows, cols), self.hyper_in, r1 - r0, c1 - c0, step_tokens,
+                                       self.weights, low[..., 4 * r0:4 * r1, 4 * c0:4 * c1])
         return low
+
+    def _tokens(self, rows: slice, cols: slice) -> torch.Tensor:
+        """The image tokens (B,nr*nc,C) of a block of the grid, row-major (full-width rows: a slice)."""
+        h, w = self.grid
+        b, _, c = self.src.shape
+        r0, r1, _ = rows.indices(h)
+        c0, c1, _ = cols.indices(w)
+        if (c0, c1) != (0, w):  # columns of a block: its tokens gathered
+            return self.src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, -1, c)
+        return self.src if (r0, r1) == (0, h) else self.src[:, r0 * w:r1 * w]
 
     def complete(self, low: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """``low`` (B,M,4h,4w) whose first 4*rows x 4*cols logits are filled (:meth:`fill`), with the rest
