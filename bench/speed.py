@@ -114,10 +114,12 @@ def click_fn(pred, size: tuple[int, int], seed: int = 0, low_res: bool = False) 
 
     h, w = size
     rng = np.random.default_rng(seed)
-    if low_res:
-        return lambda: pred.predict(points=rng.uniform([0, 0], [w, h], size=(1, 2)), labels=[1],
-                                    multimask=True).low_res_logits
-    return lambda: pred.predict(points=rng.uniform([0, 0], [w, h], size=(1, 2)), labels=[1], multimask=True)
+
+    def click() -> object:
+        out = pred.predict(points=rng.uniform([0, 0], [w, h], size=(1, 2)), labels=[1], multimask=True)
+        return out.low_res_logits if low_res else out
+
+    return click
 
 
 def vit_b_section(args, folder: Path) -> tuple[dict, dict]:

@@ -143,6 +143,8 @@ class MaskDecoder(nn.Module):
         ``weights``: :meth:`upscale_weights` (made once per call when None, not per step).
         """
         b, n = src.shape[:2]
+        if n == 0:  # an empty block of the grid
+            return src.new_empty((b, hyper_in.shape[1], 4 * h, 4 * w)) if out is None else out
         step = min(n, step_tokens)  # image tokens per step
         per = max(1, step_tokens // n)  # batch items per step (several when a whole grid fits)
         weights = self.upscale_weights() if weights is None else weights
@@ -211,10 +213,8 @@ class DecodedMasks:
     def region(self, rows: int, cols: int, step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
         """Low-res logits (B,M,4*rows,4*cols) of the grid's first ``rows`` rows and ``cols`` columns of tokens, as
         a new tensor (no in-place writes: what an exported graph traces)."""
-        if rows <= 0 or cols <= 0:
-            return self.src.new_empty((self.src.shape[0], self.hyper_in.shape[1], 4 * max(rows, 0), 4 * max(cols, 0)))
-        src = self._tokens(slice(0, rows), slice(0, cols))
-        return self.decoder.upscale_masks(src, self.hyper_in, rows, cols, step_tokens, self.weights)
+        return self.decoder.upscale_masks(self._tokens(0, rows, 0, cols), self.hyper_in, rows, cols, step_tokens,
+                                          self.weights)
 
     def fill(self, low: torch.Tensor, rows: slice, cols: slice, step_tokens: int = UPSCALE_ROWS) -> torch.Tensor:
         """Write the low-res logits of the tokens in ``rows`` x ``cols`` (slices of the grid, step 1) at their
@@ -222,19 +222,18 @@ class DecodedMasks:
         h, w = self.grid
         r0, r1, _ = rows.indices(h)
         c0, c1, _ = cols.indices(w)
-        if r1 > r0 and c1 > c0:
-            self.decoder.upscale_masks(self._tokens(rows, cols), self.hyper_in, r1 - r0, c1 - c0, step_tokens,
+        if r1 > r0 and c1 > c0:  # an empty block (the grid has no padding there) does no work
+            self.decoder.upscale_masks(self._tokens(r0, r1, c0, c1), self.hyper_in, r1 - r0, c1 - c0, step_tokens,
                                        self.weights, low[..., 4 * r0:4 * r1, 4 * c0:4 * c1])
         return low
 
-    def _tokens(self, rows: slice, cols: slice) -> torch.Tensor:
-        """The image tokens (B,nr*nc,C) of a block of the grid, row-major (full-width rows: a slice)."""
+    def _tokens(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        """The image tokens (B,nr*nc,C) of rows r0:r1 and columns c0:c1 of the grid, row-major (full-width rows:
+        a slice)."""
         h, w = self.grid
         b, _, c = self.src.shape
-        r0, r1, _ = rows.indices(h)
-        c0, c1, _ = cols.indices(w)
         if (c0, c1) != (0, w):  # columns of a block: its tokens gathered
-            return self.src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, -1, c)
+            return self.src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, (r1 - r0) * (c1 - c0), c)
         return self.src if (r0, r1) == (0, h) else self.src[:, r0 * w:r1 * w]
 
     def complete(self, low: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
