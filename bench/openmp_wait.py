@@ -4,12 +4,12 @@ three.
     .venv/bin/python bench/openmp_wait.py [--rounds 2] [--clicks 40] [--out bench/results/openmp_wait.json]
 
 libgomp reads its waiting policy once, when torch loads it, so each setting runs in its own child process:
-``passive`` (samkit's default, ``OMP_WAIT_POLICY=PASSIVE``: sleep at once), ``short_spin``
-(``GOMP_SPINCOUNT=1000``: spin tens of microseconds, then sleep) and ``default_spin`` (libgomp's own
-300,000-iteration spin). The children run in turn, ``--rounds`` times, each timing ``--clicks`` multimask
-clicks (median ms) with the Predictor's adaptive thread count on the deterministic fill.py weights of
-../shared/parity and a GrabCut photo (speed does not depend on weight values). A hog is ``while True: pass``
-in its own process.
+``samkit`` (samkit's default since 2026-12-06, :func:`samkit.runtime.tune_openmp`: ``GOMP_SPINCOUNT=3000``,
+spin about 30 microseconds, then sleep), ``passive`` (``OMP_WAIT_POLICY=PASSIVE``: sleep at once, samkit's default
+before), ``spin_10k`` (``GOMP_SPINCOUNT=10000``) and ``default_spin`` (libgomp's own 300,000-iteration spin).
+The children run in turn, ``--rounds`` times, each timing ``--clicks`` multimask clicks (median ms) with the
+Predictor's adaptive thread count on the deterministic fill.py weights of ../shared/parity and a GrabCut photo
+(speed does not depend on weight values). A hog is ``while True: pass`` in its own process.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from _report import new_report, save_report
 from speed import IMAGE, click_fn, cpu_hog, fill_model, timed
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = {"passive": {}, "short_spin": {"SAMKIT_OMP_PASSIVE": "0", "GOMP_SPINCOUNT": "1000"},
-            "default_spin": {"SAMKIT_OMP_PASSIVE": "0"}}
+SETTINGS = {"samkit": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin_10k": {"GOMP_SPINCOUNT": "10000"},
+            "default_spin": {"SAMKIT_OMP_TUNING": "0"}}
 
 
 def child(emb: Path, clicks: int) -> dict:
@@ -74,7 +74,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, extra in SETTINGS.items():
                 env = {k: v for k, v in os.environ.items()
-                       if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SAMKIT_OMP_PASSIVE")} | extra
+                       if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SAMKIT_OMP_TUNING")} | extra
                 cmd = [sys.executable, __file__, "--child", str(emb), "--clicks", str(args.clicks)]
                 result = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
                                                    text=True).stdout.splitlines()[-1])

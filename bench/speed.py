@@ -13,7 +13,7 @@
    and the adaptive default.
 4. Under load: the clicks again with a CPU hog process (``while True: pass``) running beside them,
    for torch (adaptive threads, and fixed at 2), onnxruntime fp32, and torch with OpenMP's default
-   spin-waiting (``SAMKIT_OMP_PASSIVE=0``, in a child process) quiet and loaded.
+   spin-waiting (``SAMKIT_OMP_TUNING=0``, in a child process) quiet and loaded.
 The machine's load average is recorded with each phase: on a shared machine figures are indicative.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-import samkit  # first: makes OpenMP threads wait passively (samkit.runtime.passive_openmp)
+import samkit  # first: makes OpenMP threads spin briefly, then sleep (samkit.runtime.tune_openmp)
 
 # isort: split
 from _report import new_report, save_report
@@ -181,8 +181,8 @@ def load_section(args, ctx: dict, quiet: dict) -> dict:
             "torch_2_threads": out["quiet_torch_2_threads"]}
     out["slowdown"] = {k: round(out[k]["median_ms"] / base[k]["median_ms"], 2) for k in base}
     out["torch_vs_onnx_fp32_loaded"] = round(out["torch"]["median_ms"] / out["onnx_fp32"]["median_ms"], 2)
-    env = {**os.environ, "SAMKIT_OMP_PASSIVE": "0"}
-    env.pop("OMP_WAIT_POLICY", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["SAMKIT_OMP_TUNING"] = "0"
     cmd = [sys.executable, __file__, "--spin-child", str(ctx["emb"]), "--clicks", str(args.clicks)]
     out["torch_spin_wait_2_threads"] = json.loads(
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
@@ -191,7 +191,7 @@ def load_section(args, ctx: dict, quiet: dict) -> dict:
 
 
 def spin_child(emb: Path, clicks: int) -> dict:
-    """Clicks at a fixed 2 threads with OpenMP's default waiting (this process: SAMKIT_OMP_PASSIVE=0)."""
+    """Clicks at a fixed 2 threads with OpenMP's default waiting (this process: SAMKIT_OMP_TUNING=0)."""
     from samkit.predict.predictor import Predictor
 
     pred = Predictor(fill_model("sam_vit_b"), threads=2)
@@ -244,7 +244,9 @@ def main() -> None:
     import torch
 
     report = new_report("speed", quick=args.quick, torch=torch.__version__, cpus=os.cpu_count(),
-                        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), load_avg_start=load_average())
+                        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                        gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
+                        load_avg_start=load_average())
     report["gemm_probe"] = gemm_probe(20 if args.quick else 50)
     print(f"GEMM probe {report['gemm_probe']['gflops']} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="samkit-speed-") as tmp:

@@ -17,9 +17,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from samkit.errors import CheckpointError, DownloadError, ImageError, PromptError, SamkitError
-from samkit.runtime import passive_openmp
+from samkit.runtime import tune_openmp
 
-passive_openmp()  # before anything imports torch: see samkit.runtime
+tune_openmp()  # before anything imports torch: see samkit.runtime
 
 __version__ = "0.2.0.dev0"  # the one version source (pyproject reads it)
 

@@ -1,6 +1,6 @@
 """Process-level tuning for interactive CPU inference: allocator, OpenMP waiting, thread counts.
 
-Imports no torch: :func:`passive_openmp` must run before torch loads its OpenMP runtime.
+Imports no torch: :func:`tune_openmp` must run before torch loads its OpenMP runtime.
 """
 from __future__ import annotations
 
@@ -40,19 +40,31 @@ def tune_allocator() -> bool:
 
 
 
-def passive_openmp() -> bool:
-    """Make OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``, unless set).
+# How long an OpenMP thread spins for its next task before it sleeps (GNU OpenMP's GOMP_SPINCOUNT; libgomp
+# estimates 100,000 spins per millisecond, so about 30 us). Long enough to bridge the gaps between the operators
+# of one call, far shorter than libgomp's default (300,000) that steals time slices from other processes.
+OMP_SPIN_COUNT = 3000
 
-    torch's CPU kernels run each operator as an OpenMP parallel region. GNU OpenMP's default is to
-    spin for a while at every barrier; when other processes want the same cores, the spinning
-    threads take the time slices the working ones need, and a sam_vit_b click measured 0.8-1.3 s
-    instead of 0.07-0.1 s on a loaded 2-core VM (bench/speed.py). libgomp reads the setting once,
-    when torch loads it: returns False (and changes nothing) when torch is already imported.
-    Called by ``import samkit``; ``SAMKIT_OMP_PASSIVE=0`` leaves OpenMP's default alone.
+
+def tune_openmp() -> bool:
+    """Make idle OpenMP threads spin briefly, then sleep (``GOMP_SPINCOUNT`` = :data:`OMP_SPIN_COUNT`,
+    ``OMP_WAIT_POLICY=PASSIVE`` for other runtimes); returns whether applied.
+
+    torch's CPU kernels run each operator as an OpenMP parallel region. GNU OpenMP's default is to spin for
+    about 3 ms at every barrier: when other processes want the same cores, the spinning threads take the time
+    slices the working ones need (a sam_vit_b click measured 0.8-1.3 s instead of 0.07-0.1 s on a loaded 2-core
+    VM, bench/speed.py). Sleeping at once (passive) costs a wake-up at each of a click's parallel regions
+    instead, which on a VM means waking an idle virtual CPU: a quiet sam_vit_b click 25-33 ms passive against
+    20-22 ms with this short spin, and the same within noise beside one or three CPU hogs (bench/openmp_wait.py).
+    libgomp reads the setting once, when torch loads it: nothing is changed when torch is already imported,
+    when ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set (the user's choice), or with
+    ``SAMKIT_OMP_TUNING=0``. Called by ``import samkit``.
     """
-    if "torch" in sys.modules or os.environ.get("SAMKIT_OMP_PASSIVE", "1") == "0":
+    if ("torch" in sys.modules or os.environ.get("SAMKIT_OMP_TUNING", "1") == "0"
+            or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ):
         return False
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
     return True
 
 
@@ -108,6 +120,13 @@ def busy_elsewhere() -> int:
 # sam_vit_b click, 64 x 64 tokens, 32 vs 19 ms).
 SMALL_CALL_ROWS = 1024
 
+# When no CPU is idle, calls over fewer rows than this (a click: a few prompts on SAM's 64 x 64 grid) run on one
+# thread: its operators are short, and each barrier waits for a thread that another process may hold (beside
+# three CPU hogs on 2 cores a sam_vit_b click took 65-72 ms on one thread, 73-83 ms on two; bench/openmp_wait.py).
+# Larger calls (the image encoder, segment-everything's batches) take every CPU: their operators are long enough
+# for more time-sliced threads to mean a larger share of the machine.
+BUSY_CALL_ROWS = 16 * 1024
+
 
 def configured_threads() -> int | None:
     """``SAMKIT_THREADS`` as a count; None when unset or ``auto`` (adaptive)."""
@@ -131,9 +150,12 @@ def pool_threads() -> int:
 def default_threads(rows: int | None = None) -> int:
     """Intra-op threads for the next call. When some of this process's CPUs are idle, only those: a
     thread that shares its core with a busy process holds up every operator's barrier. When none is
-    (more runnable threads than CPUs), all of them: every thread is time-sliced then, and more threads
-    get a larger share of the machine (bench/speed.py measured 2 threads faster than 1 at load ~9).
-    ``rows``: the call's size where known; below :data:`SMALL_CALL_ROWS`, one thread.
+    (more runnable threads than CPUs), one for a call below :data:`BUSY_CALL_ROWS` rows, else all of them:
+    every thread is time-sliced then; for long operators more threads get a larger share of the machine,
+    a click's short ones lose more at each barrier than they gain (beside three CPU hogs, see
+    :data:`BUSY_CALL_ROWS`; a 2026-12-02 run of bench/speed.py at load ~9, with passive waiting, had a
+    click faster on 2 threads).
+    ``rows``: the call's size where known (unknown: a large call); below :data:`SMALL_CALL_ROWS`, one thread.
 
     ``SAMKIT_THREADS=N`` fixes the count instead (reproducible results: the order of float sums, and so
     the last bits of some outputs, can depend on the thread count); unset or ``auto``: adaptive."""
@@ -144,4 +166,6 @@ def default_threads(rows: int | None = None) -> int:
         return 1
     cpus = available_cpus()
     free = cpus - busy_elsewhere()
-    return free if free >= 1 else cpus
+    if free >= 1:
+        return free
+    return 1 if rows is not None and rows < BUSY_CALL_ROWS else cpus

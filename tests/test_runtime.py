@@ -30,19 +30,24 @@ def test_switched_off_by_env():
 def _env_after_import(extra_env: dict[str, str], code: str) -> str:
     import os
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SAMKIT_OMP_PASSIVE")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SAMKIT_OMP_TUNING")}
     env.update(extra_env)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip()
 
 
-def test_openmp_threads_sleep_when_samkit_is_imported_first():
-    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'))"
-    assert _env_after_import({}, f"import samkit; {show}") == "PASSIVE"
-    assert _env_after_import({"OMP_WAIT_POLICY": "ACTIVE"}, f"import samkit; {show}") == "ACTIVE"
-    assert _env_after_import({"SAMKIT_OMP_PASSIVE": "0"}, f"import samkit; {show}") == "None"
+def test_openmp_threads_spin_briefly_when_samkit_is_imported_first():
+    from samkit.runtime import OMP_SPIN_COUNT
+
+    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    assert _env_after_import({}, f"import samkit; {show}") == f"PASSIVE {OMP_SPIN_COUNT}"
+    # the user's own choice is left alone
+    assert _env_after_import({"OMP_WAIT_POLICY": "ACTIVE"}, f"import samkit; {show}") == "ACTIVE None"
+    assert _env_after_import({"GOMP_SPINCOUNT": "7"}, f"import samkit; {show}") == "None 7"
+    assert _env_after_import({"SAMKIT_OMP_TUNING": "0"}, f"import samkit; {show}") == "None None"
     # too late once torch (and its OpenMP runtime) is loaded: left alone, and it says so
-    code = "import torch; from samkit.runtime import passive_openmp; print(passive_openmp())"
+    code = "import torch; from samkit.runtime import tune_openmp; print(tune_openmp())"
     assert _env_after_import({}, code) == "False"
 
 
@@ -94,7 +99,18 @@ def test_default_threads_use_the_free_cpus_or_all_when_none_is(monkeypatch, cpus
     monkeypatch.setattr(runtime, "available_cpus", lambda: cpus)
     monkeypatch.setattr(runtime, "busy_elsewhere", lambda: busy)
     monkeypatch.delenv("SAMKIT_THREADS", raising=False)  # adaptive (the default)
-    assert runtime.default_threads() == expected
+    assert runtime.default_threads() == expected  # a call of unknown size: a large one
+    assert runtime.default_threads(rows=runtime.BUSY_CALL_ROWS) == expected
+
+
+@pytest.mark.parametrize("cpus, busy, expected", [(2, 0, 2), (2, 1, 1), (2, 2, 1), (2, 3, 1), (4, 2, 2), (4, 9, 1)])
+def test_a_click_runs_on_one_thread_when_no_cpu_is_idle(monkeypatch, cpus, busy, expected):
+    from samkit import runtime
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: busy)
+    monkeypatch.delenv("SAMKIT_THREADS", raising=False)
+    assert runtime.default_threads(rows=64 * 64) == expected  # a sam_vit_b click
 
 
 def test_samkit_threads_fixes_the_count(monkeypatch):
