@@ -115,9 +115,10 @@ def busy_elsewhere() -> int:
 
 
 # Calls over fewer rows of work than this (e.g. a mask decoder call: prompts x embedding tokens) run on one
-# thread when the count is adaptive: their many small operators lose more to waking the other threads than
-# they gain (2 cores: a samkit_tiny click, 16 x 16 tokens, 5.9 ms on one thread vs 8.7 ms on two; a
-# sam_vit_b click, 64 x 64 tokens, 32 vs 19 ms).
+# thread when the count is adaptive and OpenMP threads sleep at once (passive waiting): their many small operators
+# lose more to waking the other threads than they gain (2 cores: a samkit_tiny click 7.8-8.8 ms on one thread vs
+# 10.2-10.9 ms on two; a sam_vit_b click, 64 x 64 tokens, 32 vs 19 ms). With samkit's short spin
+# (:func:`tune_openmp`) there is no wake-up to pay and two threads are faster (samkit_tiny 5.9-6.6 vs 7.2-8.2 ms).
 SMALL_CALL_ROWS = 1024
 
 # When no CPU is idle, calls over fewer rows than this (a click: a few prompts on SAM's 64 x 64 grid) run on one
@@ -126,6 +127,18 @@ SMALL_CALL_ROWS = 1024
 # Larger calls (the image encoder, segment-everything's batches) take every CPU: their operators are long enough
 # for more time-sliced threads to mean a larger share of the machine.
 BUSY_CALL_ROWS = 16 * 1024
+
+
+def openmp_spins() -> bool:
+    """Whether idle OpenMP threads spin for a while before they sleep, as this process's settings say (libgomp:
+    ``GOMP_SPINCOUNT`` above 0, else any ``OMP_WAIT_POLICY`` but ``PASSIVE``)."""
+    count = os.environ.get("GOMP_SPINCOUNT", "").strip()
+    if count.lower() in ("infinite", "infinity"):
+        return True
+    digits = count.rstrip("kKmMgGtT")  # libgomp takes a number with an optional size suffix
+    if digits.isdigit():
+        return int(digits) > 0
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
 
 
 def configured_threads() -> int | None:
@@ -155,14 +168,15 @@ def default_threads(rows: int | None = None) -> int:
     a click's short ones lose more at each barrier than they gain (beside three CPU hogs, see
     :data:`BUSY_CALL_ROWS`; a 2026-12-02 run of bench/speed.py at load ~9, with passive waiting, had a
     click faster on 2 threads).
-    ``rows``: the call's size where known (unknown: a large call); below :data:`SMALL_CALL_ROWS`, one thread.
+    ``rows``: the call's size where known (unknown: a large call); below :data:`SMALL_CALL_ROWS`, one thread
+    unless OpenMP threads spin (:func:`openmp_spins`).
 
     ``SAMKIT_THREADS=N`` fixes the count instead (reproducible results: the order of float sums, and so
     the last bits of some outputs, can depend on the thread count); unset or ``auto``: adaptive."""
     fixed = configured_threads()
     if fixed is not None:
         return fixed
-    if rows is not None and rows < SMALL_CALL_ROWS:
+    if rows is not None and rows < SMALL_CALL_ROWS and not openmp_spins():
         return 1
     cpus = available_cpus()
     free = cpus - busy_elsewhere()

@@ -141,26 +141,34 @@ def test_thread_budget_restores_the_setting():
         torch.set_num_threads(before)
 
 
-def test_small_calls_run_on_one_thread_when_the_count_is_adaptive(monkeypatch):
+def test_small_calls_run_on_one_thread_when_threads_sleep_at_once(monkeypatch):
     from samkit import runtime
 
     monkeypatch.setattr(runtime, "available_cpus", lambda: 4)
     monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 0)
     monkeypatch.delenv("SAMKIT_THREADS", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     assert runtime.default_threads(rows=16 * 16) == 1  # a samkit_tiny click
     assert runtime.default_threads(rows=64 * 64) == 4  # a sam_vit_b click
     assert runtime.default_threads() == 4
+    monkeypatch.setenv("GOMP_SPINCOUNT", "3000")  # samkit's short spin: no wake-up to pay, every free CPU
+    assert runtime.default_threads(rows=16 * 16) == 4
     monkeypatch.setenv("SAMKIT_THREADS", "3")  # a fixed count stays fixed, whatever the size
     assert runtime.default_threads(rows=1) == 3
 
 
-def test_pools_sized_once_take_every_cpu_not_the_moments_load(monkeypatch):
+@pytest.mark.parametrize("env, spins", [
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, False), ({"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "3000"}, True),
+    ({"GOMP_SPINCOUNT": "0"}, False), ({"GOMP_SPINCOUNT": "10k"}, True), ({"GOMP_SPINCOUNT": "infinite"}, True),
+    ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "lots"}, False), ({}, True),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, True),
+])
+def test_openmp_spins_reads_the_settings_as_libgomp_does(monkeypatch, env, spins):
     from samkit import runtime
 
-    monkeypatch.setattr(runtime, "available_cpus", lambda: 4)
-    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 3)  # a busy moment: adaptive calls get 1
-    monkeypatch.delenv("SAMKIT_THREADS", raising=False)
-    assert runtime.default_threads() == 1
-    assert runtime.pool_threads() == 4
-    monkeypatch.setenv("SAMKIT_THREADS", "2")
-    assert runtime.pool_threads() == 2
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert runtime.openmp_spins() is spins

@@ -149,8 +149,9 @@ class SamRefiner(nn.Module):
         """The size of the global stage's network for ``masks`` masks in :func:`samkit.runtime.default_threads`'
         unit: the positions its 3x3 layers run over per mask (the trunk's grid, and the work frame with
         ``fine_mix``). Below ``SMALL_CALL_ROWS`` (samkit_tiny_ref's 24x18 grid, one mask) it runs on one
-        thread, as samkit_tiny's decoder call does: its small matrix products lose more to the second thread
-        than they gain (a refined click 11.3-11.5 instead of 11.8-12.2 ms here)."""
+        thread when OpenMP threads sleep at once, as samkit_tiny's decoder call does: its small matrix products
+        lose more to waking the second thread than they gain (a refined click 11.3-11.5 instead of 11.8-12.2 ms
+        here, passive waiting)."""
         h, w = self._image_state().work_size
         s = self.cfg.trunk_stride
         return masks * (-(-h // s) * -(-w // s) + (h * w if self.cfg.fine_mix else 0))

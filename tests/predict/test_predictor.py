@@ -127,12 +127,15 @@ def test_bad_batches(pred):
         pred.predict_batch(points=np.zeros((1, 2)), labels=np.ones(1))
 
 
-def test_small_decoder_calls_run_on_one_thread(monkeypatch, image):
-    """samkit_tiny's 16 x 16 grid: one click decodes on one thread (faster than two on small operators),
-    a batch of 8 clicks (2,048 token rows) on the adaptive count, a fixed count is kept."""
+@pytest.mark.parametrize("spin, first", [("0", 1), ("3000", 2)])
+def test_small_decoder_calls_run_on_one_thread_when_threads_sleep_at_once(monkeypatch, image, spin, first):
+    """samkit_tiny's 16 x 16 grid: where OpenMP threads sleep at once, one click decodes on one thread (faster than
+    two on small operators); with samkit's short spin on every idle CPU. A batch of 8 clicks (2,048 token rows) on
+    the adaptive count, a fixed count is kept."""
     import samkit
 
     monkeypatch.delenv("SAMKIT_THREADS", raising=False)  # adaptive, as users get it
+    monkeypatch.setenv("GOMP_SPINCOUNT", spin)  # what default_threads reads (libgomp has read its own)
     monkeypatch.setattr("samkit.runtime.busy_elsewhere", lambda: 0)  # a quiet machine, whatever runs beside
     model = samkit.load_model("samkit_tiny")
     seen: list[int] = []
@@ -156,7 +159,7 @@ def test_small_decoder_calls_run_on_one_thread(monkeypatch, image):
         pred.predict(points=[[100, 100]], labels=[1])
     finally:
         torch.set_num_threads(before)
-    assert seen == [1, 2, 2]
+    assert seen == [first, 2, 2]
 
 
 @pytest.mark.parametrize("size", [(321, 481), (481, 321), (300, 300)])

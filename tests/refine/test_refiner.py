@@ -272,9 +272,12 @@ def test_selector_never_skips_the_selectors_inputs(tiny, grabcut, use_global):
 
 
 def test_small_global_stage_runs_on_one_thread(tiny, grabcut, monkeypatch):
-    """The fast layout's per-click network (a 24x18 trunk grid per mask) is a small call: one thread, as
-    samkit_tiny's decoder call; with a 3x3 layer over the work frame (fine_mix) it counts the work frame too."""
+    """The fast layout's per-click network (a 24x18 trunk grid per mask) is a small call: one thread where OpenMP
+    threads sleep at once, as samkit_tiny's decoder call; with a 3x3 layer over the work frame (fine_mix) it counts
+    the work frame too."""
     monkeypatch.delenv("SAMKIT_THREADS", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what default_threads reads (libgomp has read its own)
     cfg = RefinerConfig(sam_arch=tiny.arch, sam_img_size=tiny.img_size, work_size=192, trunk_stride=8,
                         fine_mix=False, blend_frame="work", fine_channels=8)
     refiner = SamRefiner(cfg).eval()
