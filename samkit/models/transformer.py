@@ -1,13 +1,13 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.models.common import MLPBlock
+from samkit.models.common import MLPBlock, tracing
 
 
 @dataclass
@@ -17,6 +17,8 @@ class ImageCache:
     keys, key_pe (1,N,C) token-major image tokens (embedding + no-mask embedding) and positional encoding;
     t2i_k, t2i_v (h,N,d) keys/values of the first token->image attention, projected;
     i2t_q (h,d,N) image queries of the first image->token attention, projected and transposed;
+    pe_proj: per later block, the positional encoding through its token->image keys' and image->token queries'
+    projections, and last through the final attention's keys' (each (h,d,N), no bias: :meth:`Attention.project_pe`);
     grid (h, w) of the embedding.
     """
 
@@ -26,6 +28,7 @@ class ImageCache:
     t2i_v: torch.Tensor
     i2t_q: torch.Tensor
     grid: tuple[int, int]
+    pe_proj: list[torch.Tensor] = field(default_factory=list)
 
 
 class Attention(nn.Module):
@@ -47,14 +50,23 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                residual: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention output, plus ``residual`` (B,Nq,C) when given (fused where that saves a pass)."""
+                residual: torch.Tensor | None = None, q_pe: tuple[torch.Tensor, torch.Tensor] | None = None,
+                k_pe: tuple[torch.Tensor, torch.Tensor] | None = None, inplace: bool = False) -> torch.Tensor:
+        """Attention output, plus ``residual`` (B,Nq,C) when given (fused where that saves a pass).
+
+        ``q_pe`` / ``k_pe``: (encoding (1,N,C), :meth:`project_pe` of it through q_proj / k_proj) of the many
+        image-side queries or keys, which are then passed without it: on the few-token paths the encoding's
+        product with the projection is added to the scores (small) instead of the encoding to the N image tokens.
+        ``inplace``: the residual may be overwritten (a tensor of the caller's own).
+        """
         nq, nk = q.shape[1], k.shape[1]
-        if nq > nk and self.num_heads * nk < self.internal_dim:
-            return self._few_keys(q, k, v, residual)
-        if nk > nq and self.num_heads * nq < self.internal_dim:
-            out = self._few_queries(q, k, v)
+        if nq > nk and self.num_heads * nk < self.internal_dim and k_pe is None:
+            return self._few_keys(q, k, v, residual, None if q_pe is None else q_pe[1], inplace)
+        if nk > nq and self.num_heads * nq < self.internal_dim and q_pe is None:
+            out = self._few_queries(q, k, v, None if k_pe is None else k_pe[1])
         else:
+            q = q if q_pe is None else q + q_pe[0]
+            k = k if k_pe is None else k + k_pe[0]
             qh, kh, vh = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
             out = F.scaled_dot_product_attention(qh, kh, vh)
             out = self.out_proj(out.transpose(1, 2).reshape(q.shape[0], nq, self.internal_dim))
@@ -64,14 +76,20 @@ class Attention(nn.Module):
     # image tokens costs N*C*internal_dim; multiplying the few tokens through the projection
     # matrices first costs N*C*heads*n_tokens (56 < 128 columns). Same function, reassociated.
 
-    def _few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Few queries (B,Nq,C) attend to many keys (B,Nk,C) without projecting the keys."""
+    def _few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     k_pe: torch.Tensor | None = None) -> torch.Tensor:
+        """Few queries (B,Nq,C) attend to many keys (B,Nk,C) without projecting the keys. ``k_pe`` (h,d,Nk): the
+        keys' encoding through k_proj (:meth:`project_pe`), left out of ``k`` (not of the values)."""
         b, nq, c = q.shape
         h, d = self.num_heads, self.internal_dim // self.num_heads
         qh = self._heads(self.q_proj(q)) * d**-0.5  # (B,h,Nq,d)
         wk = self.k_proj.weight.view(h, d, c)
         # k_proj's bias adds the same value to every key's score: softmax ignores it.
-        scores = (qh @ wk).reshape(b, h * nq, c) @ k.transpose(1, 2)  # (B,h*Nq,Nk)
+        if k_pe is None:
+            scores = (qh @ wk).reshape(b, h * nq, c) @ k.transpose(1, 2)  # (B,h*Nq,Nk)
+        else:
+            scores = torch.baddbmm((qh @ k_pe).reshape(b, h * nq, -1), (qh @ wk).reshape(b, h * nq, c),
+                                   k.transpose(1, 2))
         mixed = torch.softmax(scores, dim=-1) @ v  # (B,h*Nq,C); weights sum to 1, so v's bias passes through
         wv = self.v_proj.weight.view(h, d, c)
         out = mixed.view(b, h, nq, c) @ wv.transpose(1, 2) + self.v_proj.bias.view(h, 1, d)  # (B,h,Nq,d)
@@ -83,6 +101,12 @@ class Attention(nn.Module):
     def project_heads(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
         """(1,N,C) -> (h,N,d) through one of the q/k/v projections."""
         return self._heads(proj(x))[0].contiguous()
+
+    def project_pe(self, pe: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """An image-side encoding (1,N,C) through ``proj``'s weight, no bias -> (h,d,N): what the encoding adds to
+        the scores of the few-token paths, once per image."""
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        return (proj.weight.view(h, d, -1) @ pe[0].t()).contiguous()
 
     def attend_projected_keys(self, q: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
         """Queries (B,Nq,C) attend to already projected keys/values (h,Nk,d) shared by the batch -> (B,Nq,C)."""
@@ -107,8 +131,11 @@ class Attention(nn.Module):
         return torch.baddbmm(residual, attn.transpose(1, 2), values)
 
     def _few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  residual: torch.Tensor | None) -> torch.Tensor:
-        """Many queries (B,Nq,C) attend to few keys (B,Nk,C) without projecting the queries."""
+                  residual: torch.Tensor | None, q_pe: torch.Tensor | None = None,
+                  inplace: bool = False) -> torch.Tensor:
+        """Many queries (B,Nq,C) attend to few keys (B,Nk,C) without projecting the queries. ``q_pe`` (h,d,Nq): the
+        queries' encoding through q_proj (:meth:`project_pe`), left out of ``q``. ``inplace``: the result is
+        written into ``residual``."""
         b, nq, c = q.shape
         nk = k.shape[1]
         h, d = self.num_heads, self.internal_dim // self.num_heads
@@ -117,6 +144,8 @@ class Attention(nn.Module):
         wq = self.q_proj.weight.view(h, d, c)
         score_w = (kh @ wq).reshape(b, h * nk, c)  # (B,h*Nk,C): keys pulled back through q_proj
         score_b = (kh @ self.q_proj.bias.view(h, d, 1)).reshape(b, h * nk, 1)
+        if q_pe is not None:  # the queries' encoding: (B,h,Nk,d) @ (h,d,Nq), plus the bias term
+            score_b = (kh @ q_pe).reshape(b, h * nk, nq) + score_b
         # Scores laid out (B, h*Nk, Nq): softmax over the small key axis is fast when it is not the last one.
         scores = torch.baddbmm(score_b, score_w, q.transpose(1, 2))
         attn = torch.softmax(scores.view(b, h, nk, nq), dim=2).view(b, h * nk, nq)
@@ -126,6 +155,8 @@ class Attention(nn.Module):
         values = (vh @ wo + self.out_proj.bias / h).reshape(b, h * nk, c)  # (B,h*Nk,C)
         if residual is None:
             return torch.bmm(attn.transpose(1, 2), values)
+        if inplace:
+            return residual.baddbmm_(attn.transpose(1, 2), values)
         return torch.baddbmm(residual, attn.transpose(1, 2), values)
 
 
@@ -146,11 +177,15 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor, cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                key_pe: torch.Tensor, cache: ImageCache | None = None,
+                pe_proj: tuple[torch.Tensor, torch.Tensor] | None = None,
+                own_keys: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """queries (B,Nq,C) tokens, keys (B or 1,Nk,C) image, key_pe (B or 1,Nk,C); returns both updated.
 
         ``cache`` (from :meth:`TwoWayTransformer.precompute`, for these keys) replaces the image-side
-        projections of both cross-attentions.
+        projections of both cross-attentions. ``pe_proj``: key_pe through the token->image keys' and the
+        image->token queries' projections (:meth:`Attention.project_pe`; key_pe (1,Nk,C) then): the encoding is
+        never added to the image tokens. ``own_keys``: ``keys`` may be overwritten.
         """
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
@@ -159,7 +194,9 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        if cache is None:
+        if cache is None and pe_proj is not None:
+            attended = self.cross_attn_token_to_image(queries + query_pe, keys, keys, k_pe=(key_pe, pe_proj[0]))
+        elif cache is None:
             keys_pe = keys + key_pe  # used by both cross-attentions: keys do not change in between
             attended = self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys)
         else:
@@ -168,7 +205,10 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.mlp(queries))
 
-        if cache is None:
+        if cache is None and pe_proj is not None:
+            keys = self.cross_attn_image_to_token(keys, queries + query_pe, queries, residual=keys,
+                                                  q_pe=(key_pe, pe_proj[1]), inplace=own_keys)
+        elif cache is None:
             keys = self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries, residual=keys)
         else:
             keys = self.cross_attn_image_to_token.attend_projected_queries(
@@ -207,11 +247,19 @@ class TwoWayTransformer(nn.Module):
         first = self.layers[0]
         assert isinstance(first, TwoWayAttentionBlock)
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        pe_proj: list[torch.Tensor] = []
+        if key_pe.shape[0] == 1:  # one encoding for the batch: its products with the later projections
+            for layer in self.layers[1:]:
+                assert isinstance(layer, TwoWayAttentionBlock)
+                pe_proj += [layer.cross_attn_token_to_image.project_pe(key_pe, layer.cross_attn_token_to_image.k_proj),
+                            layer.cross_attn_image_to_token.project_pe(key_pe, layer.cross_attn_image_to_token.q_proj)]
+            final = self.final_attn_token_to_image
+            pe_proj.append(final.project_pe(key_pe, final.k_proj))
         return ImageCache(
             keys=keys, key_pe=key_pe,
             t2i_k=t2i.project_heads(keys_pe, t2i.k_proj), t2i_v=t2i.project_heads(keys, t2i.v_proj),
             i2t_q=i2t.project_heads(keys_pe, i2t.q_proj).transpose(1, 2).contiguous(),
-            grid=grid,
+            grid=grid, pe_proj=pe_proj,
         )
 
     def forward(self, image_embedding: torch.Tensor | None, image_pe: torch.Tensor,
@@ -227,11 +275,20 @@ class TwoWayTransformer(nn.Module):
             keys, key_pe = self._token_major(image_embedding), self._token_major(image_pe)
         else:
             keys, key_pe = cache.keys, cache.key_pe
+        # With the cache's encoding products the encoding is never added to the image tokens (two passes over
+        # them fewer), and the later blocks add their attention into the keys they own (one copy fewer).
+        pe = cache.pe_proj if cache is not None and len(cache.pe_proj) == 2 * len(self.layers) - 1 else None
+        own = not torch.is_grad_enabled() and not tracing()
         queries = point_embedding
         for i, layer in enumerate(self.layers):
-            queries, keys = layer(queries, keys, point_embedding, key_pe, cache if i == 0 else None)
+            pe_i = None if pe is None or i == 0 else (pe[2 * i - 2], pe[2 * i - 1])
+            queries, keys = layer(queries, keys, point_embedding, key_pe, cache if i == 0 else None, pe_i,
+                                  own_keys=own and i > 0)
         if n_out is not None:
             queries, point_embedding = queries[:, :n_out], point_embedding[:, :n_out]
-        q, k = queries + point_embedding, keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        if pe is not None:
+            attended = self.final_attn_token_to_image(queries + point_embedding, keys, keys, k_pe=(key_pe, pe[-1]))
+        else:
+            attended = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
+        queries = self.norm_final_attn(queries + attended)
         return queries, keys

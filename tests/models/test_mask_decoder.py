@@ -40,8 +40,10 @@ def test_upscale_masks_equals_transposed_convolutions(decoder, batch, grid):
     torch.testing.assert_close(small, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch,points", [(1, 1), (1, 3), (4, 2)])
+@pytest.mark.parametrize("batch,points", [(1, 1), (1, 3), (4, 2), (2, 20)])  # 20 points: the general attention
 def test_image_cache_gives_the_same_decoding(batch, points):
+    """The cache's first-block projections and its encoding products (the later blocks and the final attention
+    never add the encoding to the image tokens) give the plain decoding."""
     torch.manual_seed(2)
     model = resolve_name("sam_vit_b").builder().eval()
     with torch.no_grad():
@@ -52,6 +54,7 @@ def test_image_cache_gives_the_same_decoding(batch, points):
     labels = torch.randint(0, 2, (batch, points))
     with torch.inference_mode():
         cache = model.decoder_cache(emb)
+        assert [tuple(t.shape) for t in cache.pe_proj] == [(8, 16, 4096)] * 3  # block 2's two, the final one
         plain = model.decode(emb, points=(coords, labels))
         cached = model.decode(emb, points=(coords, labels), cache=cache)
         # a mask input makes the dense embedding prompt-dependent: the cache is not used then
