@@ -156,12 +156,9 @@ class MaskDecoder(nn.Module):
         return token_masks_to_grid(torch.cat(groups), h, w, out)
 
     def upscale_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both transposed convolutions as per-token Linears: :meth:`upscale_first_weights` and the second's
-        weight (4*C'', C') and bias (4*C''), outputs ordered (ei, ej, out)."""
-        ct2 = self.output_upscaling[3]
-        assert isinstance(ct2, nn.ConvTranspose2d) and ct2.bias is not None
-        w2 = ct2.weight.permute(2, 3, 1, 0).reshape(4 * ct2.out_channels, ct2.in_channels)
-        return (*self.upscale_first_weights(), w2, ct2.bias.repeat(4))
+        """Both transposed convolutions as per-token Linears: :meth:`upscale_first_weights` and
+        :meth:`upscale_second_weights`."""
+        return (*self.upscale_first_weights(), *self.upscale_second_weights())
 
     def upscale_tokens(self, src: torch.Tensor, hyper_in: torch.Tensor,
                        weights: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
@@ -185,13 +182,20 @@ class MaskDecoder(nn.Module):
         assert isinstance(ct1, nn.ConvTranspose2d) and ct1.bias is not None
         return ct1.weight.permute(2, 3, 1, 0).reshape(4 * ct1.out_channels, -1), ct1.bias.repeat(4)
 
+    def upscale_second_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second transposed convolution as a per-pixel Linear: weight (4*C'', C'), bias (4*C''), outputs
+        ordered (ei, ej, out)."""
+        ct2 = self.output_upscaling[3]
+        assert isinstance(ct2, nn.ConvTranspose2d) and ct2.bias is not None
+        return ct2.weight.permute(2, 3, 1, 0).reshape(4 * ct2.out_channels, ct2.in_channels), ct2.bias.repeat(4)
+
     def upscale_rest(self, y: torch.Tensor, hyper_in: torch.Tensor,
                      second: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """:meth:`upscale_tokens` after the first transposed convolution: y (B,n,4*C') -> (B,n*16,M).
-        ``second``: the second convolution's weight and bias of :meth:`upscale_weights` (made here when None)."""
+        ``second``: :meth:`upscale_second_weights` (made here when None)."""
         _, norm, act1, ct2, act2 = self.output_upscaling
         assert isinstance(norm, LayerNorm2d)
-        w2, b2 = self.upscale_weights()[2:] if second is None else second
+        w2, b2 = self.upscale_second_weights() if second is None else second
         c1, c2 = w2.shape[1], w2.shape[0] // 4
         b = y.shape[0]
         y = act1(F.layer_norm(y.reshape(-1, c1), (c1,), norm.weight, norm.bias, norm.eps))
