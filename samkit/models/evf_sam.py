@@ -117,6 +117,10 @@ class EvfSam(nn.Module):
         """:meth:`Sam.decoder_cache` of the SAM inside."""
         return self.visual_model.decoder_cache(image_embeddings)
 
+    def factored_cache(self, image_embeddings: torch.Tensor):  # noqa: ANN201 (the inner Sam's cache type)
+        """:meth:`Sam.factored_cache` of the SAM inside."""
+        return self.visual_model.factored_cache(image_embeddings)
+
     # -- text path ---------------------------------------------------------------------------------
     @property
     def beit3(self) -> Beit3:

@@ -19,12 +19,14 @@ against ~0.40 G (``bench/decoder_macs.py``); the results are the same function (
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from samkit.models.mask_decoder import MaskDecoder, token_masks_to_grid
+from samkit.models.common import tracing
+from samkit.models.mask_decoder import UPSCALE_ROWS, MaskDecoder, token_masks_to_grid
 from samkit.models.transformer import Attention, TwoWayAttentionBlock
 
 # The first block's image-side projections (samkit.models.transformer.ImageCache's): (h,N,d), (h,N,d), (h,d,N).
@@ -33,26 +35,54 @@ FIRST_BLOCK = ("t2i_k", "t2i_v", "i2t_q")
 
 @dataclass
 class _Term:
-    """One part of F G: factor rows ft (k, N) (F transposed), rows g (k, C), and for an attention's values
-    the per-head coefficients v (h, k/h, d) of the output projection's rows (None for a fixed row)."""
+    """One part of F G for a batch of B prompt sets: factor rows ft (B, k, N) (F transposed) and rows G made of
+    fixed matrices: for an attention's A V, ``v @ m + b`` with v (B, h, k/h, d) the per-head value coefficients,
+    m (h, d, C) the output projection's rows per head and b (C,) each head's share of its bias (m and b through
+    the LayerNorms since); for a LayerNorm's bias (k = 1), v and m None and the row b (C,). ``key`` names where
+    m and b came from (the same for every prompt and call: their products with weights are reused)."""
 
     ft: torch.Tensor
-    g: torch.Tensor
     v: torch.Tensor | None
+    m: torch.Tensor | None
+    b: torch.Tensor
+    key: tuple[str, ...]
+
+    def rows(self, m: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+        """The rows ``v @ m + b`` (B, k, out) for this term's m and b or their products with a weight (h, d, out)
+        and (out,): d multiply-adds per row and output instead of C."""
+        if self.v is None or m is None:
+            return b.expand(self.ft.shape[0], 1, -1)
+        batch, h, _, d = self.v.shape  # the token count stays symbolic in an exported graph: -1 where it appears
+        per_head = (self.v.transpose(0, 1).reshape(h, -1, d) @ m).view(h, batch, -1, m.shape[-1])
+        return per_head.transpose(0, 1).flatten(1, 2) + b
+
+    def normalised(self, s: torch.Tensor, gamma: torch.Tensor, name: str) -> _Term:
+        """The term through a LayerNorm (``name``) with per-token scales s (B, N) and weight gamma (C,): factor rows
+        scaled, rows centred and scaled."""
+        m = None if self.m is None else (self.m - self.m.mean(-1, keepdim=True)) * gamma
+        return _Term(ft=self.ft * s[:, None], v=self.v, m=m, b=(self.b - self.b.mean()) * gamma, key=(*self.key, name))
 
 
 @dataclass
 class _State:
     """Image tokens diag(c) S0 M + sum of the terms' F G (see the module docstring)."""
 
-    c: torch.Tensor | None  # (N,), None = ones
+    c: torch.Tensor | None  # (B, N), None = ones
     terms: list[_Term]
 
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(F^T (r, N), G (r, C)) of all terms, or None when there are none."""
-        if not self.terms:
-            return None
-        return torch.cat([t.ft for t in self.terms]), torch.cat([t.g for t in self.terms])
+    @functools.cached_property
+    def ft(self) -> torch.Tensor | None:
+        """F^T (B, r, N) of all terms, or None when there are none (made once: a state's terms do not change)."""
+        return torch.cat([t.ft for t in self.terms], dim=1) if self.terms else None
+
+
+@dataclass
+class FactoredImage:
+    """One image's :meth:`FactoredDecoder.precompute` tensors with the decoder that made them (what
+    :meth:`samkit.models.sam.Sam.decode_confident` takes as its image cache for prompts without a mask)."""
+
+    decoder: FactoredDecoder
+    tensors: dict[str, torch.Tensor]
 
 
 class FactoredDecoder(nn.Module):
@@ -76,6 +106,8 @@ class FactoredDecoder(nn.Module):
         self.register_buffer("key_pe", image_pe.flatten(2)[0].t().contiguous(), persistent=False)  # (N, C)
         with torch.no_grad():  # constants of an exported click graph; products of 4096 x 256 x 128 each for ViTs
             self.register_buffer("pe_products", torch.stack(self._encoding_products()), persistent=False)
+        # the terms' fixed matrices times weights, by (term key, weight name): the same for every call
+        self._weight_products: dict[tuple[tuple[str, ...], str], tuple[torch.Tensor | None, torch.Tensor]] = {}
 
     # -- the fixed matrices -------------------------------------------------------------------------------
 
@@ -147,63 +179,92 @@ class FactoredDecoder(nn.Module):
                     out[name] = x.t().reshape(h, -1, self.tokens).contiguous()  # (h, d, N)
         return out
 
-    # -- per click -----------------------------------------------------------------------------------------
+    # -- per click (a batch of B prompt sets) -------------------------------------------------------------
 
     @staticmethod
     def _heads(attn: Attention, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
-        """(n, C) tokens through q/k/v projection -> (h, n, d)."""
-        return proj(x).view(-1, attn.num_heads, attn.internal_dim // attn.num_heads).transpose(0, 1)
+        """(B, n, C) tokens through q/k/v projection -> (B, h, n, d)."""
+        return proj(x).unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)
+
+    def _rows(self, state: _State, w: torch.Tensor | None = None, name: str = "") -> torch.Tensor:
+        """The state's rows G (B, r, C), or G W^T (B, r, out) for the weight w (out, C) called ``name``."""
+        return torch.cat([t.rows(*self._fixed(t, w, name)) for t in state.terms], dim=1)
+
+    def _fixed(self, term: _Term, w: torch.Tensor | None, name: str) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """A term's fixed m and b, or their products with the weight w (out, C) called ``name``, made once per
+        decoder (an exported graph folds them into constants)."""
+        if w is None:
+            return term.m, term.b
+        key = (term.key, name)
+        if key in self._weight_products and not tracing():
+            return self._weight_products[key]
+        products = (None if term.m is None else term.m @ w.t(), term.b @ w.t())
+        if not tracing():
+            self._weight_products[key] = products
+        return products
+
+    def _weights_heads(self, attn: Attention, state: _State, proj: nn.Linear) -> torch.Tensor:
+        """The state's rows G (B, r, C) through a projection's weight (no bias) -> (B, h, r, d)."""
+        return self._rows(state, proj.weight, str(id(proj))).unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)
 
     @staticmethod
-    def _weights_heads(attn: Attention, g: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
-        """Factor rows g (r, C) through a projection's weight (no bias) -> (h, r, d)."""
-        h = attn.num_heads
-        return (g @ proj.weight.t()).view(-1, h, attn.internal_dim // h).transpose(0, 1)
+    def _image_product(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Per-head rows x (B, h, k, d) times a per-image product m (h, d, N) -> (h, B, k, N), as one batched
+        product over the heads (a broadcast over B would copy m once per prompt set)."""
+        b, h, _, d = x.shape  # k stays symbolic in an exported graph
+        return (x.transpose(0, 1).reshape(h, -1, d) @ m).view(h, b, -1, m.shape[-1])
 
     def _tokens_to_image(self, attn: Attention, q: torch.Tensor, state: _State, keys: torch.Tensor,
                          key_pe: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Tokens q (n, C) attend to the image tokens (state + positional encoding, values the state):
-        keys (h,d,N) per-image products, key_pe (h,d,N) the encoding's, values (h,N,d) -> (n, C)."""
+        """Tokens q (B, n, C) attend to the image tokens (state + positional encoding, values the state):
+        keys (h,d,N) per-image products, key_pe (h,d,N) the encoding's, values (h,N,d) -> (B, n, C)."""
         h = attn.num_heads
         d = attn.internal_dim // h
-        qh = self._heads(attn, q, attn.q_proj) * d**-0.5  # (h, n, d)
-        base = keys if state.c is None else state.c * keys
-        scores = qh @ (base + key_pe)  # (h, n, N); k_proj's bias shifts each row by a constant: softmax ignores it
-        factors = state.factors()
-        if factors is not None:
-            ft, g = factors
-            z = qh @ self._weights_heads(attn, g, attn.k_proj).transpose(1, 2)  # (h, n, r)
-            scores = scores + z @ ft
-        w = torch.softmax(scores, dim=-1)
-        out = (w if state.c is None else w * state.c) @ values  # (h, n, d)
-        if factors is not None:
-            ft, g = factors
-            wf = w @ ft.t()  # (h, n, r)
-            out = out + wf @ self._weights_heads(attn, g, attn.v_proj)
-        out = out + attn.v_proj.bias.view(h, 1, d)  # each row's weights sum to 1
-        return attn.out_proj(out.transpose(0, 1).reshape(-1, attn.internal_dim))
+        b, big = q.shape[0], self.tokens  # the token count n stays symbolic: -1
+        qh = self._heads(attn, q, attn.q_proj) * d**-0.5  # (B, h, n, d)
+        scores = self._image_product(qh, keys)  # (h, B, n, N); k_proj's bias: softmax ignores it
+        if state.c is not None:
+            scores = scores * state.c[:, None]
+        scores = scores + self._image_product(qh, key_pe)
+        ft = state.ft
+        if ft is not None:
+            z = qh @ self._weights_heads(attn, state, attn.k_proj).transpose(2, 3)  # (B, h, n, r)
+            scores = scores + (z.flatten(1, 2) @ ft).view(b, h, -1, big).transpose(0, 1)
+        w = torch.softmax(scores, dim=-1)  # (h, B, n, N)
+        out = ((w if state.c is None else w * state.c[:, None]).view(h, -1, big) @ values).view(h, b, -1, d)
+        if ft is not None:
+            wf = (w.transpose(0, 1).reshape(b, -1, big) @ ft.transpose(1, 2)).unflatten(1, (h, -1))  # (B,h,n,r)
+            out = out + (wf @ self._weights_heads(attn, state, attn.v_proj)).transpose(0, 1)
+        out = out + attn.v_proj.bias.view(h, 1, 1, d)  # each row's weights sum to 1
+        return attn.out_proj(out.permute(1, 2, 0, 3).reshape(b, -1, h * d))
 
     def _image_to_tokens(self, attn: Attention, k: torch.Tensor, v: torch.Tensor, state: _State,
-                         queries: torch.Tensor, query_pe: torch.Tensor | None) -> _Term:
+                         queries: torch.Tensor, query_pe: torch.Tensor | None, name: str) -> _Term:
         """The image tokens (state + encoding; per-image products ``queries`` (h,d,N), the encoding's plus
-        q_proj's bias ``query_pe``) attend to tokens k (n, C), values v (n, C) -> the term A V they add."""
+        q_proj's bias ``query_pe``) attend to tokens k (B, n, C), values v (B, n, C) -> the term A V they add
+        (``name``: the attention's)."""
         h = attn.num_heads
         d = attn.internal_dim // h
-        kh = self._heads(attn, k, attn.k_proj) * d**-0.5  # (h, n, d)
-        base = queries if state.c is None else state.c * queries
-        scores = kh @ (base if query_pe is None else base + query_pe)  # (h, n, N)
-        factors = state.factors()
-        if factors is not None:
-            ft, g = factors
-            z = kh @ self._weights_heads(attn, g, attn.q_proj).transpose(1, 2)  # (h, n, r)
-            scores = scores + z @ ft
-        # softmax over the tokens, written out: onnxruntime(-web) transposes for a softmax over a middle axis
-        e = torch.exp(scores - scores.amax(dim=1, keepdim=True))
-        w = e / e.sum(dim=1, keepdim=True)
-        vh = self._heads(attn, v, attn.v_proj)  # (h, n, d)
+        b, big = k.shape[0], self.tokens  # the token count n stays symbolic: -1
+        kh = self._heads(attn, k, attn.k_proj) * d**-0.5  # (B, h, n, d)
+        scores = self._image_product(kh, queries)  # (h, B, n, N)
+        if state.c is not None:
+            scores = scores * state.c[:, None]
+        if query_pe is not None:
+            scores = scores + self._image_product(kh, query_pe)
+        ft = state.ft
+        if ft is not None:
+            z = kh @ self._weights_heads(attn, state, attn.q_proj).transpose(2, 3)  # (B, h, n, r)
+            scores = scores + (z.flatten(1, 2) @ ft).view(b, h, -1, big).transpose(0, 1)
+        if tracing():  # softmax over the tokens, written out: onnxruntime(-web) transposes for a middle axis
+            e = torch.exp(scores - scores.amax(dim=2, keepdim=True))
+            w = e / e.sum(dim=2, keepdim=True)
+        else:
+            w = torch.softmax(scores, dim=2)
         wo = attn.out_proj.weight.t().reshape(h, d, -1)  # (h, d, C)
-        g = (vh @ wo + attn.out_proj.bias / h).reshape(-1, wo.shape[2])  # each head's weights sum to 1
-        return _Term(ft=w.reshape(-1, self.tokens), g=g, v=vh)
+        # each head's weights sum to 1: the bias splits into equal shares
+        return _Term(ft=w.transpose(0, 1).reshape(b, -1, big), v=self._heads(attn, v, attn.v_proj), m=wo,
+                     b=attn.out_proj.bias / h, key=(name,))
 
     def _norm(self, norm: nn.LayerNorm, j: int, state: _State, image: dict[str, torch.Tensor]) -> _State:
         """LayerNorm of the state (whose last term is the block's A V) -> the normalised state."""
@@ -211,24 +272,23 @@ class FactoredDecoder(nn.Module):
         for t, term in enumerate(state.terms):
             e = image[f"e{j}_{t}b"]  # (N,)
             if term.v is not None:
-                h = term.v.shape[0]
-                e = (term.v @ image[f"e{j}_{t}"]).reshape(-1, self.tokens) + e / h  # (k, N)
-            cross.append((term.ft * e).sum(0))
-        factors = state.factors()
-        assert factors is not None  # the block's A V at least
-        ft, g = factors
-        gc = g - g.mean(1, keepdim=True)
+                h = term.v.shape[1]
+                e = self._image_product(term.v, image[f"e{j}_{t}"]).transpose(0, 1).flatten(1, 2) + e / h  # (B,k,N)
+            cross.append((term.ft * e).sum(1))
+        ft, g = state.ft, self._rows(state)
+        assert ft is not None  # the block's A V at least
+        gc = g - g.mean(2, keepdim=True)
         own = image[f"n{j}"]
         if state.c is not None:
             own = own * state.c.square()
         mixed = torch.stack(cross).sum(0)
         if state.c is not None:
             mixed = mixed * state.c
-        low = ((gc @ gc.t()) @ ft * ft).sum(0)
+        low = ((gc @ gc.transpose(1, 2)) @ ft * ft).sum(1)
         var = (own + 2.0 * mixed + low).clamp(min=0.0) / norm.normalized_shape[0]
-        s = torch.rsqrt(var + norm.eps)
-        terms = [_Term(ft=t.ft * s, g=(t.g - t.g.mean(1, keepdim=True)) * norm.weight, v=t.v) for t in state.terms]
-        terms.append(_Term(ft=torch.ones_like(s)[None], g=norm.bias[None], v=None))
+        s = torch.rsqrt(var + norm.eps)  # (B, N)
+        terms = [t.normalised(s, norm.weight, f"norm{j}") for t in state.terms]
+        terms.append(_Term(ft=torch.ones_like(s)[:, None], v=None, m=None, b=norm.bias, key=(f"norm{j}.bias",)))
         return _State(c=s if state.c is None else s * state.c, terms=terms)
 
     def _encoding_products(self) -> list[torch.Tensor]:
@@ -247,58 +307,95 @@ class FactoredDecoder(nn.Module):
         final = self.transformer.final_attn_token_to_image
         return [*products, heads(self.key_pe @ final.k_proj.weight.t(), final)]
 
-    def click(self, image: dict[str, torch.Tensor], sparse: torch.Tensor, grid: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """image (:meth:`precompute`), sparse (1, n, C) prompt embeddings, grid (2,) token rows and columns
-        to decode -> iou (1, M+1), low-res logits (1, M+1, 4 rows, 4 cols), row_scale (N,), factors (r, N),
-        ct1_factor (r, 4 C/4), mask weights (1, M+1, C/8)."""
+    def transform(self, image: dict[str, torch.Tensor], sparse: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The two-way transformer for a batch of prompt sets: image (:meth:`precompute`), sparse (B, n, C) prompt
+        embeddings -> output tokens hs (B, M+1, C) (IoU token, mask tokens) and the image tokens after the
+        transformer as ``diag(row_scale) S0 M + factors^T G``: row_scale (B, N), factors (B, r, N), and G through the
+        first transposed convolution's per-token Linear, ct1_factor (B, r, 4 C/4)."""
         dec, tr = self.decoder, self.transformer
         n_out = 1 + dec.num_mask_tokens
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        query_pe = torch.cat([output_tokens, sparse[0]], dim=0)  # (T, C)
+        query_pe = torch.cat([output_tokens.expand(sparse.shape[0], -1, -1), sparse], dim=1)  # (B, T, C)
         queries = query_pe
         state = _State(c=None, terms=[])
         pe = iter(self.pe_products)
         for j, layer in enumerate(self._layers()):
             if layer.skip_first_layer_pe:
-                queries = layer.self_attn(queries[None], queries[None], queries[None])[0]
+                queries = layer.self_attn(queries, queries, queries)
             else:
                 q = queries + query_pe
-                queries = queries + layer.self_attn(q[None], q[None], queries[None])[0]
+                queries = queries + layer.self_attn(q, q, queries)
             queries = layer.norm1(queries)
             t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
             if j == 0:
-                attended = t2i.attend_projected_keys((queries + query_pe)[None], image["t2i_k"], image["t2i_v"])[0]
+                attended = t2i.attend_projected_keys(queries + query_pe, image["t2i_k"], image["t2i_v"])
             else:
                 attended = self._tokens_to_image(t2i, queries + query_pe, state, image[f"k{j}"], next(pe),
                                                  image[f"v{j}"])
             queries = layer.norm2(queries + attended)
             queries = layer.norm3(queries + layer.mlp(queries))
             if j == 0:
-                term = self._image_to_tokens(i2t, queries + query_pe, queries, state, image["i2t_q"], None)
+                term = self._image_to_tokens(i2t, queries + query_pe, queries, state, image["i2t_q"], None, "i2t0")
             else:
                 term = self._image_to_tokens(i2t, queries + query_pe, queries, state, image[f"q{j}"],
-                                             next(pe))
+                                             next(pe), f"i2t{j}")
             state = self._norm(layer.norm4, j, _State(c=state.c, terms=[*state.terms, term]), image)
         final = tr.final_attn_token_to_image
-        q = queries[:n_out]
-        attended = self._tokens_to_image(final, q + query_pe[:n_out], state, image["kf"], next(pe),
+        q = queries[:, :n_out]
+        attended = self._tokens_to_image(final, q + query_pe[:, :n_out], state, image["kf"], next(pe),
                                          image["vf"])
-        hs = tr.norm_final_attn(q + attended)[None]  # (1, M+1, C)
-        weights = dec.hypernetwork(hs)
-        factors = state.factors()
-        assert factors is not None and state.c is not None
-        ft, g = factors
-        w1, b1 = dec.upscale_first_weights()
-        ct1_factor = g @ w1.t()  # (r, 4 C/4)
+        assert state.ft is not None and state.c is not None
+        ct1_factor = self._rows(state, self.decoder.upscale_first_weights()[0], "ct1")
+        return tr.norm_final_attn(q + attended), state.c, state.ft, ct1_factor
+
+    def upscale(self, image: dict[str, torch.Tensor], row_scale: torch.Tensor, factors: torch.Tensor,
+                ct1_factor: torch.Tensor, weights: torch.Tensor, grid: torch.Tensor | tuple[int, int]
+                ) -> torch.Tensor:
+        """Low-res logits (B, K, 4 rows, 4 cols) of the first ``grid`` (rows, columns) of image tokens, from
+        :meth:`transform`'s row_scale (B, N) and factors (B, r, N), ct1_factor (B, r, 4 C/4) (its G through the
+        first transposed convolution) and mask weights (B, K, C/8) (the hypernetwork's, of the K masks wanted)."""
+        _, b1 = self.decoder.upscale_first_weights()
         h, w = self.grid
         ct1 = image["ct1"].view(h, w, -1)[:grid[0], :grid[1]]  # traced as dynamic ends
         rows, cols = ct1.shape[0], ct1.shape[1]
-        scale = state.c.view(h, w)[:grid[0], :grid[1]].reshape(-1, 1)
-        kept = ft.view(-1, h, w)[:, :grid[0], :grid[1]].reshape(ft.shape[0], -1)
-        y = scale * ct1.reshape(rows * cols, -1) + kept.t() @ ct1_factor + b1
-        low = token_masks_to_grid(dec.upscale_rest(y[None], weights), rows, cols)
-        return dec.iou_prediction_head(hs[:, 0]), low, state.c, ft, ct1_factor, weights
+        ct1 = ct1.reshape(rows * cols, -1)
+        scale = row_scale.view(-1, h, w)[:, :grid[0], :grid[1]].reshape(row_scale.shape[0], -1, 1)
+        kept = factors.view(factors.shape[0], -1, h, w)[:, :, :grid[0], :grid[1]].flatten(2).transpose(1, 2)
+        # a few prompt sets at a time: one step's intermediates stay in cache (MaskDecoder.upscale_masks)
+        per = max(1, UPSCALE_ROWS // (rows * cols))
+        second = self.decoder.upscale_second_weights()
+        steps = [self.decoder.upscale_rest(torch.baddbmm(torch.addcmul(b1, scale[i:i + per], ct1), kept[i:i + per],
+                                                         ct1_factor[i:i + per]), weights[i:i + per], second)
+                 for i in range(0, row_scale.shape[0], per)]
+        return token_masks_to_grid(steps[0] if len(steps) == 1 else torch.cat(steps), rows, cols)
+
+    def click(self, image: dict[str, torch.Tensor], sparse: torch.Tensor, grid: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image (:meth:`precompute`), sparse (1, n, C) prompt embeddings, grid (2,) token rows and columns
+        to decode -> iou (1, M+1), low-res logits (1, M+1, 4 rows, 4 cols), row_scale (N,), factors (r, N),
+        ct1_factor (r, 4 C/4), mask weights (1, M+1, C/8)."""
+        hs, row_scale, factors, ct1_factor = self.transform(image, sparse)
+        weights = self.decoder.hypernetwork(hs)
+        low = self.upscale(image, row_scale, factors, ct1_factor, weights, grid)
+        return self.decoder.iou_prediction_head(hs[:, 0]), low, row_scale[0], factors[0], ct1_factor[0], weights
+
+    def confident(self, image: dict[str, torch.Tensor], sparse: torch.Tensor, outputs: slice, min_iou: float,
+                  grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`samkit.models.mask_decoder.MaskDecoder.confident_masks` for a batch of prompt sets (B, n, C)
+        without a mask prompt: the ``outputs`` masks whose predicted IoU is above ``min_iou``, and only those,
+        as low-res logits (K, 4h, 4w) (``grid`` (rows, cols): of that top-left block of tokens only, (K, 4*rows,
+        4*cols)), IoU (K,) and index (K, 2) = (prompt, output)."""
+        hs, row_scale, factors, ct1_factor = self.transform(image, sparse)
+        iou = self.decoder.iou_prediction_head(hs[:, 0])[:, outputs]
+        index = (iou > min_iou).nonzero()
+        rows, cols = grid or self.grid
+        if not len(index):
+            return hs.new_zeros((0, 4 * rows, 4 * cols)), iou.new_zeros((0,)), index
+        prompts, kept = torch.unique(index[:, 0], return_inverse=True)
+        weights = self.decoder.hypernetwork(hs[prompts], outputs)
+        masks = self.upscale(image, row_scale[prompts], factors[prompts], ct1_factor[prompts], weights, (rows, cols))
+        return masks[kept, index[:, 1]], iou[index[:, 0], index[:, 1]], index
 
     def rest(self, ct1: torch.Tensor, row_scale: torch.Tensor, factors: torch.Tensor, ct1_factor: torch.Tensor,
              weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

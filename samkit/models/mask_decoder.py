@@ -65,24 +65,27 @@ class MaskDecoder(nn.Module):
 
     def confident_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                         sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor | None,
-                        multimask_output: bool, min_iou: float, cache: ImageCache | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        multimask_output: bool, min_iou: float, cache: ImageCache | None = None,
+                        grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`forward`'s masks whose predicted IoU is above ``min_iou``, and only those: masks (K,4h,4w),
         their IoU (K,), and ``index`` (K,2): (prompt, output) of each in forward()'s (B,M) results.
+        ``grid`` (rows, cols): only the tokens of the grid's top-left rows x cols block are upscaled, and the
+        masks are that block's logits (K,4*rows,4*cols) (what an upsampling to the image reads).
 
         The IoU head reads only the transformer's tokens, so a prompt none of whose masks passes skips the
         upscaling chain (a quarter of a decoder call): segment-everything drops most of its grid points there.
         The kept masks are the ones :meth:`forward` computes (the same operations on fewer prompts)."""
         hs, src, (h, w) = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings,
                                                dense_prompt_embeddings, cache)
+        rows, cols = (h, w) if grid is None else grid
         outputs = output_slice(multimask_output)
         iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
         index = (iou > min_iou).nonzero()
         if not len(index):
-            return src.new_zeros((0, 4 * h, 4 * w)), iou.new_zeros((0,)), index
-        prompts, rows = torch.unique(index[:, 0], return_inverse=True)
-        masks = self.upscale_masks(src[prompts], self.hypernetwork(hs[prompts], outputs), h, w)
-        return masks[rows, index[:, 1]], iou[index[:, 0], index[:, 1]], index
+            return src.new_zeros((0, 4 * rows, 4 * cols)), iou.new_zeros((0,)), index
+        prompts, kept = torch.unique(index[:, 0], return_inverse=True)
+        decoded = DecodedMasks(self, src[prompts], self.hypernetwork(hs[prompts], outputs), (h, w), iou[prompts])
+        return decoded.region(rows, cols)[kept, index[:, 1]], iou[index[:, 0], index[:, 1]], index
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                       dense: torch.Tensor | None, cache: ImageCache | None = None,

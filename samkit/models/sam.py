@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from samkit.models.factored_decoder import FactoredDecoder, FactoredImage
 from samkit.models.mask_decoder import DecodedMasks, MaskDecoder, output_slice
 from samkit.models.prompt_encoder import PromptEncoder
 from samkit.models.transformer import ImageCache
@@ -91,13 +92,29 @@ class Sam(nn.Module):
     def decode_confident(self, image_embeddings: torch.Tensor, min_iou: float,
                          points: tuple[torch.Tensor, torch.Tensor] | None = None, boxes: torch.Tensor | None = None,
                          mask_input: torch.Tensor | None = None, multimask_output: bool = True,
-                         extra_tokens: torch.Tensor | None = None, cache: ImageCache | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         extra_tokens: torch.Tensor | None = None, cache: ImageCache | FactoredImage | None = None,
+                         grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`decode`, keeping only the masks whose predicted IoU is above ``min_iou`` (the others are not
-        computed): logits (K,256,256), IoU (K,), index (K,2) = (prompt, output) in decode's (B,M)."""
-        sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens, cache)
+        computed): logits (K,256,256), IoU (K,), index (K,2) = (prompt, output) in decode's (B,M). ``grid`` (rows,
+        cols): only the logits of that top-left block of image tokens, (K,4*rows,4*cols). ``cache``: either image
+        cache (:meth:`decoder_cache`; :meth:`factored_cache`: less work per prompt for large batches)."""
+        if isinstance(cache, FactoredImage) and mask_input is None:
+            sparse, _ = self.prompt_encoder(points, boxes, None)
+            if extra_tokens is not None:
+                sparse = torch.cat([sparse.expand(extra_tokens.shape[0], -1, -1), extra_tokens], dim=1)
+            return cache.decoder.confident(cache.tensors, sparse, output_slice(multimask_output), min_iou, grid)
+        sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens,
+                                                       cache if isinstance(cache, ImageCache) else None)
         return self.mask_decoder.confident_masks(image_embeddings, self.dense_pe(), sparse, dense, multimask_output,
-                                                 min_iou, cache=cache)
+                                                 min_iou, cache=cache, grid=grid)
+
+    def factored_cache(self, image_embeddings: torch.Tensor) -> FactoredImage:
+        """:meth:`decoder_cache`'s counterpart for :class:`~samkit.models.factored_decoder.FactoredDecoder`: the
+        per-image products of one (1,256,64,64) embedding without a mask prompt, for :meth:`decode_confident`.
+        Made for the current weights (make a new one after changing them)."""
+        decoder = FactoredDecoder(self.mask_decoder, self.dense_pe())
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return FactoredImage(decoder, decoder.precompute((image_embeddings + no_mask).flatten(2)[0].t()))
 
     def _prompt_embeddings(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
                            mask_input: torch.Tensor | None, extra_tokens: torch.Tensor | None,

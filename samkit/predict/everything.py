@@ -415,11 +415,17 @@ class AutomaticMaskGenerator:
         """Decode (B,2) crop-frame points (3 masks each), filter, and add survivors to ``local``."""
         pred = self.predictor
         model = pred.model
+        blocks = None
+        if self.stability_prefilter and self.stability_score_thresh > 0:
+            blocks = support_blocks(pred.original_size, pred.input_size, pred.low_res_size(),
+                                    model.img_size)
         with _timer(self.timings, "decoder"):
             coords = torch.from_numpy(scale_coords(points, pred._require_image()[1], model.img_size)).float()
             labels = torch.ones(len(points), 1, dtype=torch.long)
             if self.pred_iou_thresh > 0:  # masks below the threshold are not even upscaled to low-res
-                low, iou, which = pred.decode_confident((coords[:, None], labels), self.pred_iou_thresh)
+                # with the windowed stability filter, only the block of logits the upsampling reads
+                low, iou, which = pred.decode_confident((coords[:, None], labels), self.pred_iou_thresh,
+                                                        image_part=blocks is not None)
                 candidates = len(points) * MULTIMASK_OUTPUTS
             else:
                 low, iou = pred.decode_low_res((coords[:, None], labels), multimask=True)
@@ -432,9 +438,6 @@ class AutomaticMaskGenerator:
             self.filtered["pred_iou"] += candidates - len(iou)
             offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.float64)
             threshold = model.mask_threshold
-            blocks = None
-            if self.stability_prefilter and self.stability_score_thresh > 0:
-                blocks = support_blocks(pred.original_size, pred.input_size, low.shape[-1], model.img_size)
             if blocks is not None:
                 self._windowed_survivors(low, iou, pts, blocks, crop, offset, height, width, index, local)
                 return
@@ -457,7 +460,8 @@ class AutomaticMaskGenerator:
     def _windowed_survivors(self, low: torch.Tensor, iou: torch.Tensor, pts: torch.Tensor, blocks: SupportBlocks,
                             crop: list[int], shift: torch.Tensor, height: int, width: int, index: int,
                             local: _Candidates) -> None:
-        """The stability filter, boxes and RLEs of (K, s, s) low-res masks, each upsampled only inside the
+        """The stability filter, boxes and RLEs of (K, s', s'') low-res masks (the whole grid, or the top-left block
+        that the upsampling reads: :meth:`Predictor.decode_confident`'s ``image_part``), each upsampled only inside the
         window where it can be foreground (:func:`stability_bounds`), and not at all when its bound fails.
 
         Same scores, masks and boxes as :func:`stability_score` / :func:`masks_to_boxes` on the whole upsampled
@@ -466,7 +470,8 @@ class AutomaticMaskGenerator:
         """
         pred, model = self.predictor, self.predictor.model
         threshold, offset = model.mask_threshold, self.stability_score_offset
-        rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size, low.shape[-1], model.img_size)
+        rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size,
+                                              pred.low_res_size(), model.img_size)
         for s in range(0, low.shape[0], 64):
             chunk = low[s:s + 64].float()
             bound, windows = stability_bounds(chunk, blocks, threshold, offset)

@@ -19,6 +19,7 @@ from samkit.data.image_io import load_image
 from samkit.errors import PromptError, SamkitError
 from samkit.io_utils import atomic_path
 from samkit.models.evf_sam import EvfSam
+from samkit.models.factored_decoder import FactoredImage
 from samkit.models.mask_decoder import output_slice
 from samkit.models.prompt_encoder import prompt_batch
 from samkit.models.sam import Sam
@@ -144,7 +145,7 @@ class Predictor:
     def reset_image(self) -> None:
         """Forget the current image embedding."""
         self.features: torch.Tensor | None = None
-        self._decoder_cache: ImageCache | None = None
+        self._caches: dict[str, Any] = {}  # the model's image caches, by the name of the method that made them
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.text_image: torch.Tensor | None = None  # (1,3,224,224) BEiT-3 input, for text-promptable models
@@ -169,15 +170,17 @@ class Predictor:
     def _set_features(self, features: torch.Tensor) -> None:
         # Channels-last = token-major, the layout the mask decoder works in: converted once per image.
         self.features = features.contiguous(memory_format=torch.channels_last)
-        self._decoder_cache = None  # built at the first prompt without a mask input
+        self._caches = {}  # built at the first prompt without a mask input
 
-    def _cache(self) -> ImageCache | None:
-        """The model's prompt-independent decoder work for the current embedding (batch 1), made once."""
+    def _cache(self, factored: bool = False) -> ImageCache | FactoredImage | None:
+        """The model's prompt-independent decoder work for the current embedding (batch 1), made once: its
+        ``decoder_cache``, or with ``factored`` its ``factored_cache`` (less work per prompt in large batches)."""
         features = self._require_image()[0]
-        if self._decoder_cache is None and features.shape[0] == 1 and hasattr(self.model, "decoder_cache"):
+        name = "factored_cache" if factored else "decoder_cache"
+        if name not in self._caches and features.shape[0] == 1 and hasattr(self.model, name):
             with torch.inference_mode():
-                self._decoder_cache = self.model.decoder_cache(features)
-        return self._decoder_cache
+                self._caches[name] = getattr(self.model, name)(features)
+        return self._caches.get(name)
 
     def save_embedding(self, path: str | os.PathLike) -> None:
         """Write the image embedding (+ sizes and architecture) to a safetensors file."""
@@ -250,11 +253,9 @@ class Predictor:
         logits an upsampling to any frame of the image reads (:func:`~samkit.predict.transforms.upscale_grid`;
         not the padding below or right of the image): low-res logits (C,s,s) filled there only, IoU (C,), and a
         function that fills in the rest and returns all of them (C,s,s) as an array (``Prediction.low_res_logits``)."""
-        _, _, input_size = self._require_image()
         decoded = self._decode(self.model.decode_masks, pts, boxes, masks, multimask, extra)
         h, w = decoded.grid
-        # the input frame's own size bounds what every smaller or larger frame's upsampling reads
-        rows, cols = upscale_grid(input_size, input_size, 4 * h, self.model.img_size, h)
+        rows, cols = self.image_tokens()
         budget = functools.partial(self._budget, pts, boxes, masks, extra)
         with torch.inference_mode(), budget():
             # the rest of the grid is written by complete(); until then only this block is read
@@ -364,30 +365,49 @@ class Predictor:
         low, iou = self._decode(self.model.decode, pts, boxes, masks, multimask, extra_tokens)
         return low.float().cpu(), iou.float().cpu()
 
-    def decode_confident(self, pts: tuple[torch.Tensor, torch.Tensor], min_iou: float,
-                         multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode_confident(self, pts: tuple[torch.Tensor, torch.Tensor], min_iou: float, multimask: bool = True,
+                         image_part: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`decode_low_res` of points, keeping only the masks whose predicted IoU is above ``min_iou`` and
         computing no others (segment-everything's first filter): low-res logits (K,s,s), IoU (K,), and index
         (K,2) = (prompt, output) of each in decode_low_res's (B,M). float32 CPU. Models without this decoder
-        path (ONNX) decode everything and filter."""
+        path (ONNX) decode everything and filter.
+
+        ``image_part``: only the logits an upsampling to the image reads, the grid's top-left (K, 4*rows, 4*cols)
+        block of :meth:`image_tokens` (the upscaling chain skips the padding's tokens)."""
+        grid = self.image_tokens() if image_part else None
         decode = getattr(self.model, "decode_confident", None)
         if decode is None:
             low, iou = self.decode_low_res(pts, multimask=multimask)
             index = (iou > min_iou).nonzero()
-            return low[index[:, 0], index[:, 1]], iou[index[:, 0], index[:, 1]], index
-        low, iou, index = self._decode(functools.partial(decode, min_iou=min_iou), pts, None, None, multimask, None)
+            low = low[index[:, 0], index[:, 1]]
+            return (low if grid is None else low[:, :4 * grid[0], :4 * grid[1]]), iou[index[:, 0], index[:, 1]], index
+        decode = functools.partial(decode, min_iou=min_iou, **({} if grid is None else {"grid": grid}))
+        low, iou, index = self._decode(decode, pts, None, None, multimask, None, factored=True)
         return low.float().cpu(), iou.float().cpu(), index.cpu()
+
+    def low_res_size(self) -> int:
+        """Side s of the current image's (s, s) low-res logits: 4 per token of the embedding's grid."""
+        return 4 * self._require_image()[0].shape[-1]
+
+    def image_tokens(self) -> tuple[int, int]:
+        """Rows and columns of the embedding's image tokens whose low-res logits an upsampling to any frame of the
+        current image reads (:func:`~samkit.predict.transforms.upscale_grid`): not the padding below or right of
+        the image."""
+        features, _, input_size = self._require_image()
+        h = features.shape[-2]
+        # the input frame's own size bounds what every smaller or larger frame's upsampling reads
+        return upscale_grid(input_size, input_size, 4 * h, self.model.img_size, h)
 
     def _decode(self, decode: Callable[..., Any], pts: tuple[torch.Tensor, torch.Tensor] | None,
                 boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool,
-                extra_tokens: torch.Tensor | None) -> Any:
+                extra_tokens: torch.Tensor | None, factored: bool = False) -> Any:
         """Run a model's decode method on checked prompts, moved to the model's device, with the image cache
-        where it applies and the call's thread budget."""
+        where it applies (``factored``: :meth:`_cache`'s) and the call's thread budget."""
         dev = self.model.device
         features = self._require_image()[0]
         # only what is given: models without text or an image cache (ONNX) take neither keyword
         optional: dict[str, Any] = {} if extra_tokens is None else {"extra_tokens": extra_tokens.to(dev)}
-        cache = None if masks is not None else self._cache()
+        cache = None if masks is not None else self._cache(factored)
         if cache is not None:
             optional["cache"] = cache
         with torch.inference_mode(), self._budget(pts, boxes, masks, extra_tokens):

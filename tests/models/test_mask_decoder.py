@@ -120,6 +120,33 @@ def test_decode_confident_is_decode_filtered_by_iou_and_skips_upscaling(sam_b, m
     assert upscaled == [int((best > threshold).sum())]  # only the prompts with a kept mask were upscaled
 
 
+@pytest.mark.parametrize("grid", [None, (43, 64), (64, 30)])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_decode_confident_with_the_factored_cache_is_decode_filtered_by_iou(sam_b, multimask, grid):
+    """Sam.decode_confident with factored_cache (FactoredDecoder run on a batch of prompt sets: points and boxes)
+    keeps the masks decoder_cache's path keeps, with the same logits; ``grid``: the top-left block of them."""
+    torch.manual_seed(6)
+    emb = torch.randn(1, 256, 64, 64)
+    coords, labels = torch.rand(10, 2, 2) * 1024, torch.randint(0, 2, (10, 2))
+    boxes = torch.sort(torch.rand(10, 2, 2) * 1024, dim=1).values.flatten(1)
+    with torch.inference_mode():
+        low, iou = sam_b.decode(emb, points=(coords, labels), boxes=boxes, multimask_output=multimask,
+                                cache=sam_b.decoder_cache(emb))
+        best = iou.max(dim=1).values.sort().values
+        threshold = float(best[len(best) // 2 - 1:len(best) // 2 + 1].mean())  # between two prompts' best
+        kept, kept_iou, index = sam_b.decode_confident(emb, threshold, points=(coords, labels), boxes=boxes,
+                                                       multimask_output=multimask, cache=sam_b.factored_cache(emb),
+                                                       grid=grid)
+    expected = (iou > threshold).nonzero()
+    assert 0 < len(expected) < iou.numel()
+    assert torch.equal(index, expected)
+    torch.testing.assert_close(kept_iou, iou[expected[:, 0], expected[:, 1]], rtol=0, atol=1e-5)
+    rows, cols = grid or (64, 64)
+    want = low[expected[:, 0], expected[:, 1], :4 * rows, :4 * cols]
+    assert kept.shape == want.shape
+    torch.testing.assert_close(kept, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+
+
 def test_decode_confident_with_nothing_above_the_threshold(sam_b):
     emb = torch.randn(1, 256, 64, 64)
     with torch.inference_mode():

@@ -9,6 +9,7 @@ from PIL import Image
 from samkit.errors import PromptError, SamkitError
 from samkit.models.registry import resolve_name
 from samkit.predict.predictor import Predictor
+from samkit.predict.transforms import upsample_operators
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,33 @@ def test_predict_upscales_the_padding_only_when_low_res_logits_are_read(model, s
         again = pred.predict(points=points, labels=labels, mask_input=low_res[:1], multimask=False)
         want = pred.predict_low_res(points=points, labels=labels, mask_input=low.numpy()[:1], multimask=False)[0]
         np.testing.assert_allclose(again.low_res_logits, want.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(321, 481), (481, 321)])
+def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, size):
+    """decode_confident (segment-everything's batched decoder call) keeps the masks above the IoU threshold with
+    decode_low_res's logits; ``image_part``: the grid's top-left block of image_tokens() only, which is all that
+    upsampling to the image reads (the padding's tokens are not upscaled)."""
+    h, w = size
+    pred = Predictor(model)
+    pred.set_image(np.random.default_rng(4).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    coords = torch.rand(16, 1, 2) * torch.tensor(pred.input_size[::-1], dtype=torch.float32)
+    labels = torch.ones(16, 1, dtype=torch.long)
+    low, iou = pred.decode_low_res((coords, labels))
+    best = iou.max(dim=1).values.sort().values
+    threshold = float(best[len(best) // 2 - 1:len(best) // 2 + 1].mean())  # between two prompts' best
+    rows, cols = pred.image_tokens()
+    s = pred.low_res_size()
+    assert s == 256 and (rows < 64) == (h < w) and (cols < 64) == (w < h) and max(rows, cols) == 64
+    expected = (iou > threshold).nonzero()
+    want = low[expected[:, 0], expected[:, 1]]
+    for image_part in (False, True):
+        kept, kept_iou, index = pred.decode_confident((coords, labels), threshold, image_part=image_part)
+        assert torch.equal(index, expected)
+        torch.testing.assert_close(kept_iou, iou[expected[:, 0], expected[:, 1]], rtol=0, atol=1e-5)
+        block = want[:, :4 * rows, :4 * cols] if image_part else want
+        assert kept.shape == block.shape
+        torch.testing.assert_close(kept, block, rtol=0, atol=1e-4 * float(block.abs().max()))
+    # the block holds every low-res cell the upsampling to the image reads
+    rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size, s, model.img_size)
+    assert not rows_op[:, 4 * rows:].any() and not cols_op[:, 4 * cols:].any()
