@@ -248,17 +248,18 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> tuple[np
 
 
 def _encode_placed(masks: list[tuple[np.ndarray, int, int]], height: int, width: int) -> list[dict]:
-    """(mask (h_i, w_i) bool, top y, left x) in the (height, width) image -> pycocotools RLEs.
+    """(mask transposed (w_i, h_i) bool, top y, left x) in the (height, width) image -> pycocotools RLEs.
 
     One image-sized frame is reused for every mask (placed, encoded, cleared): memory is one byte per
-    image pixel however many masks a chunk keeps.
+    image pixel however many masks a chunk keeps. The frame is column-major, as pycocotools reads it, so a
+    transposed mask (C-ordered) is placed by contiguous row copies.
     """
-    frame = np.zeros((height, width, 1), dtype=np.uint8, order="F")
+    frame = np.zeros((width, height), dtype=np.uint8)  # (x, y): the image column-major
     rles = []
-    for mask, y, x in masks:
-        window = frame[y:y + mask.shape[0], x:x + mask.shape[1], 0]
-        window[...] = mask
-        rles.extend(mask_utils.encode(frame))
+    for mask_t, y, x in masks:
+        window = frame[x:x + mask_t.shape[0], y:y + mask_t.shape[1]]
+        window[...] = mask_t
+        rles.extend(mask_utils.encode(frame.T[:, :, None]))
         window[...] = 0
     return rles
 
@@ -452,7 +453,7 @@ class AutomaticMaskGenerator:
                 self.filtered["stability"] += int((~ok).sum())
                 self.filtered["crop_edge"] += int((~inside).sum())
                 sel = ok.nonzero().flatten()[inside]
-                placed = [(m, crop[1], crop[0]) for m in masks[inside].numpy()]
+                placed = [(m.T, crop[1], crop[0]) for m in masks[inside].numpy()]
                 local.add(_encode_placed(placed, height, width), boxes[inside], iou[s:s + self.upsample_chunk][sel],
                           stab[sel],
                           pts[s:s + self.upsample_chunk][sel] + offset[:2], index)
@@ -481,15 +482,16 @@ class AutomaticMaskGenerator:
                 y0, y1, x0, x1 = windows[j].tolist()
                 r0, r1 = blocks.row_span[y0, 0], blocks.row_span[y1 - 1, 1] + 1  # low-res rows/cols read
                 c0, c1 = blocks.col_span[x0, 0], blocks.col_span[x1 - 1, 1] + 1
-                # torch's matmul: numpy's BLAS threads would spin against torch's between calls
-                logits = (rows_op[y0:y1, r0:r1] @ chunk[j, r0:r1, c0:c1] @ cols_op[x0:x1, c0:c1].T).numpy()
+                # torch's matmul: numpy's BLAS threads would spin against torch's between calls. Transposed
+                # (x, y), the layout _encode_placed places without a strided copy
+                logits = (cols_op[x0:x1, c0:c1] @ (rows_op[y0:y1, r0:r1] @ chunk[j, r0:r1, c0:c1]).T).numpy()
                 union = np.count_nonzero(logits > threshold - offset)
                 stab = np.count_nonzero(logits > threshold + offset) / union if union else 0.0
                 if stab < self.stability_score_thresh:
                     self.filtered["stability"] += 1
                     continue
-                mask = logits > threshold
-                ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+                mask = logits > threshold  # (x, y)
+                xs, ys = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
                 masks.append((mask, y0 + crop[1], x0 + crop[0]))
                 boxes.append([x0 + xs[0], y0 + ys[0], x0 + xs[-1], y0 + ys[-1]])
                 sel.append(s + j)
