@@ -1,4 +1,5 @@
-"""The mask decoder's click as low-rank updates of per-image products (the browser's decoder graphs).
+"""The mask decoder's click as low-rank updates of per-image products (the browser's decoder graphs, and
+segment-everything's batches of point prompts).
 
 In SAM's two-way transformer the image tokens (N, C) change only by attending to the few prompt tokens:
 after block j they are ``LayerNorm(X + A V)`` with attention weights A (N, heads * tokens) and values V
@@ -10,12 +11,17 @@ with S0 the image's own tokens (embedding + dense prompt), M a fixed (C, C) matr
 and scales), c (N,) a per-token scale, and F (N, r), G (r, C) of rank r = 1 + heads * tokens per block. So
 every product of the image tokens with a weight matrix W splits into S0 (M W^T), computed once per image,
 and F (G W^T), of rank r, per click; a LayerNorm's variance needs S0's products with the fixed directions
-G is built from (the attention's output projection), also once per image. A sam_vit_b click on a 481 x 321
-photo costs ~400 M multiply-adds against ~690 M for the direct computation, the per-image work ~1.75 G
+G is built from (the attention's output projection), also once per image. G's rows are themselves fixed
+matrices (the output projections' rows through the LayerNorms' centring and scales) times per-click
+coefficients (the attentions' values per head), so G W^T costs d, not C, multiply-adds per row and output
+once the fixed matrices' products with W are made (once per decoder). A sam_vit_b click on a 481 x 321
+photo costs ~390 M multiply-adds against ~690 M for the direct computation, the per-image work ~1.75 G
 against ~0.40 G (``bench/decoder_macs.py``); the results are the same function (equal up to float rounding).
 
-:class:`FactoredDecoder` has :meth:`~FactoredDecoder.precompute` (per image: named tensors) and
-:meth:`~FactoredDecoder.click` (per prompt set, batch 1), both traceable for ONNX export.
+:class:`FactoredDecoder` has :meth:`~FactoredDecoder.precompute` (per image: named tensors) and, for a
+batch of B prompt sets, :meth:`~FactoredDecoder.transform` and :meth:`~FactoredDecoder.upscale`;
+:meth:`~FactoredDecoder.click` (batch 1, traceable for ONNX export) and :meth:`~FactoredDecoder.confident`
+(segment-everything's batches: only the masks above an IoU threshold are upscaled) are built on them.
 """
 from __future__ import annotations
 
@@ -88,7 +94,8 @@ class FactoredImage:
 class FactoredDecoder(nn.Module):
     """A :class:`MaskDecoder` with a :class:`TwoWayTransformer`, run as per-image products plus low-rank
     per-click work. ``precompute(keys)`` (keys (N, C): embedding + dense prompt, token-major) -> named
-    tensors (:meth:`image_names`); ``click(image, sparse, grid)`` -> IoU (1, M+1), low-res logits of the
+    tensors (:meth:`image_names`); ``confident(image, sparse, outputs, min_iou)`` for a batch of prompt sets;
+    ``click(image, sparse, grid)`` -> IoU (1, M+1), low-res logits of the
     first ``grid`` token rows x columns (1, M+1, 4 rows, 4 cols), the mask weights and the factors
     :meth:`rest` needs for the other tokens."""
 
