@@ -38,6 +38,10 @@ from samkit.predict.transforms import (
 from samkit.runtime import tune_allocator
 
 EMBEDDING_FORMAT = "samkit-embedding/1"
+# decode_confident runs batches through the factored decoder up to this many image tokens: faster up to 48 x 48
+# (samkit_tiny at 320 / 512 / 768 px, 64 points: -18 / -20 / -10 %), slower at 64 x 64 (+17 % samkit_tiny at 1024 px,
+# +4-13 % sam_vit_b and MobileSAM; 2026-12-06)
+FACTORED_MAX_TOKENS = 48 * 48
 
 
 class LowResLogits:
@@ -370,7 +374,8 @@ class Predictor:
         """:meth:`decode_low_res` of points, keeping only the masks whose predicted IoU is above ``min_iou`` and
         computing no others (segment-everything's first filter): low-res logits (K,s,s), IoU (K,), and index
         (K,2) = (prompt, output) of each in decode_low_res's (B,M). float32 CPU. Models without this decoder
-        path (ONNX) decode everything and filter.
+        path (ONNX) decode everything and filter. Up to :data:`FACTORED_MAX_TOKENS` image tokens the batch runs
+        through the model's ``factored_cache`` (less work per prompt), above through its ``decoder_cache``.
 
         ``image_part``: only the logits an upsampling to the image reads, the grid's top-left (K, 4*rows, 4*cols)
         block of :meth:`image_tokens` (the upscaling chain skips the padding's tokens)."""
@@ -382,7 +387,8 @@ class Predictor:
             low = low[index[:, 0], index[:, 1]]
             return (low if grid is None else low[:, :4 * grid[0], :4 * grid[1]]), iou[index[:, 0], index[:, 1]], index
         decode = functools.partial(decode, min_iou=min_iou, **({} if grid is None else {"grid": grid}))
-        low, iou, index = self._decode(decode, pts, None, None, multimask, None, factored=True)
+        factored = self._require_image()[0][0, 0].numel() <= FACTORED_MAX_TOKENS
+        low, iou, index = self._decode(decode, pts, None, None, multimask, None, factored=factored)
         return low.float().cpu(), iou.float().cpu(), index.cpu()
 
     def low_res_size(self) -> int:

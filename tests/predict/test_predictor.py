@@ -8,6 +8,7 @@ from PIL import Image
 
 from samkit.errors import PromptError, SamkitError
 from samkit.models.registry import resolve_name
+from samkit.predict import predictor as predictor_module
 from samkit.predict.predictor import Predictor
 from samkit.predict.transforms import upsample_operators
 
@@ -204,11 +205,14 @@ def test_predict_upscales_the_padding_only_when_low_res_logits_are_read(model, s
         np.testing.assert_allclose(again.low_res_logits, want.numpy(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("factored", [True, False])
 @pytest.mark.parametrize("size", [(321, 481), (481, 321)])
-def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, size):
-    """decode_confident (segment-everything's batched decoder call) keeps the masks above the IoU threshold with
-    decode_low_res's logits; ``image_part``: the grid's top-left block of image_tokens() only, which is all that
-    upsampling to the image reads (the padding's tokens are not upscaled)."""
+def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, size, factored, monkeypatch):
+    """decode_confident (segment-everything's batched decoder call, through the factored decoder or the image
+    cache) keeps the masks above the IoU threshold with decode_low_res's logits; ``image_part``: the grid's
+    top-left block of image_tokens() only, which is all that upsampling to the image reads (the padding's tokens
+    are not upscaled)."""
+    monkeypatch.setattr(predictor_module, "FACTORED_MAX_TOKENS", 64 * 64 if factored else 0)
     h, w = size
     pred = Predictor(model)
     pred.set_image(np.random.default_rng(4).integers(0, 255, (h, w, 3), dtype=np.uint8))
@@ -229,6 +233,7 @@ def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, si
         block = want[:, :4 * rows, :4 * cols] if image_part else want
         assert kept.shape == block.shape
         torch.testing.assert_close(kept, block, rtol=0, atol=1e-4 * float(block.abs().max()))
+    assert ("factored_cache" in pred._caches) == factored
     # the block holds every low-res cell the upsampling to the image reads
     rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size, s, model.img_size)
     assert not rows_op[:, 4 * rows:].any() and not cols_op[:, 4 * cols:].any()
