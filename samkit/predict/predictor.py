@@ -26,7 +26,7 @@ from samkit.models.sam import Sam
 from samkit.models.transformer import ImageCache
 from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
-from samkit.predict.threads import thread_budget
+from samkit.predict.threads import side_by_side, thread_budget
 from samkit.predict.transforms import (
     postprocess_logits,
     preprocess,
@@ -42,6 +42,8 @@ EMBEDDING_FORMAT = "samkit-embedding/1"
 # (samkit_tiny at 320 / 512 / 768 px, 64 points: -18 / -20 / -10 %), slower at 64 x 64 (+17 % samkit_tiny at 1024 px,
 # +4-13 % sam_vit_b and MobileSAM; 2026-12-06)
 FACTORED_MAX_TOKENS = 48 * 48
+# decode_confident splits a batch of at least this many points per thread across the threads, one torch thread each
+PART_POINTS = 8
 
 
 class LowResLogits:
@@ -388,7 +390,7 @@ class Predictor:
             return (low if grid is None else low[:, :4 * grid[0], :4 * grid[1]]), iou[index[:, 0], index[:, 1]], index
         decode = functools.partial(decode, min_iou=min_iou, **({} if grid is None else {"grid": grid}))
         factored = self._require_image()[0][0, 0].numel() <= FACTORED_MAX_TOKENS
-        low, iou, index = self._decode(decode, pts, None, None, multimask, None, factored=factored)
+        low, iou, index = self._decode(decode, pts, None, None, multimask, None, factored=factored, parts=True)
         return low.float().cpu(), iou.float().cpu(), index.cpu()
 
     def low_res_size(self) -> int:
@@ -406,9 +408,11 @@ class Predictor:
 
     def _decode(self, decode: Callable[..., Any], pts: tuple[torch.Tensor, torch.Tensor] | None,
                 boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool,
-                extra_tokens: torch.Tensor | None, factored: bool = False) -> Any:
+                extra_tokens: torch.Tensor | None, factored: bool = False, parts: bool = False) -> Any:
         """Run a model's decode method on checked prompts, moved to the model's device, with the image cache
-        where it applies (``factored``: :meth:`_cache`'s) and the call's thread budget."""
+        where it applies (``factored``: :meth:`_cache`'s) and the call's thread budget. ``parts``: a large batch
+        of points only (``decode_confident``'s (low, iou, index) results) is split across the budget's threads
+        (:func:`~samkit.predict.threads.side_by_side`, CPU only) and merged in prompt order."""
         dev = self.model.device
         features = self._require_image()[0]
         # only what is given: models without text or an image cache (ONNX) take neither keyword
@@ -416,15 +420,27 @@ class Predictor:
         cache = None if masks is not None else self._cache(factored)
         if cache is not None:
             optional["cache"] = cache
-        with torch.inference_mode(), self._budget(pts, boxes, masks, extra_tokens):
-            return decode(
-                features,
-                points=None if pts is None else (pts[0].to(dev), pts[1].to(dev)),
-                boxes=None if boxes is None else boxes.to(dev),
-                mask_input=None if masks is None else masks.to(dev),
-                multimask_output=multimask,
-                **optional,
-            )
+        def run(points: tuple[torch.Tensor, torch.Tensor] | None) -> Any:
+            with torch.inference_mode():
+                return decode(
+                    features,
+                    points=None if points is None else (points[0].to(dev), points[1].to(dev)),
+                    boxes=None if boxes is None else boxes.to(dev),
+                    mask_input=None if masks is None else masks.to(dev),
+                    multimask_output=multimask,
+                    **optional,
+                )
+
+        with self._budget(pts, boxes, masks, extra_tokens) as threads:
+            if not parts or pts is None or threads < 2 or dev.type != "cpu" or len(pts[0]) < PART_POINTS * threads \
+                    or boxes is not None or masks is not None or extra_tokens is not None:
+                return run(pts)
+
+            def part(start: int, stop: int) -> Any:
+                low, iou, index = run((pts[0][start:stop], pts[1][start:stop]))
+                return low, iou, index + torch.tensor([start, 0], device=index.device)
+
+            return tuple(torch.cat(x) for x in zip(*side_by_side(part, len(pts[0]), threads), strict=True))
 
     def _budget(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
                 masks: torch.Tensor | None, extra_tokens: torch.Tensor | None

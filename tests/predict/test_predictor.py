@@ -205,19 +205,25 @@ def test_predict_upscales_the_padding_only_when_low_res_logits_are_read(model, s
         np.testing.assert_allclose(again.low_res_logits, want.numpy(), rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("factored", [True, False])
+@pytest.mark.parametrize("factored, split", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("size", [(321, 481), (481, 321)])
-def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, size, factored, monkeypatch):
+def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, size, factored, split, monkeypatch):
     """decode_confident (segment-everything's batched decoder call, through the factored decoder or the image
-    cache) keeps the masks above the IoU threshold with decode_low_res's logits; ``image_part``: the grid's
-    top-left block of image_tokens() only, which is all that upsampling to the image reads (the padding's tokens
-    are not upscaled)."""
+    cache, its points split across two threads or not) keeps the masks above the IoU threshold with
+    decode_low_res's logits, in prompt order; ``image_part``: the grid's top-left block of image_tokens() only,
+    which is all that upsampling to the image reads (the padding's tokens are not upscaled)."""
     monkeypatch.setattr(predictor_module, "FACTORED_MAX_TOKENS", 64 * 64 if factored else 0)
+    monkeypatch.setattr(predictor_module, "PART_POINTS", 3 if split else 1000)
+    parts: list[int] = []
+    real = predictor_module.side_by_side
+    monkeypatch.setattr(predictor_module, "side_by_side",
+                        lambda work, items, n: parts.append(n) or real(work, items, n))
     h, w = size
-    pred = Predictor(model)
+    pred = Predictor(model, threads=2)
     pred.set_image(np.random.default_rng(4).integers(0, 255, (h, w, 3), dtype=np.uint8))
     coords = torch.rand(16, 1, 2) * torch.tensor(pred.input_size[::-1], dtype=torch.float32)
     labels = torch.ones(16, 1, dtype=torch.long)
+    before = torch.get_num_threads()
     low, iou = pred.decode_low_res((coords, labels))
     best = iou.max(dim=1).values.sort().values
     threshold = float(best[len(best) // 2 - 1:len(best) // 2 + 1].mean())  # between two prompts' best
@@ -234,6 +240,8 @@ def test_decode_confident_image_part_is_the_block_the_upsampling_reads(model, si
         assert kept.shape == block.shape
         torch.testing.assert_close(kept, block, rtol=0, atol=1e-4 * float(block.abs().max()))
     assert ("factored_cache" in pred._caches) == factored
+    assert parts == ([2, 2] if split else [])  # once per image_part setting
+    assert torch.get_num_threads() == before  # the caller's setting after the workers' single threads
     # the block holds every low-res cell the upsampling to the image reads
     rows_op, cols_op = upsample_operators(pred.original_size, pred.input_size, s, model.img_size)
     assert not rows_op[:, 4 * rows:].any() and not cols_op[:, 4 * cols:].any()
