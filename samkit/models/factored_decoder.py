@@ -394,15 +394,9 @@ class FactoredDecoder(nn.Module):
         as low-res logits (K, 4h, 4w) (``grid`` (rows, cols): of that top-left block of tokens only, (K, 4*rows,
         4*cols)), IoU (K,) and index (K, 2) = (prompt, output)."""
         hs, row_scale, factors, ct1_factor = self.transform(image, sparse)
-        iou = self.decoder.iou_prediction_head(hs[:, 0])[:, outputs]
-        index = (iou > min_iou).nonzero()
         rows, cols = grid or self.grid
-        if not len(index):
-            return hs.new_zeros((0, 4 * rows, 4 * cols)), iou.new_zeros((0,)), index
-        prompts, kept = torch.unique(index[:, 0], return_inverse=True)
-        weights = self.decoder.hypernetwork(hs[prompts], outputs)
-        masks = self.upscale(image, row_scale[prompts], factors[prompts], ct1_factor[prompts], weights, (rows, cols))
-        return masks[kept, index[:, 1]], iou[index[:, 0], index[:, 1]], index
+        return self.decoder.keep_confident(hs, outputs, min_iou, (4 * rows, 4 * cols), lambda p, weights: self.upscale(
+            image, row_scale[p], factors[p], ct1_factor[p], weights, (rows, cols)))
 
     def rest(self, ct1: torch.Tensor, row_scale: torch.Tensor, factors: torch.Tensor, ct1_factor: torch.Tensor,
              weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """SAM's mask decoder: output tokens + two-way transformer + hypernetwork heads."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,14 +80,23 @@ class MaskDecoder(nn.Module):
         hs, src, (h, w) = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings,
                                                dense_prompt_embeddings, cache)
         rows, cols = (h, w) if grid is None else grid
-        outputs = output_slice(multimask_output)
+        return self.keep_confident(hs, output_slice(multimask_output), min_iou, (4 * rows, 4 * cols),
+                                   lambda prompts, weights: self.upscale_masks(
+                                       grid_block(src[prompts], (h, w), 0, rows, 0, cols), weights, rows, cols))
+
+    def keep_confident(self, hs: torch.Tensor, outputs: slice, min_iou: float, size: tuple[int, int],
+                       upscale: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``outputs`` masks whose predicted IoU is above ``min_iou``, from the transformer's output tokens hs
+        (B,1+M,C): ``upscale(prompts (P,), mask weights (P,K,C/8))`` -> logits (P,K,*size) runs for the prompts with
+        a kept mask only. Returns masks (N,*size), their IoU (N,) and index (N,2) = (prompt, output)."""
         iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
         index = (iou > min_iou).nonzero()
         if not len(index):
-            return src.new_zeros((0, 4 * rows, 4 * cols)), iou.new_zeros((0,)), index
+            return hs.new_zeros((0, *size)), iou.new_zeros((0,)), index
         prompts, kept = torch.unique(index[:, 0], return_inverse=True)
-        decoded = DecodedMasks(self, src[prompts], self.hypernetwork(hs[prompts], outputs), (h, w), iou[prompts])
-        return decoded.region(rows, cols)[kept, index[:, 1]], iou[index[:, 0], index[:, 1]], index
+        masks = upscale(prompts, self.hypernetwork(hs[prompts], outputs))
+        return masks[kept, index[:, 1]], iou[index[:, 0], index[:, 1]], index
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                       dense: torch.Tensor | None, cache: ImageCache | None = None,
@@ -235,13 +246,7 @@ class DecodedMasks:
         return low
 
     def _tokens(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
-        """The image tokens (B,nr*nc,C) of rows r0:r1 and columns c0:c1 of the grid, row-major (full-width rows:
-        a slice)."""
-        h, w = self.grid
-        b, _, c = self.src.shape
-        if (c0, c1) != (0, w):  # columns of a block: its tokens gathered
-            return self.src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, (r1 - r0) * (c1 - c0), c)
-        return self.src if (r0, r1) == (0, h) else self.src[:, r0 * w:r1 * w]
+        return grid_block(self.src, self.grid, r0, r1, c0, c1)
 
     def complete(self, low: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """``low`` (B,M,4h,4w) whose first 4*rows x 4*cols logits are filled (:meth:`fill`), with the rest
@@ -251,6 +256,16 @@ class DecodedMasks:
         if rows > 0:
             self.fill(low, slice(0, rows), slice(cols, w))
         return low
+
+
+def grid_block(src: torch.Tensor, grid: tuple[int, int], r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    """The image tokens (B,nr*nc,C) of rows r0:r1 and columns c0:c1 of an (h, w) grid of tokens src (B,h*w,C),
+    row-major (full-width rows: a slice)."""
+    h, w = grid
+    b, _, c = src.shape
+    if (c0, c1) != (0, w):  # columns of a block: its tokens gathered
+        return src.reshape(b, h, w, c)[:, r0:r1, c0:c1].reshape(b, (r1 - r0) * (c1 - c0), c)
+    return src if (r0, r1) == (0, h) else src[:, r0 * w:r1 * w]
 
 
 def token_masks_to_grid(m: torch.Tensor, h: int, w: int, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -99,9 +99,7 @@ class Sam(nn.Module):
         cols): only the logits of that top-left block of image tokens, (K,4*rows,4*cols). ``cache``: either image
         cache (:meth:`decoder_cache`; :meth:`factored_cache`: less work per prompt for large batches)."""
         if isinstance(cache, FactoredImage) and mask_input is None:
-            sparse, _ = self.prompt_encoder(points, boxes, None)
-            if extra_tokens is not None:
-                sparse = torch.cat([sparse.expand(extra_tokens.shape[0], -1, -1), extra_tokens], dim=1)
+            sparse, _, _ = self._prompt_embeddings(points, boxes, None, extra_tokens, None)
             return cache.decoder.confident(cache.tensors, sparse, output_slice(multimask_output), min_iou, grid)
         sparse, dense, cache = self._prompt_embeddings(points, boxes, mask_input, extra_tokens,
                                                        cache if isinstance(cache, ImageCache) else None)

@@ -401,10 +401,10 @@ class Predictor:
         """Rows and columns of the embedding's image tokens whose low-res logits an upsampling to any frame of the
         current image reads (:func:`~samkit.predict.transforms.upscale_grid`): not the padding below or right of
         the image."""
-        features, _, input_size = self._require_image()
-        h = features.shape[-2]
+        _, _, input_size = self._require_image()
+        s = self.low_res_size()  # 4 logits per token
         # the input frame's own size bounds what every smaller or larger frame's upsampling reads
-        return upscale_grid(input_size, input_size, 4 * h, self.model.img_size, h)
+        return upscale_grid(input_size, input_size, s, self.model.img_size, s // 4)
 
     def _decode(self, decode: Callable[..., Any], pts: tuple[torch.Tensor, torch.Tensor] | None,
                 boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool,
