@@ -52,7 +52,33 @@ def test_predict_matches_the_predictor(served: Served) -> None:
     assert rle_to_mask(again["masks"][0]["rle"]).any()
 
 
+class _WatchedLock:
+    """A lock that tells when a non-blocking acquire found it held (the route's "is the model free?")."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.refused = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if not got and not blocking:
+            self.refused.set()
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> _WatchedLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def test_click_decodes_on_the_event_loop_only_when_the_model_is_free(served: Served, monkeypatch) -> None:  # noqa: ANN001
+    lock = _WatchedLock()
+    monkeypatch.setattr(served.state.embeddings, "compute", lock)
     first = _predict(served, points=[[40, 40]], labels=[1])  # encodes the image (in the thread pool)
     image = served.get(f"{IMAGES}/1").json()
     pred = served.state.embeddings.get(served.settings.images_dir / image["path"], image["sha256"])  # the cached one
@@ -71,6 +97,7 @@ def test_click_decodes_on_the_event_loop_only_when_the_model_is_free(served: Ser
         assert threads == [loop_thread.result(timeout=30)]  # the cached click ran on the event loop
         with served.state.embeddings.compute:  # the model busy (as during an export): the click waits ...
             waiting = pool.submit(_predict, served, points=[[40, 40]], labels=[1])
+            assert lock.refused.wait(timeout=30)  # the route found the model busy before it is freed (under load too)
             # ... in the thread pool, not on the event loop: other requests are answered meanwhile
             health = pool.submit(served.client.get, "/api/health")  # a blocked event loop never answers it
             assert health.result(timeout=20).status_code == 200
