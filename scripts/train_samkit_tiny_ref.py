@@ -1,7 +1,7 @@
 """Re-make the bundled ``samkit_tiny_ref`` refiner: the chain of conversions and ``samkit train-refiner`` runs
 that made it from the bundled ``samkit_tiny_ref_hq`` (docs/refiner.md, the 2026-12-05 and 06 sections), in one command:
 
-    .venv/bin/python scripts/train_samkit_tiny_ref.py [--runs runs] [--out FILE] [--steps N]
+    .venv/bin/python scripts/train_samkit_tiny_ref.py [--runs runs] [--out FILE] [--steps N] [--start FILE]
 
 Ten training runs (configs/samkit_tiny_ref_fast, _fast8, _fast8b, _fast8c, _fast1b, _fast1l, _fast1l4, _fast1l4b,
 _fast1l4c, _fast1l4d: 18,500 steps, 3.5-4.5 hours on this 2-core host) with a change of layout before five of them:
@@ -9,9 +9,11 @@ the fast layout (192 px work frame, trunk at 1/8, two blocks, 16 work-frame chan
 trunk block, the head's hidden layer folded into its output layer, 4 work-frame channels. Each step is skipped when
 its output exists, and a run that was interrupted is continued from its last checkpoint, so the command can be
 re-run after a stop. ``--runs`` puts the runs elsewhere than the configs' ``runs/``; ``--steps N`` caps every run at N
-steps (a quick check of the chain, not the recipe). The result is copied to ``--out`` (default:
-runs/samkit_tiny_ref.fp16.safetensors; copy it to samkit/weights/ to ship it). The runs behind the shipped file were
-started in view of the evaluation sets.
+steps (a quick check of the chain, not the recipe). The chain started from the ``samkit_tiny_ref_hq`` bundled
+until 2026-12-06 (``git show 38b6647:samkit/weights/samkit_tiny_ref_hq.fp16.safetensors > FILE``, then ``--start
+FILE``); the default, today's bundled file, has its layout and was fine-tuned once more behind samkit_tiny v5.
+The result is copied to ``--out`` (default: runs/samkit_tiny_ref.fp16.safetensors; copy it to samkit/weights/ to
+ship it). The runs behind the shipped file were started in view of the evaluation sets.
 """
 from __future__ import annotations
 
@@ -101,10 +103,10 @@ def in_runs(path: str, runs: Path) -> str:
     return str(runs / Path(path).relative_to("runs")) if path.startswith("runs/") else path
 
 
-def run_chain(runs: Path, steps: int | None = None) -> Path:
-    """Every step of :data:`CHAIN` not done yet (in the repository root: the configs' data paths are relative to
-    it); returns the last run's refiner file."""
-    previous: str | Path = START
+def run_chain(runs: Path, steps: int | None = None, start: str | Path = START) -> Path:
+    """Every step of :data:`CHAIN` not done yet, from the refiner ``start`` (a bundled name or a file), in the
+    repository root (the configs' data paths are relative to it); returns the last run's refiner file."""
+    previous: str | Path = start
     for convert, name in CHAIN:
         cfg = load_refiner_config(REPO / "configs" / f"{name}.json")
         cfg = dataclasses.replace(cfg, out_dir=in_runs(cfg.out_dir, runs),
@@ -130,11 +132,13 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--runs", type=Path, default=Path("runs"), help="folder of the runs (default runs/)")
     ap.add_argument("--out", type=Path, default=None, help="the result (default RUNS/samkit_tiny_ref.fp16.safetensors)")
     ap.add_argument("--steps", type=int, default=None, help="cap every run at N steps (a quick check of the chain)")
+    ap.add_argument("--start", default=START, help=f"the refiner the chain starts from (default {START})")
     args = ap.parse_args(argv)
     runs = args.runs.resolve()
+    start = args.start if args.start == START else Path(args.start).resolve()
     out = (args.out or runs / "samkit_tiny_ref.fp16.safetensors").resolve()
     os.chdir(REPO)  # the configs' data paths are relative to the repository root
-    shutil.copyfile(run_chain(runs, args.steps), out)
+    shutil.copyfile(run_chain(runs, args.steps, start), out)
     print(f"samkit_tiny_ref: {out}")
     return out
 

@@ -5,7 +5,8 @@ work frame and holding clicked pixels): samkit_tiny_ref (one trunk block, 4 work
 since 2026-12-06, after three more runs) NoC@90 9.32, mIoU@1 0.691, boundary IoU@5 0.563, wrong-side
 clicks 0.7 %; samkit_tiny_ref_hq (called samkit_tiny_ref until then) 7.02 / 0.727 / 0.654 / 0.0 %.
 Behind samkit_tiny v5 (shipped 2026-12-06; the refiners were trained behind v3): samkit_tiny_ref 9.28 / 0.692 /
-0.556 / 0.5 %, samkit_tiny_ref_hq 6.82 / 0.725 / 0.647 / 0.0 %. A regression in a refiner, its file, the
+0.556 / 0.5 %, samkit_tiny_ref_hq 6.82 / 0.725 / 0.647 / 0.0 %; samkit_tiny_ref_hq fine-tuned behind v5 (shipped
+2026-12-06 evening) 6.64 / 0.723 / 0.652 / 0.0 %. A regression in a refiner, its file, the
 predictor's refine path or the click protocol fails here. samkit_tiny alone measures 12.92 / 0.677 / 0.446 / 61.0 %
 (v3: 13.82 / 0.666 / 0.432 / 62.8 %).
 """
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 FLOORS = {  # name: (NoC@90 ceiling, mIoU@1 floor, boundary IoU@5 floor, wrong-side ceiling)
     "samkit_tiny_ref": (9.6, 0.68, 0.55, 0.015),
-    "samkit_tiny_ref_hq": (7.5, 0.72, 0.62, 0.01),
+    "samkit_tiny_ref_hq": (7.0, 0.72, 0.64, 0.01),
 }
 
 
