@@ -26,7 +26,9 @@ from pathlib import Path
 
 import torch
 
+from samkit.errors import SamkitError
 from samkit.refine import SamRefiner, load_refiner, save_refiner
+from samkit.refine.file import resolve_refiner
 from samkit.train.refiner import load_refiner_config, train_refiner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +137,10 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--start", default=START, help=f"the refiner the chain starts from (default {START})")
     args = ap.parse_args(argv)
     runs = args.runs.resolve()
-    start = args.start if args.start == START else Path(args.start).resolve()
+    try:
+        start = args.start if args.start == START else resolve_refiner(args.start).resolve()
+    except SamkitError as err:
+        ap.error(str(err))
     out = (args.out or runs / "samkit_tiny_ref.fp16.safetensors").resolve()
     os.chdir(REPO)  # the configs' data paths are relative to the repository root
     shutil.copyfile(run_chain(runs, args.steps, start), out)

@@ -46,3 +46,13 @@ def test_chain_ends_in_the_bundled_layout(tmp_path, data_dir, monkeypatch):
     before = result.stat().st_mtime_ns
     assert chain.run_chain(tmp_path, steps=1) == result and result.stat().st_mtime_ns == before  # done: skipped
 
+
+
+def test_unknown_start_is_a_one_line_error_before_any_run(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        chain.main(["--start", str(tmp_path / "missing.fp16.safetensors"), "--runs", str(runs)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "missing.fp16.safetensors" in err and "not a file" in err
+    assert not runs.exists()
