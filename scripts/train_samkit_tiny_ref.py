@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = ap.parse_args(argv)
     runs = args.runs.resolve()
     try:
-        start = args.start if args.start == START else resolve_refiner(args.start).resolve()
+        start = resolve_refiner(args.start).resolve()  # a bundled name's file, or the given file, checked
     except SamkitError as err:
         ap.error(str(err))
     out = (args.out or runs / "samkit_tiny_ref.fp16.safetensors").resolve()

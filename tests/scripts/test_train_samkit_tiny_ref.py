@@ -47,7 +47,6 @@ def test_chain_ends_in_the_bundled_layout(tmp_path, data_dir, monkeypatch):
     assert chain.run_chain(tmp_path, steps=1) == result and result.stat().st_mtime_ns == before  # done: skipped
 
 
-
 def test_unknown_start_is_a_one_line_error_before_any_run(tmp_path, capsys):
     runs = tmp_path / "runs"
     with pytest.raises(SystemExit) as exit_info:
