@@ -393,12 +393,24 @@ def test_eval_interactive_on_grabcut(tmp_path, ckpt, data_dir):
     assert (out / "interactive_miou.png").stat().st_size > 0
 
 
+def test_eval_every_nth_image(tmp_path, ckpt, data_dir):
+    out = tmp_path / "eval"
+    r = run_cli("eval", "single-point", "--dataset", "grabcut", "--root", data_dir / "GrabCut", "--every", 20,
+                "--checkpoint", ckpt, "--out", out)
+    assert r.code == 0, r.err
+    doc = json.loads((out / "single_point.json").read_text())
+    names = sorted(p.stem for p in (data_dir / "GrabCut" / "data_GT").iterdir())
+    assert [o["name"] for o in doc["objects"]] == names[0::20] and doc["every"] == 20  # images 0, 20, 40
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["interactive", "--dataset", "grabcut"], "needs --root"),
     (["boxes"], "needs --coco-json"),
     (["interactive", "--dataset", "nosuch", "--root", "."], "unknown dataset kind"),
     (["refer"], "needs --refs"),
     (["refer", "--refs", "nosuch.json"], "refs file not found"),
+    (["edges", "--root", ".", "--every", "2"], "--every takes every Nth image"),
+    (["interactive", "--dataset", "grabcut", "--root", ".", "--every", "0"], "--every"),
 ])
 def test_eval_bad_arguments(tmp_path, ckpt, argv, needle):
     out = tmp_path / "eval"

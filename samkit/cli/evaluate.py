@@ -3,6 +3,7 @@ the headline figures as a table."""
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 from samkit.cli.args import add_model_options, positive_int
@@ -54,6 +55,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
                         "or a folder with either")
     p.add_argument("--max-samples", "--limit", type=positive_int, metavar="N",
                    help="evaluate only the first N images (refer: expressions)")
+    p.add_argument("--every", type=positive_int, default=1, metavar="N",
+                   help="interactive / single-point: every Nth image only, from the first (a fixed subset, e.g. "
+                        "--every 3 on a validation set between checkpoints); --max-samples counts within it")
     add_model_options(p, DEFAULT_MODEL)
     p.add_argument("--refiner", metavar="NAME|FILE",
                    help="interactive / single-point: refine every answer with a SAM-REF refiner (samkit_tiny_ref "
@@ -91,6 +95,9 @@ def _progress() -> bool | str:
 
 def run(args: argparse.Namespace) -> int:
     setup_runtime(args)
+    if args.every != 1 and args.protocol not in ("interactive", "single-point"):
+        raise SamkitError("--every takes every Nth image of a click benchmark: use it with eval interactive or "
+                          "single-point")
     if args.protocol == "refer":
         return _run_refer(args)
     if args.out is None:
@@ -108,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                               + ("" if args.protocol == "edges" else " and --dataset KIND"))
         split = args.split or ("test" if args.protocol == "edges" else None)
         kwargs = {} if split is None else {"split": split}
-        data = (open_dataset(kind, args.root, **kwargs),)
+        dataset = open_dataset(kind, args.root, **kwargs)
+        data = (dataset if args.every == 1 else itertools.islice(dataset, 0, None, args.every),)
     if args.protocol == "interactive":
         common["max_clicks"] = args.max_clicks
     if args.protocol == "edges":
@@ -119,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     results["model"] = BASELINE_NAME if model is None else model.arch
     results["weights"] = getattr(model, "weights", None)
     results["refiner"] = args.refiner
+    results["every"] = args.every
     files = write_report(results, args.out, args.protocol.replace("-", "_"))
     print(format_table(results))
     print("wrote " + ", ".join(str(f) for f in files))
