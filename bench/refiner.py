@@ -1,7 +1,7 @@
 """Refiner cost: seconds per click of samkit_tiny alone, with each SAM-REF refiner (its file's own selector
 setting, dynamic selector, global stage only, local stage on every click), and of a same-size early-fusion
 baseline that re-runs the refiner's image branch on every click (what an early-fusion model pays), on a 640x480
-image.
+image; also samkit_tiny's test-time mirror ensemble (``Predictor(mirror=True)``, no refiner).
 
     .venv/bin/python bench/refiner.py [--refiner samkit_tiny_ref samkit_tiny_ref_hq|FILE ...] [--clicks 50]
                                       [--out bench/results/refiner.json]
@@ -37,6 +37,9 @@ SHARED_IMAGE = REPO.parent / "shared" / "data" / "GrabCut" / "data_GT" / "124080
 SAMPLE_IMAGE = REPO / "samkit" / "assets" / "sample.png"
 
 
+MIRROR = "samkit_tiny/mirror"  # Predictor(mirror=True): each click also on the mirror image, one batch of 2
+
+
 def click_sessions(n: int, session: int, size: tuple[int, int], seed: int = 0) -> list[list[tuple[float, float, int]]]:
     """n clicks (x, y, label) in sessions of ``session`` clicks; the first of each is positive."""
     rng = np.random.default_rng(seed)
@@ -60,24 +63,25 @@ def time_session(pred: Predictor, image: np.ndarray, session: list, variant: str
     """Seconds of each click of one session (``variant`` None: samkit_tiny alone); and, per refined click,
     whether the local stage ran."""
     mode, refine, per_click_image = VARIANTS[variant] if variant else (None, False, False)
-    assert pred.refiner is not None
-    own_mode = pred.refiner.cfg.selector
-    pred.refiner.selector.mode = mode or own_mode
+    own_mode = pred.refiner.cfg.selector if pred.refiner is not None else None
+    if pred.refiner is not None:
+        pred.refiner.selector.mode = mode or own_mode
     seconds, local = [], []
     points, labels, mask_input = [], [], None
     for x, y, label in session:
         points.append([x, y])
         labels.append(label)
         t = time.perf_counter()
-        if per_click_image:
+        if per_click_image and pred.refiner is not None:
             pred.refiner.set_image(image, pred.features)
         out = pred.predict(points=points, labels=labels, mask_input=mask_input, multimask=mask_input is None,
                            refine=refine)
         mask_input = out.low_res_logits[out.best][None]  # timed: the padding's low-res logits are made at this read
         seconds.append(time.perf_counter() - t)
-        if refine:
+        if refine and pred.refiner is not None:
             local.append(any(pred.refiner.last_local))
-    pred.refiner.selector.mode = own_mode
+    if pred.refiner is not None:
+        pred.refiner.selector.mode = own_mode
     return seconds, local
 
 
@@ -115,7 +119,10 @@ def main() -> None:
         preds[name].set_image(image)
         files[name] = {"weights": weights, "params": sum(p.numel() for p in refiner.parameters()),
                        "selector": refiner.cfg.selector, "set_image_s": time.perf_counter() - t}
-    keys = [("samkit_tiny", None, None)] + [(f"{n}/{v}", n, v) for n in preds for v in VARIANTS]
+    preds[MIRROR] = Predictor(model, mirror=True)
+    preds[MIRROR].set_image(image)
+    keys = [("samkit_tiny", None, None), (MIRROR, MIRROR, None)] + [
+        (f"{n}/{v}", n, v) for n in args.refiner for v in VARIANTS]
     seconds: dict[str, list[float]] = {k: [] for k, _, _ in keys}
     local: dict[str, list[bool]] = {k: [] for k, _, _ in keys}
     for session in sessions:  # variants interleaved per session: a busy machine slows them alike

@@ -25,6 +25,7 @@ from PIL import Image
 from samkit.cli.models import SAMPLE_IMAGE
 from samkit.models import load as load_module
 from samkit.models.registry import REGISTRY, resolve_name
+from samkit.predict.predictor import Predictor
 from tests.cli_helpers import POINT, Result, assert_error, read_masks, run_cli
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -114,6 +115,22 @@ def test_embed_then_segment_embedding_without_image_matches_direct(tmp_path, ckp
     np.testing.assert_array_equal(masks[0], direct_masks[0])
     assert doc["annotations"][0]["predicted_iou"] == pytest.approx(direct_doc["annotations"][0]["predicted_iou"],
                                                                   abs=1e-6)
+
+
+def test_segment_mirror_writes_the_mirror_predictors_answer(tmp_path, embedding, home_with_weights):
+    out = tmp_path / "mirror"
+    r = run_cli("segment", SAMPLE_IMAGE, "--point", POINT, "--model", "samkit_tiny", "--mirror", "--save-logits",
+                "--out", out)
+    assert r.code == 0, r.err
+    pred = Predictor(load_module.load_model("samkit_tiny"), mirror=True)
+    pred.set_image(np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB")))
+    answer = pred.predict(points=[[int(v) for v in POINT.split(",")]], labels=[1], multimask=False)
+    logits = np.load(out / "logits_0.npy")
+    np.testing.assert_allclose(logits, answer.logits[0], atol=1e-3)
+    assert np.array_equal(read_masks(out)[1][0], logits > 0)
+    missing = tmp_path / "no_image"  # an embedding holds the image's features only: the mirror needs the image
+    assert_error(run_cli("segment", "--embedding", embedding, "--point", POINT, "--mirror", "--out", missing), missing,
+                 "mirror image too: pass the image")
 
 
 def test_segment_embedding_uses_its_recorded_architecture(tmp_path, embedding, home_with_weights):
@@ -403,6 +420,19 @@ def test_eval_every_nth_image(tmp_path, ckpt, data_dir):
     assert [o["name"] for o in doc["objects"]] == names[0::20] and doc["every"] == 20  # images 0, 20, 40
 
 
+def test_eval_mirror_answers_each_click_on_the_image_and_its_mirror(tmp_path, data_dir):
+    runs = {}
+    for flag in ([], ["--mirror"]):
+        out = tmp_path / ("mirror" if flag else "plain")
+        r = run_cli("eval", "single-point", "--dataset", "grabcut", "--root", data_dir / "GrabCut", "--every", 25,
+                    "--model", "samkit_tiny", *flag, "--out", out)
+        assert r.code == 0, r.err
+        runs[bool(flag)] = json.loads((out / "single_point.json").read_text())
+    assert runs[True]["mirror"] is True and runs[False]["mirror"] is False
+    plain, mirror = ([o["scores"] for o in runs[k]["objects"]] for k in (False, True))
+    assert len(plain) == len(mirror) == 2 and not np.allclose(plain, mirror, atol=1e-3)  # other answers
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["interactive", "--dataset", "grabcut"], "needs --root"),
     (["boxes"], "needs --coco-json"),
@@ -411,6 +441,9 @@ def test_eval_every_nth_image(tmp_path, ckpt, data_dir):
     (["refer", "--refs", "nosuch.json"], "refs file not found"),
     (["edges", "--root", ".", "--every", "2"], "--every takes every Nth image"),
     (["interactive", "--dataset", "grabcut", "--root", ".", "--every", "0"], "--every"),
+    (["edges", "--root", ".", "--mirror"], "--mirror answers clicks"),
+    (["single-point", "--dataset", "grabcut", "--root", ".", "--model", "opencv_grabcut", "--mirror"],
+     "takes no --refiner or --mirror"),
 ])
 def test_eval_bad_arguments(tmp_path, ckpt, argv, needle):
     out = tmp_path / "eval"

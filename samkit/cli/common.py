@@ -100,14 +100,18 @@ def load_predictor(choice: ModelChoice, default: str) -> Predictor:
     return Predictor(load_model(source, checkpoint=checkpoint, device=choice.device))
 
 
-def with_refiner(predictor: Predictor | OnnxPredictor, refiner: str | None) -> Predictor | OnnxPredictor:
-    """``predictor`` with the SAM-REF refiner ``refiner`` (a bundled name or a file; None: unchanged). Raises a
+def with_refiner(predictor: Predictor | OnnxPredictor, refiner: str | None,
+                 mirror: bool = False) -> Predictor | OnnxPredictor:
+    """``predictor`` with the SAM-REF refiner ``refiner`` (a bundled name or a file; None: none) and, with
+    ``mirror``, the test-time mirror ensemble (``Predictor(mirror=True)``); neither: unchanged. Raises a
     CheckpointError when the refiner is missing, unreadable or made for another model."""
-    if refiner is None:
+    if refiner is None and not mirror:
         return predictor
-    if not isinstance(predictor, Predictor):
-        raise SamkitError("a refiner runs behind the torch runtime: drop --runtime onnxruntime")
-    return Predictor(predictor.model, refiner=load_refiner(refiner))
+    if isinstance(predictor, OnnxPredictor):
+        what = "a refiner" if refiner is not None else "--mirror"
+        raise SamkitError(f"{what} runs behind the torch runtime: drop --runtime onnxruntime")
+    return Predictor(predictor.model, refiner=None if refiner is None else load_refiner(refiner),
+                     threads=predictor.threads, mirror=mirror)
 
 
 # ----------------------------------------------------------------------------------------- out folders

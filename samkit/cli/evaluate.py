@@ -62,6 +62,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
     p.add_argument("--refiner", metavar="NAME|FILE",
                    help="interactive / single-point: refine every answer with a SAM-REF refiner (samkit_tiny_ref "
                         "or the more accurate, dearer samkit_tiny_ref_hq for samkit_tiny, or a refiner file)")
+    p.add_argument("--mirror", action="store_true",
+                   help="interactive / single-point: test-time mirror ensemble (each click also answered on the "
+                        "left-right mirror of the image, logits averaged; twice the encoder and decoder work)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder for JSON and plots (required; refer: optional, DIR or a .json file)")
     p.set_defaults(func=run)
@@ -73,18 +76,30 @@ def _load(choice: ModelChoice, default: str) -> Predictor:
     return load_predictor(choice, default)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that do not go together, refused before any data or model is read."""
+    clicks = args.protocol in ("interactive", "single-point")
+    if args.every != 1 and not clicks:
+        raise SamkitError("--every takes every Nth image of a click benchmark: use it with eval interactive or "
+                          "single-point")
+    if args.refiner is not None and not clicks:
+        raise SamkitError("--refiner refines answers to clicks: use it with eval interactive or single-point")
+    if args.mirror and not clicks:
+        raise SamkitError("--mirror answers clicks on the image and its mirror: use it with eval interactive or "
+                          "single-point")
+    if args.model == BASELINE_NAME:
+        if args.refiner is not None or args.mirror:
+            raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --refiner or --mirror")
+        if args.checkpoint is not None:
+            raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --checkpoint")
+        if not clicks:
+            raise SamkitError(f"--model {BASELINE_NAME} answers clicks: use it with eval interactive or single-point")
+
+
 def _load_segmenter(args: argparse.Namespace) -> Predictor | GrabCutPredictor:
     """``--model opencv_grabcut``: the classical baseline (clicks only); else the model's predictor."""
-    if args.refiner is not None and args.protocol not in ("interactive", "single-point"):
-        raise SamkitError("--refiner refines answers to clicks: use it with eval interactive or single-point")
     if args.model != BASELINE_NAME:
-        return with_refiner(_load(ModelChoice.from_args(args), DEFAULT_MODEL), args.refiner)
-    if args.refiner is not None:
-        raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --refiner")
-    if args.checkpoint is not None:
-        raise SamkitError(f"--model {BASELINE_NAME} is OpenCV's GrabCut: it takes no --checkpoint")
-    if args.protocol not in ("interactive", "single-point"):
-        raise SamkitError(f"--model {BASELINE_NAME} answers clicks: use it with eval interactive or single-point")
+        return with_refiner(_load(ModelChoice.from_args(args), DEFAULT_MODEL), args.refiner, args.mirror)
     return GrabCutPredictor()
 
 
@@ -95,9 +110,7 @@ def _progress() -> bool | str:
 
 def run(args: argparse.Namespace) -> int:
     setup_runtime(args)
-    if args.every != 1 and args.protocol not in ("interactive", "single-point"):
-        raise SamkitError("--every takes every Nth image of a click benchmark: use it with eval interactive or "
-                          "single-point")
+    _check_options(args)
     if args.protocol == "refer":
         return _run_refer(args)
     if args.out is None:
@@ -127,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     results["model"] = BASELINE_NAME if model is None else model.arch
     results["weights"] = getattr(model, "weights", None)
     results["refiner"] = args.refiner
+    results["mirror"] = args.mirror
     results["every"] = args.every
     files = write_report(results, args.out, args.protocol.replace("-", "_"))
     print(format_table(results))

@@ -116,6 +116,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str, help: str) -> ar
                    help=f"refine the masks with a SAM-REF refiner (default {DEFAULT_REFINER}, for samkit_tiny; "
                         "samkit_tiny_ref_hq is more accurate at ~2x the click; or a refiner file); "
                         "with --embedding, IMAGE is needed too")
+    p.add_argument("--mirror", action="store_true",
+                   help="test-time mirror ensemble: the prompts also answered on the left-right mirror of the image, "
+                        "logits averaged (twice the encoder, ~1.5x the decoder; not for --text); with --embedding, "
+                        "IMAGE is needed too")
     add_model_options(p, DEFAULT_MODEL)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_overwrite_option(p)
@@ -152,7 +156,8 @@ def run_segment(args: argparse.Namespace) -> int:
     with staged_outputs(args.out) as stage:
         header, annotations = segment(image, None if args.image is None else Path(args.image), prompts,
                                       ModelChoice.from_args(args), stage, embedding=args.embedding,
-                                      max_pixels=args.max_pixels, save_logits=args.save_logits, refiner=args.refine)
+                                      max_pixels=args.max_pixels, save_logits=args.save_logits, refiner=args.refine,
+                                      mirror=args.mirror)
         written = {p.name for p in stage.iterdir()}
     remove_stale(found, written)
     _print_summary(header, annotations, args.out, overlay=image is not None)
@@ -198,11 +203,12 @@ def _read_image(path: Path, max_pixels: int | None) -> np.ndarray:
 
 def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentPrompts, choice: ModelChoice,
             stage: Path, embedding: str | None = None, max_pixels: int | None = None, save_logits: bool = False,
-            predictor: Predictor | None = None, refiner: str | None = None) -> tuple[dict, list[dict]]:
+            predictor: Predictor | None = None, refiner: str | None = None,
+            mirror: bool = False) -> tuple[dict, list[dict]]:
     """Run one prompt set and write masks, logits, overlay and masks.json into ``stage``; returns (masks.json
     header, annotations). Without ``embedding`` the image encoder runs on ``image``; with it, ``image`` may be
     None (no overlay). ``predictor``: one already loaded (a batch of images), else ``choice`` is loaded, with the
-    SAM-REF ``refiner`` (name or file) when given."""
+    SAM-REF ``refiner`` (name or file) when given and the mirror ensemble with ``mirror``."""
     if image is not None:
         prompts = clip_box(prompts, image.shape[:2])
     mask_input = None
@@ -211,7 +217,7 @@ def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentP
     if predictor is None:
         default = (read_embedding(embedding)[0]["arch"] if embedding is not None
                    else DEFAULT_TEXT_MODEL if prompts.text is not None else DEFAULT_MODEL)
-        predictor = with_refiner(load_predictor(choice, default), refiner)
+        predictor = with_refiner(load_predictor(choice, default), refiner, mirror)
     if prompts.text is not None:
         _require_text(predictor)  # before the image encoder runs
     if embedding is None:
@@ -230,17 +236,17 @@ def segment(image: np.ndarray | None, image_path: Path | None, prompts: SegmentP
     query: dict[str, Any] = {"points": prompts.points or None, "labels": prompts.labels or None, "box": prompts.box,
              "mask_input": mask_input, "multimask": prompts.multimask, "text": prompts.text,
              "semantic": prompts.semantic}
-    if getattr(predictor, "refiner", None) is None:
+    if getattr(predictor, "refiner", None) is None and not predictor.mirror:
         low, iou = predictor.predict_low_res(**query)
 
         def full_res(i: int, path: Path | None) -> np.ndarray:
             return _full_res_mask(predictor, low[i], path)
-    else:  # refined masks come at full resolution
-        out = predictor.predict(**query, refine=True)
+    else:  # refined or mirror-averaged masks come at full resolution
+        out = predictor.predict(**query)
         iou = torch.from_numpy(out.scores)
 
         def full_res(i: int, path: Path | None) -> np.ndarray:
-            return _refined_mask(out.logits[i], predictor.model.mask_threshold, path)
+            return _mask_from_logits(out.logits[i], predictor.model.mask_threshold, path)
     annotations = []
     for rank, i in enumerate(np.argsort(-iou.numpy(), kind="stable").tolist()):  # best first, ties in order
         mask = full_res(i, stage / f"logits_{rank}.npy" if save_logits else None)
@@ -288,8 +294,9 @@ def _full_res_mask(predictor: Predictor, low: torch.Tensor, logits_path: Path | 
     return mask
 
 
-def _refined_mask(logits: np.ndarray, threshold: float, logits_path: Path | None) -> np.ndarray:
-    """(H, W) refined logits -> (H, W) bool mask; the logits go to ``logits_path`` (float32 .npy) when given."""
+def _mask_from_logits(logits: np.ndarray, threshold: float, logits_path: Path | None) -> np.ndarray:
+    """(H, W) full-resolution logits (refined or mirror-averaged) -> (H, W) bool mask; the logits go to
+    ``logits_path`` (float32 .npy) when given."""
     if logits_path is not None:
         np.save(logits_path, logits.astype("<f4", copy=False))
     return logits > threshold
@@ -361,7 +368,8 @@ def _run_prompts_file(args: argparse.Namespace) -> int:
             folder.mkdir()
             if predictor is None:
                 default = DEFAULT_TEXT_MODEL if any(j.prompts.text for j in jobs) else DEFAULT_MODEL
-                predictor = with_refiner(load_predictor(ModelChoice.from_args(args), default), args.refine)
+                predictor = with_refiner(load_predictor(ModelChoice.from_args(args), default), args.refine,
+                                         args.mirror)
             _, annotations = segment(image, job.image_path, job.prompts, ModelChoice.from_args(args), folder,
                                      max_pixels=args.max_pixels, save_logits=args.save_logits, predictor=predictor)
             if log is not None:

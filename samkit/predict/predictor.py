@@ -24,6 +24,7 @@ from samkit.models.mask_decoder import output_slice
 from samkit.models.prompt_encoder import prompt_batch
 from samkit.models.sam import Sam
 from samkit.models.transformer import ImageCache
+from samkit.predict.mirror import mirror_boxes, mirror_low_res, mirror_points
 from samkit.predict.refining import MaskRefiner
 from samkit.predict.text import has_text_encoder, prompt_tokens, token_ids
 from samkit.predict.threads import side_by_side, thread_budget
@@ -136,16 +137,34 @@ class Predictor:
 
     ``refiner``: a :class:`~samkit.predict.refining.MaskRefiner` (``samkit.load_refiner(...)``) that
     :meth:`predict` runs on the masks (``refine``); its image-only work runs in :meth:`set_image`.
+
+    ``mirror``: a test-time mirror ensemble. :meth:`set_image` also embeds the left-right mirror of the image
+    (twice the encoder's work) and :meth:`predict` decodes each point / box / mask prompt on both in one decoder
+    call of batch 2, the mirror's low-res logits mirrored back and averaged with the image's, predicted IoUs
+    averaged. Text prompts (left and right would swap), :meth:`predict_batch` and segment-everything
+    use the image alone.
     """
 
-    def __init__(self, model: Sam | EvfSam, refiner: MaskRefiner | None = None, threads: int | None = None) -> None:
+    _mirrored: Predictor | None = None  # the mirror image's predictor (``mirror``)
+
+    def __init__(self, model: Sam | EvfSam, refiner: MaskRefiner | None = None, threads: int | None = None,
+                 mirror: bool = False) -> None:
         tune_allocator()
         self.model = model.eval()
         self.threads = threads
         if refiner is not None:
             refiner.check_model(self.model)
         self.refiner = refiner
+        if mirror:
+            if not hasattr(self.model, "decode_masks"):
+                raise SamkitError("mirror=True needs a torch SAM-family model (its split mask decoder)")
+            self._mirrored = Predictor(self.model, threads=threads)
         self.reset_image()
+
+    @property
+    def mirror(self) -> bool:
+        """Whether prompts are also answered on the mirror image and averaged (the ``mirror`` option)."""
+        return self._mirrored is not None
 
     # -- image / embedding ------------------------------------------------------------------
     def reset_image(self) -> None:
@@ -155,6 +174,8 @@ class Predictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.text_image: torch.Tensor | None = None  # (1,3,224,224) BEiT-3 input, for text-promptable models
+        if self._mirrored is not None:
+            self._mirrored.reset_image()
 
     @property
     def is_image_set(self) -> bool:
@@ -170,6 +191,8 @@ class Predictor:
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
         self.text_image = self.model.text_image(rgb) if has_text_encoder(self.model) else None
+        if self._mirrored is not None:
+            self._mirrored.set_image(np.ascontiguousarray(rgb[:, ::-1]))
         if self.refiner is not None:
             self.refiner.set_image(rgb, self._require_image()[0])
 
@@ -220,6 +243,12 @@ class Predictor:
         rgb = None if image is None else load_image(image)
         if rgb is not None and rgb.shape[:2] != tuple(original):
             raise SamkitError(f"image of size {rgb.shape[:2]} (H, W) for an embedding of {tuple(original)}")
+        if self._mirrored is not None:
+            if rgb is None:
+                self.reset_image()
+                raise SamkitError("a mirror predictor (mirror=True) embeds the mirror image too: pass the image, "
+                                  "load_embedding(path, image=...)")
+            self._mirrored.set_image(np.ascontiguousarray(rgb[:, ::-1]))
         if rgb is not None and has_text_encoder(self.model):
             self.text_image = self.model.text_image(rgb)
         if self.refiner is not None:
@@ -245,7 +274,10 @@ class Predictor:
         prompts = self._prompts(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
         low_res: np.ndarray | Callable[[], np.ndarray]
         if hasattr(self.model, "decode_masks"):
-            low, iou, low_res = self._decode_image_part(*prompts)
+            if self._mirrored is not None and prompts[4] is None:
+                low, iou, low_res = self._decode_mirrored(*prompts[:4])
+            else:
+                low, iou, low_res = self._decode_image_part(*prompts)
         else:  # models without the split decoder (ONNX): the whole grid
             low, iou = (t[0] for t in self.decode_low_res(*prompts))
             low_res = low.numpy()
@@ -273,6 +305,48 @@ class Predictor:
                 return decoded.complete(low, rows, cols)[0].float().cpu().numpy()
 
         return low[0].float().cpu(), decoded.iou[0, output_slice(multimask)].float().cpu(), complete
+
+    def _decode_mirrored(self, pts: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+                         masks: torch.Tensor | None, multimask: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], np.ndarray]]:
+        """:meth:`_decode_image_part` of point / box / mask prompts on the image and on its mirror (``mirror``) in
+        one decoder call of batch 2 (the two embeddings stacked; no image cache): the mirror's low-res logits
+        mirrored back and averaged with the image's where those are filled, predicted IoUs averaged."""
+        mirrored = self._mirrored
+        assert mirrored is not None
+        features = self._require_image()[0]
+        if "mirror_pair" not in self._caches:
+            self._caches["mirror_pair"] = torch.cat([features, mirrored._require_image()[0]])
+        pair = self._caches["mirror_pair"]
+        width = self._require_image()[2][1]  # the content's width in the input frame, the same in both frames
+        lowres_width = width * self.low_res_size() / self.model.img_size
+        dev = self.model.device
+        both_pts = None if pts is None else (torch.cat([pts[0], mirror_points(pts[0], width)]).to(dev),
+                                             torch.cat([pts[1], pts[1]]).to(dev))
+        both_boxes = None if boxes is None else torch.cat([boxes, mirror_boxes(boxes, width)]).to(dev)
+        both_masks = None if masks is None else torch.cat([masks, mirror_low_res(masks, lowres_width)]).to(dev)
+        rows, cols = (4 * n for n in self.image_tokens())
+        budget = functools.partial(self._budget, both_pts, both_boxes, both_masks, None)
+        with torch.inference_mode(), budget():
+            decoded = self.model.decode_masks(pair, points=both_pts, boxes=both_boxes, mask_input=both_masks,
+                                              multimask_output=multimask)
+            h, w = decoded.grid
+            grid = decoded.fill(decoded.src.new_empty((2, decoded.hyper_in.shape[1], 4 * h, 4 * w)),
+                                slice(0, rows), slice(0, cols))
+            mirrored_back = mirror_low_res(grid[1, :, :rows, :cols], lowres_width)
+            block = ((grid[0, :, :rows, :cols] + mirrored_back) / 2).float().cpu()
+            iou = decoded.iou[:, output_slice(multimask)].float().cpu().mean(0)
+            low = block.new_empty((block.shape[0], 4 * h, 4 * w))  # filled where the image's grid is
+            low[:, :rows, :cols] = block
+        block_np = block.numpy()
+
+        def complete() -> np.ndarray:
+            with torch.inference_mode(), budget():
+                whole = decoded.complete(grid, rows, cols)[0].float().cpu().numpy()
+            whole[:, :rows, :cols] = block_np  # the image's own logits in the padding (nothing to mirror there)
+            return whole
+
+        return low, iou, complete
 
     def _check_refine(self, refine: bool | None) -> bool:
         if refine and self.refiner is None:
