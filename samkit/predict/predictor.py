@@ -139,13 +139,11 @@ class Predictor:
     :meth:`predict` runs on the masks (``refine``); its image-only work runs in :meth:`set_image`.
 
     ``mirror``: a test-time mirror ensemble. :meth:`set_image` also embeds the left-right mirror of the image
-    (twice the encoder's work) and :meth:`predict` decodes each point / box / mask prompt on both in one decoder
-    call of batch 2, the mirror's low-res logits mirrored back and averaged with the image's, predicted IoUs
-    averaged. Text prompts (left and right would swap), :meth:`predict_batch` and segment-everything
-    use the image alone.
+    (twice the encoder's work; :attr:`pair` holds both embeddings) and :meth:`predict` decodes each point / box /
+    mask prompt on both in one decoder call of batch 2, the mirror's low-res logits mirrored back and averaged
+    with the image's, predicted IoUs averaged. Text prompts (left and right would swap), :meth:`predict_batch`
+    and segment-everything use the image alone.
     """
-
-    _mirrored: Predictor | None = None  # the mirror image's predictor (``mirror``)
 
     def __init__(self, model: Sam | EvfSam, refiner: MaskRefiner | None = None, threads: int | None = None,
                  mirror: bool = False) -> None:
@@ -155,16 +153,10 @@ class Predictor:
         if refiner is not None:
             refiner.check_model(self.model)
         self.refiner = refiner
-        if mirror:
-            if not hasattr(self.model, "decode_masks"):
-                raise SamkitError("mirror=True needs a torch SAM-family model (its split mask decoder)")
-            self._mirrored = Predictor(self.model, threads=threads)
+        if mirror and not hasattr(self.model, "decode_masks"):
+            raise SamkitError("mirror=True needs a torch SAM-family model (its split mask decoder)")
+        self.mirror = mirror
         self.reset_image()
-
-    @property
-    def mirror(self) -> bool:
-        """Whether prompts are also answered on the mirror image and averaged (the ``mirror`` option)."""
-        return self._mirrored is not None
 
     # -- image / embedding ------------------------------------------------------------------
     def reset_image(self) -> None:
@@ -174,8 +166,7 @@ class Predictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.text_image: torch.Tensor | None = None  # (1,3,224,224) BEiT-3 input, for text-promptable models
-        if self._mirrored is not None:
-            self._mirrored.reset_image()
+        self.pair: torch.Tensor | None = None  # ``mirror``: (2,C,h,w) the image's and its mirror image's features
 
     @property
     def is_image_set(self) -> bool:
@@ -191,10 +182,18 @@ class Predictor:
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
         self.text_image = self.model.text_image(rgb) if has_text_encoder(self.model) else None
-        if self._mirrored is not None:
-            self._mirrored.set_image(np.ascontiguousarray(rgb[:, ::-1]))
+        if self.mirror:
+            self._embed_mirror(rgb)
         if self.refiner is not None:
             self.refiner.set_image(rgb, self._require_image()[0])
+
+    def _embed_mirror(self, rgb: np.ndarray) -> None:
+        """``mirror``: run the image encoder on the left-right mirror of ``rgb`` (the current image) and keep both
+        embeddings as :attr:`pair`."""
+        x, _ = preprocess(np.ascontiguousarray(rgb[:, ::-1]), self.model.img_size)
+        with torch.inference_mode(), thread_budget(self.threads):
+            mirrored = self.model.encode_image(x.to(self.model.device))
+        self.pair = torch.cat([self._require_image()[0], mirrored.contiguous(memory_format=torch.channels_last)])
 
     def _set_features(self, features: torch.Tensor) -> None:
         # Channels-last = token-major, the layout the mask decoder works in: converted once per image.
@@ -243,12 +242,12 @@ class Predictor:
         rgb = None if image is None else load_image(image)
         if rgb is not None and rgb.shape[:2] != tuple(original):
             raise SamkitError(f"image of size {rgb.shape[:2]} (H, W) for an embedding of {tuple(original)}")
-        if self._mirrored is not None:
+        if self.mirror:
             if rgb is None:
                 self.reset_image()
                 raise SamkitError("a mirror predictor (mirror=True) embeds the mirror image too: pass the image, "
                                   "load_embedding(path, image=...)")
-            self._mirrored.set_image(np.ascontiguousarray(rgb[:, ::-1]))
+            self._embed_mirror(rgb)
         if rgb is not None and has_text_encoder(self.model):
             self.text_image = self.model.text_image(rgb)
         if self.refiner is not None:
@@ -274,7 +273,7 @@ class Predictor:
         prompts = self._prompts(points, labels, box, mask_input, multimask, text, text_tokens, semantic)
         low_res: np.ndarray | Callable[[], np.ndarray]
         if hasattr(self.model, "decode_masks"):
-            if self._mirrored is not None and prompts[4] is None:
+            if self.pair is not None and prompts[4] is None:
                 low, iou, low_res = self._decode_mirrored(*prompts[:4])
             else:
                 low, iou, low_res = self._decode_image_part(*prompts)
@@ -312,12 +311,8 @@ class Predictor:
         """:meth:`_decode_image_part` of point / box / mask prompts on the image and on its mirror (``mirror``) in
         one decoder call of batch 2 (the two embeddings stacked; no image cache): the mirror's low-res logits
         mirrored back and averaged with the image's where those are filled, predicted IoUs averaged."""
-        mirrored = self._mirrored
-        assert mirrored is not None
-        features = self._require_image()[0]
-        if "mirror_pair" not in self._caches:
-            self._caches["mirror_pair"] = torch.cat([features, mirrored._require_image()[0]])
-        pair = self._caches["mirror_pair"]
+        pair = self.pair
+        assert pair is not None
         width = self._require_image()[2][1]  # the content's width in the input frame, the same in both frames
         lowres_width = width * self.low_res_size() / self.model.img_size
         dev = self.model.device
