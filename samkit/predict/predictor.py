@@ -141,8 +141,8 @@ class Predictor:
     ``mirror``: a test-time mirror ensemble. :meth:`set_image` also embeds the left-right mirror of the image
     (twice the encoder's work; :attr:`pair` holds both embeddings) and :meth:`predict` decodes each point / box /
     mask prompt on both in one decoder call of batch 2, the mirror's low-res logits mirrored back and averaged
-    with the image's, predicted IoUs averaged. Text prompts (left and right would swap), :meth:`predict_batch`
-    and segment-everything use the image alone.
+    with the image's, predicted IoUs averaged. Text prompts (left and right would swap), :meth:`predict_batch`,
+    :meth:`predict_low_res` and segment-everything use the image alone.
     """
 
     def __init__(self, model: Sam | EvfSam, refiner: MaskRefiner | None = None, threads: int | None = None,
