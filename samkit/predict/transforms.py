@@ -233,9 +233,11 @@ def postprocess_logits(
         return low_res_logits.new_empty((*lead, h, w), dtype=torch.float32)
     rows, cols = rows.to(low_res_logits.device), cols.to(low_res_logits.device)
     x = low_res_logits[..., :r, :c].float().reshape(n * r, c)
-    y = (cols @ x.T).T.reshape(n, r, w)  # columns resized: (n, r, W)
-    y = rows @ y.transpose(0, 1).reshape(r, n * w)  # rows resized: (H, n*W)
-    return y.view(h, n, w).transpose(0, 1).contiguous().view(*lead, h, w)
+    y = (cols @ x.T).T.contiguous()  # columns resized: (n*r, W)
+    out = y.new_empty((n, h, w))
+    for i in range(n):  # rows resized, each mask straight into its (H, W) place: no (H, n, W) -> (n, H, W) copy
+        torch.mm(rows, y[i * r:(i + 1) * r], out=out[i])
+    return out.view(*lead, h, w)
 
 
 def mask_to_low_res_logits(
