@@ -176,9 +176,8 @@ class Predictor:
         """Run the image encoder once. ``image``: HxWx3 uint8 RGB array, PIL image or path
         (EXIF orientation applied; grayscale/RGBA/16-bit/palette converted to RGB)."""
         rgb = load_image(image)
-        x, input_size = preprocess(rgb, self.model.img_size)
-        with torch.inference_mode(), thread_budget(self.threads):
-            self._set_features(self.model.encode_image(x.to(self.model.device)))
+        features, input_size = self._encode(rgb)
+        self._set_features(features)
         self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.input_size = input_size
         self.text_image = self.model.text_image(rgb) if has_text_encoder(self.model) else None
@@ -187,12 +186,16 @@ class Predictor:
         if self.refiner is not None:
             self.refiner.set_image(rgb, self._require_image()[0])
 
+    def _encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The image encoder on HxWx3 RGB: (1,C,h,w) features and the resized image's (h, w) in the input frame."""
+        x, input_size = preprocess(rgb, self.model.img_size)
+        with torch.inference_mode(), thread_budget(self.threads):
+            return self.model.encode_image(x.to(self.model.device)), input_size
+
     def _embed_mirror(self, rgb: np.ndarray) -> None:
         """``mirror``: run the image encoder on the left-right mirror of ``rgb`` (the current image) and keep both
         embeddings as :attr:`pair`."""
-        x, _ = preprocess(np.ascontiguousarray(rgb[:, ::-1]), self.model.img_size)
-        with torch.inference_mode(), thread_budget(self.threads):
-            mirrored = self.model.encode_image(x.to(self.model.device))
+        mirrored = self._encode(np.ascontiguousarray(rgb[:, ::-1]))[0]
         self.pair = torch.cat([self._require_image()[0], mirrored.contiguous(memory_format=torch.channels_last)])
 
     def _set_features(self, features: torch.Tensor) -> None:

@@ -46,7 +46,7 @@ def photo(data_dir, tiny):
     return np.asarray(im.resize((w, round(im.height * w / im.width)), Image.BILINEAR))
 
 
-@pytest.mark.parametrize("threads", [1, 2])  # 2: the two halves side by side in worker threads
+@pytest.mark.parametrize("threads", [1, 2])  # the batch of 2 on one and on two threads
 def test_mirror_predictor_averages_the_image_and_its_mirror(tiny, photo, threads):
     h, w = photo.shape[:2]
     both = Predictor(tiny, threads=threads, mirror=True)
