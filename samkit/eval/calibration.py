@@ -112,11 +112,14 @@ def amg_candidates(pred_iou: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0
 
 
 def _nms_records(records: Sequence[dict], scores: Sequence[float], thresh: float) -> list[dict]:
-    """Box NMS over ``records`` (``bbox`` [x, y, w, h]) by ``scores``, kept in score order."""
+    """Box NMS over ``records`` (``bbox`` [x, y, w, h]) by ``scores``, kept in score order, on the boxes the
+    generator's NMS sees: a record's ``bbox`` is COCO's (w = last - first column + 1), the generator's boxes are
+    SAM's (x1 = the last column, :func:`~samkit.predict.boxes.masks_to_boxes`), and an IoU near the threshold
+    depends on which."""
     if len(records) < 2:
         return list(records)
     xywh = torch.tensor([r["bbox"] for r in records], dtype=torch.float64)
-    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + (xywh[:, 2:] - 1).clamp_min(0)], dim=1)
     return [records[i] for i in nms(boxes, torch.tensor(scores, dtype=torch.float64), thresh).tolist()]
 
 
