@@ -162,7 +162,7 @@ def decoder_work(crop_n_layers: int, downscale: int) -> float:
 def fit_amg_thresholds(runs: Mapping[tuple[float, int, int], Sequence[tuple[Sample, list[dict]]]],
                        candidates: Sequence[dict[str, float]] | None = None,
                        min_masks: int = 10, max_masks: int = 60, recall_iou: float = 0.5,
-                       per_image: tuple[int, int] = (5, 60)) -> dict:
+                       per_image: tuple[int, int] = (5, 60), headroom: float = 0.2) -> dict:
     """Choose everything-mode thresholds and crops on validation images.
 
     ``runs``: for each (stability offset, crop layers, crop points downscale factor), per validation
@@ -171,17 +171,20 @@ def fit_amg_thresholds(runs: Mapping[tuple[float, int, int], Sequence[tuple[Samp
     ``output_mode="binary_mask"``, reduced by :func:`object_ious`; each setting is then applied with
     :func:`select_records`. A setting qualifies when the median number of masks per image lies in
     [min_masks, max_masks] and no image gets none. Among those: the most images whose count lies in
-    ``per_image`` (what a user of everything-mode expects on every image); of these, the settings whose
-    object recall (share of validation objects matched by a kept mask at IoU >= ``recall_iou``) is within
-    one validation object of the best, and of those the cheapest (:func:`decoder_work`), then the best
-    recall, the most masks on the poorest image, and the first in table order (runs in the order given,
-    the strictest setting first). When none qualifies, the setting whose median count is nearest the
-    range (then the best recall) is chosen and ``qualified`` is False. Returns {"thresholds" (with
-    ``stability_score_offset``, ``crop_n_layers`` and ``crop_n_points_downscale_factor``), "qualified",
-    "table"}.
+    ``per_image`` (what a user of everything-mode expects on every image); of these, the most images whose
+    count keeps ``headroom`` inside that range (``lo * (1 + headroom) <= count <= hi / (1 + headroom)``:
+    a setting at the edge of the range on validation images crosses it on the next ones); of these, the
+    settings whose object recall (share of validation objects matched by a kept mask at IoU >=
+    ``recall_iou``) is within one validation object of the best, and of those the cheapest
+    (:func:`decoder_work`), then the best recall, the most masks on the poorest image, and the first in
+    table order (runs in the order given, the strictest setting first). When none qualifies, the setting
+    whose median count is nearest the range (then the best recall) is chosen and ``qualified`` is False.
+    Returns {"thresholds" (with ``stability_score_offset``, ``crop_n_layers`` and
+    ``crop_n_points_downscale_factor``), "qualified", "table"}.
     """
     candidates = list(candidates or amg_candidates())
     lo, hi = per_image
+    band = (lo * (1.0 + headroom), hi / (1.0 + headroom))
     table = []
     objects = 0  # validation objects (the same samples in every run)
     for (offset, crop_n_layers, downscale), per_sample in runs.items():
@@ -197,11 +200,14 @@ def fit_amg_thresholds(runs: Mapping[tuple[float, int, int], Sequence[tuple[Samp
                           "decoder_work": decoder_work(crop_n_layers, downscale),
                           "median_masks": float(np.median(counts)), "min_masks": int(min(counts)),
                           "max_masks": int(max(counts)), "in_range": sum(lo <= c <= hi for c in counts),
+                          "in_band": sum(band[0] <= c <= band[1] for c in counts),
                           "recall": hits / max(objects, 1)})
     ok = [row for row in table if min_masks <= row["median_masks"] <= max_masks and row["min_masks"] > 0]
     if ok:
         in_range = max(row["in_range"] for row in ok)
         best = [row for row in ok if row["in_range"] == in_range]
+        in_band = max(row["in_band"] for row in best)
+        best = [row for row in best if row["in_band"] == in_band]
         slack = 1.0 / max(objects, 1) + 1e-9  # one validation object
         recall = max(row["recall"] for row in best)
         near = [row for row in best if row["recall"] >= recall - slack]

@@ -135,20 +135,27 @@ def test_object_ious_keeps_scores_and_each_objects_iou_but_no_mask():
     assert object_ious(sample, []) == []
 
 
-def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_recall():
+def _scored_run(stability: tuple[float, float, float] = (0.9, 0.9, 0.9)) -> list:
+    """Three validation images, each with one object (found) and 12 small distinct masks of middling scores:
+    pred IoU 0.65 or 0.55 alternately (pred IoU 0.5 keeps 13 masks per image, 0.6 keeps 7), stability
+    ``stability[k]`` on image k."""
     gt = np.zeros((40, 40), bool)
     gt[5:25, 5:25] = True
-    samples, runs = [], []
+    runs = []
     for k in range(3):
         recs = [_record(gt, 0.95, 0.97)]
-        for j in range(12):  # small, distinct boxes of middling scores
+        for j in range(12):
             m = np.zeros((40, 40), bool)
             y, x = divmod(j, 4)
             m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
-            recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.9))
-        samples.append(Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None))
-        runs.append((samples[-1], object_ious(samples[-1], recs)))
-    fit = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=10, max_masks=60)
+            recs.append(_record(m, 0.65 if j % 2 else 0.55, stability[k]))
+        sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
+        runs.append((sample, object_ious(sample, recs)))
+    return runs
+
+
+def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_recall():
+    fit = fit_amg_thresholds({(1.0, 0, 1): _scored_run()}, min_masks=10, max_masks=60)
     assert fit["qualified"]
     assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
     assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
@@ -188,18 +195,7 @@ def test_fit_amg_thresholds_takes_the_cheaper_crops_when_they_do_as_well():
 
 
 def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
-    gt = np.zeros((40, 40), bool)
-    gt[5:25, 5:25] = True
-    runs = []
-    for k in range(3):
-        recs = [_record(gt, 0.95, 0.97)]
-        for j in range(12):
-            m = np.zeros((40, 40), bool)
-            y, x = divmod(j, 4)
-            m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
-            recs.append(_record(m, 0.65 if j % 2 else 0.55, 0.55 if k == 0 else 0.9))  # image 0: less stable
-        sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
-        runs.append((sample, object_ious(sample, recs)))
+    runs = _scored_run((0.55, 0.9, 0.9))  # image 0: less stable
     fit = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=10, max_masks=60)
     # stability 0.9 also has a median of 13 masks and full recall, but leaves image 0 with one mask
     assert fit["qualified"]
@@ -207,3 +203,14 @@ def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
     assert fit["thresholds"]["stability_score_thresh"] == 0.5
     row = next(r for r in fit["table"] if r["pred_iou_thresh"] == 0.5 and r["stability_score_thresh"] == 0.9)
     assert row["median_masks"] == 13 and row["min_masks"] == 1 and row["recall"] == 1.0
+
+
+def test_fit_amg_thresholds_keeps_headroom_inside_the_per_image_range():
+    runs = _scored_run()
+    # both settings keep every image within 5-13 and find every object; 13 sits on the edge
+    edge = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=5, max_masks=13, per_image=(5, 13), headroom=0.0)
+    assert edge["thresholds"]["pred_iou_thresh"] == 0.5  # the most masks on the poorest image
+    fit = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=5, max_masks=13, per_image=(5, 13), headroom=0.2)
+    assert fit["qualified"] and fit["thresholds"]["pred_iou_thresh"] == 0.6  # 7 lies within 6-10.8
+    row = next(r for r in fit["table"] if r["pred_iou_thresh"] == 0.5 and r["stability_score_thresh"] == 0.9)
+    assert row["in_range"] == 3 and row["in_band"] == 0 and row["recall"] == 1.0
