@@ -135,36 +135,12 @@ def test_object_ious_keeps_scores_and_each_objects_iou_but_no_mask():
     assert object_ious(sample, []) == []
 
 
-def _scored_run(stability: tuple[float, float, float] = (0.9, 0.9, 0.9)) -> list:
-    """Three validation images, each with one object (found) and 12 small distinct masks of middling scores:
-    pred IoU 0.65 or 0.55 alternately (pred IoU 0.5 keeps 13 masks per image, 0.6 keeps 7), stability
+def _validation_run(found: int = 3, pred_ious: tuple[float, float] = (0.55, 0.65),
+                    stability: tuple[float, float, float] = (0.9, 0.9, 0.9)) -> list:
+    """Three validation images, each with one object and 13 records: the object's mask on the first ``found``
+    images (a 13th small mask instead on the others), and 12 small distinct masks of middling scores, mask j with
+    pred IoU ``pred_ious[j % 2]`` (by default pred IoU 0.5 keeps 13 records per image, 0.6 keeps 7) and stability
     ``stability[k]`` on image k."""
-    gt = np.zeros((40, 40), bool)
-    gt[5:25, 5:25] = True
-    runs = []
-    for k in range(3):
-        recs = [_record(gt, 0.95, 0.97)]
-        for j in range(12):
-            m = np.zeros((40, 40), bool)
-            y, x = divmod(j, 4)
-            m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
-            recs.append(_record(m, 0.65 if j % 2 else 0.55, stability[k]))
-        sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
-        runs.append((sample, object_ious(sample, recs)))
-    return runs
-
-
-def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_recall():
-    fit = fit_amg_thresholds({(1.0, 0, 1): _scored_run()}, min_masks=10, max_masks=60)
-    assert fit["qualified"]
-    assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
-    assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
-    assert fit["thresholds"]["stability_score_offset"] == 1.0
-
-
-def _grid_run(found: int) -> list:
-    """Three validation images, each with one object and 12 small distinct masks; the object is matched
-    on the first ``found`` images only."""
     gt = np.zeros((40, 40), bool)
     gt[5:25, 5:25] = True
     runs = []
@@ -174,10 +150,24 @@ def _grid_run(found: int) -> list:
             m = np.zeros((40, 40), bool)
             y, x = divmod(j, 4)
             m[26 + 4 * y:29 + 4 * y, 1 + 9 * x:8 + 9 * x] = True
-            recs.append(_record(m, 0.65, 0.9))
+            recs.append(_record(m, pred_ious[j % 2], stability[k]))
         sample = Sample(f"s{k}", np.zeros((40, 40, 3), np.uint8), gt[None], None)
         runs.append((sample, object_ious(sample, recs)))
     return runs
+
+
+def test_fit_amg_thresholds_prefers_the_strictest_setting_with_enough_masks_and_recall():
+    fit = fit_amg_thresholds({(1.0, 0, 1): _validation_run()}, min_masks=10, max_masks=60)
+    assert fit["qualified"]
+    assert fit["thresholds"]["pred_iou_thresh"] == 0.5  # at 0.6 only 7 of the 13 masks are left
+    assert fit["thresholds"]["stability_score_thresh"] == 0.9  # the strictest that keeps them
+    assert fit["thresholds"]["stability_score_offset"] == 1.0
+
+
+def _grid_run(found: int) -> list:
+    """:func:`_validation_run` with every small mask at pred IoU 0.65; the object is matched on the first
+    ``found`` images only."""
+    return _validation_run(found, pred_ious=(0.65, 0.65))
 
 
 def test_fit_amg_thresholds_takes_the_cheaper_crops_when_they_do_as_well():
@@ -195,7 +185,7 @@ def test_fit_amg_thresholds_takes_the_cheaper_crops_when_they_do_as_well():
 
 
 def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
-    runs = _scored_run((0.55, 0.9, 0.9))  # image 0: less stable
+    runs = _validation_run(stability=(0.55, 0.9, 0.9))  # image 0: less stable
     fit = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=10, max_masks=60)
     # stability 0.9 also has a median of 13 masks and full recall, but leaves image 0 with one mask
     assert fit["qualified"]
@@ -206,7 +196,7 @@ def test_fit_amg_thresholds_prefers_no_nearly_bare_image_among_equal_recall():
 
 
 def test_fit_amg_thresholds_keeps_headroom_inside_the_per_image_range():
-    runs = _scored_run()
+    runs = _validation_run()
     # both settings keep every image within 5-13 and find every object; 13 sits on the edge
     edge = fit_amg_thresholds({(1.0, 0, 1): runs}, min_masks=5, max_masks=13, per_image=(5, 13), headroom=0.0)
     assert edge["thresholds"]["pred_iou_thresh"] == 0.5  # the most masks on the poorest image
