@@ -65,6 +65,7 @@ class TrainConfig(OptimConfig):
     focal_alpha: float = 0.25  # focal loss foreground weight (SAM: 0.25; 0.5 = balanced)
     iou_loss_weight: float = 1.0  # the IoU head's MSE against the mask loss (SAM: 1)
     choice_loss_weight: float = 0.0  # cross-entropy of the predicted IoUs against the best output (SAM: 0)
+    first_round_weight: float = 1.0  # round 0's loss (the first prompt) against one correction round's (SAM: 1)
     click_rounds: int = 8  # correction rounds with a new click
     mask_only_rounds: int = 2  # rounds that only feed the previous mask back
     box_prob: float = 0.5  # probability that round 0 is a noisy box rather than a point
@@ -102,6 +103,7 @@ class TrainConfig(OptimConfig):
             (0.0 < self.focal_alpha < 1.0, "focal_alpha must be in (0, 1)"),
             (self.iou_loss_weight >= 0.0 and self.choice_loss_weight >= 0.0,
              "iou_loss_weight and choice_loss_weight must be >= 0"),
+            (self.first_round_weight > 0.0, "first_round_weight must be > 0"),
             (self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (0 < self.augment.scale_min <= self.augment.scale_max, "need 0 < scale_min <= scale_max"),

@@ -161,10 +161,11 @@ class Trainer(CheckpointedRun):
 
     def simulate(self, features: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
                  rng: np.random.Generator) -> dict[str, float]:
-        """Round 0 plus the correction rounds; backpropagates each round's loss / number of rounds.
+        """Round 0 plus the correction rounds; backpropagates the rounds' losses as one weighted mean
+        (round 0 weighs ``first_round_weight``, every correction round 1).
 
         features (B,256,g,g); targets, valid (B,S,S) bool. Returns the losses averaged over rounds
-        (``loss``, ``focal``, ``dice``, ``iou_loss``), and ``loss_first`` / ``loss_last``.
+        without weights (``loss``, ``focal``, ``dice``, ``iou_loss``), and ``loss_first`` / ``loss_last``.
         """
         cfg = self.cfg
         size = cfg.img_size
@@ -175,13 +176,15 @@ class Trainer(CheckpointedRun):
         mask_input: torch.Tensor | None = None
         preds: np.ndarray | None = None
         per_round: list[dict[str, float]] = []
+        total_weight = cfg.first_round_weight + len(schedule)
         for new_click in [False, *schedule]:
             if new_click:
                 assert preds is not None  # round 0 never adds a click
                 prompts = prompts.add_clicks(correction_clicks(preds, targets_np, valid_np, rng,
                                                               cfg.protocol_click_prob))
             terms, low, iou_pred, logits = self._round(features, prompts, mask_input, loss_targets, loss_valid)
-            (terms.total / (len(schedule) + 1)).backward()
+            weight = cfg.first_round_weight if preds is None else 1.0
+            (terms.total * weight / total_weight).backward()
             per_round.append(terms.as_floats())
             best = pick_masks(low, iou_pred)
             mask_input = _gather(low.detach().float(), best)[:, None]

@@ -67,6 +67,8 @@ def test_config_file_round_trip_and_errors(tmp_path):
         load_config({"iou_loss_weight": -1.0})
     with pytest.raises(ValueError, match="choice_loss_weight"):
         load_config({"choice_loss_weight": -0.1})
+    with pytest.raises(ValueError, match="first_round_weight"):
+        load_config({"first_round_weight": 0.0})
 
 
 def test_example_config_loads():

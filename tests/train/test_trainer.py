@@ -11,6 +11,7 @@ import torch
 
 import samkit
 from samkit.train import AugmentConfig, build_model, load_config, read_log, train
+from samkit.train.trainer import Trainer
 from tests.train.configs import STEPS, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,3 +118,24 @@ def test_example_config_trains_on_bsds(data_dir, tmp_path):
     assert result.steps == 2 and result.final_loss is not None and result.model_path.is_file()
     again = train(dataclasses.replace(small, resume=True))  # a finished run: nothing to do, same answer
     assert again.steps == 2 and again.final_loss == result.final_loss
+
+
+def test_first_round_weight_weighs_the_first_prompt(tiny_samples, tmp_path):
+    """Round 0 weighted 1e6 gives round 0's gradient alone (as with no correction rounds); weight 1 does not."""
+    size = 256
+    targets = torch.zeros(2, size, size, dtype=torch.bool)
+    targets[0, 40:150, 60:200] = True
+    targets[1, 100:220, 20:120] = True
+    valid = torch.ones_like(targets)
+    features = torch.randn(2, 256, size // 16, size // 16, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for name, rounds, weight in (("alone", 0, 1.0), ("heavy", 2, 1e6), ("even", 2, 1.0)):
+        cfg = tiny_config(tmp_path / name, click_rounds=rounds, mask_only_rounds=0, first_round_weight=weight,
+                          box_prob=0.0, bf16=False, loss_size="low")
+        leaf = features.clone().requires_grad_()
+        stats = Trainer(cfg, tiny_samples).simulate(leaf, targets, valid, np.random.default_rng(0))
+        assert leaf.grad is not None and stats["loss_first"] > 0
+        grads[name] = leaf.grad
+    scale = grads["alone"].abs().max()
+    assert (grads["heavy"] - grads["alone"]).abs().max() < 1e-4 * scale
+    assert (grads["even"] - grads["alone"]).abs().max() > 0.05 * scale
