@@ -65,7 +65,7 @@ class TrainConfig(OptimConfig):
     focal_alpha: float = 0.25  # focal loss foreground weight (SAM: 0.25; 0.5 = balanced)
     iou_loss_weight: float = 1.0  # the IoU head's MSE against the mask loss (SAM: 1)
     choice_loss_weight: float = 0.0  # cross-entropy of the predicted IoUs against the best output (SAM: 0)
-    first_round_weight: float = 1.0  # round 0's loss (the first prompt) against one correction round's (SAM: 1)
+    first_round_weight: float = 1.0  # round 0's loss (the first prompt) against one correction round's (1: alike)
     click_rounds: int = 8  # correction rounds with a new click
     mask_only_rounds: int = 2  # rounds that only feed the previous mask back
     box_prob: float = 0.5  # probability that round 0 is a noisy box rather than a point

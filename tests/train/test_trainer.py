@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import samkit
-from samkit.train import AugmentConfig, build_model, load_config, read_log, train
-from samkit.train.trainer import Trainer
+from samkit.train import AugmentConfig, Trainer, build_model, load_config, read_log, train
 from tests.train.configs import STEPS, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
