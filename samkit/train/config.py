@@ -1,7 +1,9 @@
 """Training configuration: dataclasses read from / written to JSON (or YAML with PyYAML installed).
 
 Relative paths in a config (dataset roots, ``init_checkpoint``, ``out_dir``) are taken relative to
-the working directory, as the command line sees them.
+the working directory, as the command line sees them. A config file may name another as its ``"base"``
+(a path relative to the file's own folder): the base's settings, with this file's keys replacing whole
+top-level entries (``augment`` or ``datasets`` are replaced, not merged).
 """
 from __future__ import annotations
 
@@ -162,8 +164,12 @@ def load_config(source: TrainConfig | dict[str, Any] | str | os.PathLike) -> Tra
     return TrainConfig.from_dict(read_config_file(source))
 
 
-def read_config_file(source: str | os.PathLike) -> dict[str, Any]:
-    """The settings mapping of a ``.json`` / ``.yaml`` / ``.yml`` config file."""
+BASE_KEY = "base"
+
+
+def read_config_file(source: str | os.PathLike, _children: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The settings mapping of a ``.json`` / ``.yaml`` / ``.yml`` config file, its ``"base"`` chain resolved
+    (the base's top-level settings, each key of this file replacing the base's)."""
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
@@ -177,7 +183,16 @@ def read_config_file(source: str | os.PathLike) -> dict[str, Any]:
         data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a training config is a mapping of settings, got {type(data).__name__}")
-    return data
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: {BASE_KEY!r} is the path of another config file, got {base!r}")
+    base_path = path.parent / base
+    chain = (*_children, path.resolve())
+    if base_path.resolve() in chain:
+        raise ValueError(f"{path}: config bases form a loop: {' -> '.join(p.name for p in (*chain, base_path))}")
+    return {**read_config_file(base_path, chain), **data}
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

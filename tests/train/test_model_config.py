@@ -1,6 +1,7 @@
 """Model factory at small input sizes, config files, learning-rate schedule."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from samkit.models.registry import resolve_name
-from samkit.train.config import TrainConfig, load_config
+from samkit.train.config import AugmentConfig, TrainConfig, load_config
 from samkit.train.model import build_model, trainable_parameters
 from samkit.train.optim import lr_factor
 
@@ -69,6 +70,33 @@ def test_config_file_round_trip_and_errors(tmp_path):
         load_config({"choice_loss_weight": -0.1})
     with pytest.raises(ValueError, match="first_round_weight"):
         load_config({"first_round_weight": 0.0})
+
+
+def test_config_base_chain_replaces_top_level_keys(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a.json").write_text(json.dumps({"img_size": 256, "seed": 1, "augment": {"hflip": 0.0,
+                                                                                            "brightness": 0.3}}))
+    (tmp_path / "b.json").write_text(json.dumps({"base": "runs/a.json", "seed": 2, "click_rounds": 3}))
+    (tmp_path / "c.json").write_text(json.dumps({"base": "b.json", "augment": {"hflip": 1.0}}))
+    cfg = load_config(tmp_path / "c.json")
+    assert (cfg.img_size, cfg.seed, cfg.click_rounds) == (256, 2, 3)
+    assert cfg.augment.hflip == 1.0 and cfg.augment.brightness == AugmentConfig().brightness  # replaced whole
+    (tmp_path / "d.json").write_text(json.dumps({"base": "e.json"}))
+    (tmp_path / "e.json").write_text(json.dumps({"base": "d.json"}))
+    with pytest.raises(ValueError, match="loop: d.json -> e.json -> d.json"):
+        load_config(tmp_path / "d.json")
+    (tmp_path / "f.json").write_text(json.dumps({"base": ["b.json"]}))
+    with pytest.raises(ValueError, match="path of another config"):
+        load_config(tmp_path / "f.json")
+    (tmp_path / "g.json").write_text(json.dumps({"base": "missing.json"}))
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_config(tmp_path / "g.json")
+
+
+def test_samkit_tiny_configs_resolve_their_bases():
+    v16, v17 = (load_config(REPO / "configs" / f"samkit_tiny_{v}.json") for v in ("v16", "v17"))
+    assert dataclasses.replace(v17, out_dir=v16.out_dir, first_round_weight=1.0) == v16
+    assert v17.click_rounds == 10 and v17.first_round_weight > 1.8 and len(v17.datasets) == len(v16.datasets) > 1
 
 
 def test_example_config_loads():
